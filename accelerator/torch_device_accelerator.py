@@ -1,0 +1,291 @@
+"""A generic backend that delegates to ``torch.get_device_module(name)``.
+
+Device files (cuda, xpu, npu, hpu, mps) subclass it and override only what differs: the
+communication backend, visible-devices variables, graphs, profiling ranges, vendor imports.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, ContextManager, Dict, List, Optional
+
+from .abstract_accelerator import Accelerator
+
+
+def check_device_index(device_index: Any, count: int, name: str) -> int:
+    """Return ``device_index`` as an int after checking it names one of ``count`` devices.
+
+    Raises ``TypeError`` for a non-integer and ``ValueError`` for an index outside ``[0, count)``.
+    """
+    if isinstance(device_index, bool) or not isinstance(device_index, int):
+        raise TypeError(f"{name} device index must be an int or None, got {type(device_index).__name__}")
+    if device_index < 0 or device_index >= count:
+        valid = f"0..{count - 1}" if count else "none: no device is visible"
+        raise ValueError(f"{name} device index {device_index} is out of range (valid: {valid})")
+    return device_index
+
+
+class TorchDeviceAccelerator(Accelerator):
+    """Backend for any device type that torch exposes as ``torch.<name>`` (a device module)."""
+
+    #: Vendor package that registers ``torch.<name>``; imported on first use, never at import.
+    vendor_module: Optional[str] = None
+    #: Environment variable(s) that restrict the visible devices.
+    visible_devices_env_names: List[str] = []
+    #: Prefixes of environment variables a launcher forwards.
+    export_env_prefixes: List[str] = []
+    #: ``torch.distributed`` backend name.
+    comm_backend: str = "gloo"
+
+    def __init__(self) -> None:
+        self._compile_backend = "inductor"
+
+    # ------------------------------------------------------------------ module access
+    @functools.cached_property
+    def _torch(self):
+        import torch
+
+        return torch
+
+    @functools.cached_property
+    def _module(self):
+        """``torch.<name>``, after importing the vendor package that registers it if needed."""
+        if self.vendor_module:
+            import importlib
+
+            importlib.import_module(self.vendor_module)
+        return self._torch.get_device_module(self.name)
+
+    def _index(self, device_index: Optional[int]) -> int:
+        if device_index is None:
+            return self.current_device()
+        return check_device_index(device_index, self.device_count(), self.name)
+
+    # ------------------------------------------------------------------ device semantics
+    def is_synchronized_device(self) -> bool:
+        return False
+
+    def use_host_timers(self) -> bool:
+        return self.is_synchronized_device()
+
+    def resolves_data_dependency(self) -> bool:
+        return self.is_synchronized_device()
+
+    def handles_memory_backpressure(self) -> bool:
+        return self.is_synchronized_device()
+
+    # ------------------------------------------------------------------ devices
+    def device_name(self, device_index: Optional[int] = None) -> str:
+        if device_index is None:
+            return self.name
+        return f"{self.name}:{check_device_index(device_index, self.device_count(), self.name)}"
+
+    def device(self, device_index: Optional[int] = None):
+        return self._torch.device(self.name, self._index(device_index))
+
+    def set_device(self, device_index: int) -> None:
+        self._module.set_device(check_device_index(device_index, self.device_count(), self.name))
+
+    def current_device(self) -> int:
+        return int(self._module.current_device())
+
+    def current_device_name(self) -> str:
+        return f"{self.name}:{self.current_device()}"
+
+    def device_count(self) -> int:
+        try:
+            return int(self._module.device_count())
+        except (ImportError, RuntimeError, AttributeError):
+            return 0
+
+    def synchronize(self, device_index: Optional[int] = None) -> None:
+        self._module.synchronize(None if device_index is None else self._index(device_index))
+
+    def is_available(self) -> bool:
+        try:
+            return bool(self._module.is_available())
+        except (ImportError, RuntimeError, AttributeError):
+            return False
+
+    # ------------------------------------------------------------------ RNG
+    def random(self):
+        return self._torch.random
+
+    def set_rng_state(self, new_state, device_index: Optional[int] = None) -> None:
+        self._module.set_rng_state(new_state, self._index(device_index))
+
+    def get_rng_state(self, device_index: Optional[int] = None):
+        return self._module.get_rng_state(self._index(device_index))
+
+    def manual_seed(self, seed: int) -> None:
+        self._module.manual_seed(seed)
+
+    def manual_seed_all(self, seed: int) -> None:
+        self._module.manual_seed_all(seed)
+
+    def initial_seed(self) -> int:
+        return int(self._module.initial_seed())
+
+    def default_generator(self, device_index: int):
+        return self._module.default_generators[check_device_index(device_index, self.device_count(), self.name)]
+
+    # ------------------------------------------------------------------ streams and events
+    @property
+    def Stream(self) -> type:
+        return self._module.Stream
+
+    def stream(self, stream) -> ContextManager:
+        return self._module.stream(stream)
+
+    def current_stream(self, device_index: Optional[int] = None):
+        return self._module.current_stream(self._index(device_index))
+
+    def default_stream(self, device_index: Optional[int] = None):
+        return self._module.default_stream(self._index(device_index))
+
+    @property
+    def Event(self) -> type:
+        return self._module.Event
+
+    # ------------------------------------------------------------------ memory
+    def empty_cache(self) -> None:
+        self._module.empty_cache()
+
+    def memory_allocated(self, device_index: Optional[int] = None) -> int:
+        return int(self._module.memory_allocated(self._index(device_index)))
+
+    def max_memory_allocated(self, device_index: Optional[int] = None) -> int:
+        return int(self._module.max_memory_allocated(self._index(device_index)))
+
+    def reset_peak_memory_stats(self, device_index: Optional[int] = None) -> None:
+        self._module.reset_peak_memory_stats(self._index(device_index))
+
+    def memory_reserved(self, device_index: Optional[int] = None) -> int:
+        return int(self._module.memory_reserved(self._index(device_index)))
+
+    def max_memory_reserved(self, device_index: Optional[int] = None) -> int:
+        return int(self._module.max_memory_reserved(self._index(device_index)))
+
+    def memory_stats(self, device_index: Optional[int] = None) -> Dict[str, Any]:
+        return dict(self._module.memory_stats(self._index(device_index)))
+
+    def total_memory(self, device_index: Optional[int] = None) -> int:
+        return int(self._module.get_device_properties(self._index(device_index)).total_memory)
+
+    def available_memory(self, device_index: Optional[int] = None) -> int:
+        free, _total = self._module.mem_get_info(self._index(device_index))
+        return int(free)
+
+    # ------------------------------------------------------------------ data types
+    def is_bf16_supported(self) -> bool:
+        try:
+            return bool(self._module.is_bf16_supported())
+        except (AttributeError, RuntimeError, AssertionError):
+            return False
+
+    def is_fp16_supported(self) -> bool:
+        return self.is_available()
+
+    def supported_dtypes(self) -> List[Any]:
+        dtypes = [self._torch.float32]
+        if self.is_bf16_supported():
+            dtypes.append(self._torch.bfloat16)
+        if self.is_fp16_supported():
+            dtypes.append(self._torch.float16)
+        return dtypes
+
+    # ------------------------------------------------------------------ host memory
+    def pin_memory(self, tensor, align_bytes: int = 1):
+        return tensor.pin_memory()
+
+    def is_pinned(self, tensor) -> bool:
+        return bool(tensor.is_pinned())
+
+    def on_accelerator(self, tensor) -> bool:
+        return tensor.device.type == self.name
+
+    # ------------------------------------------------------------------ graphs
+    def create_graph(self):
+        raise NotImplementedError(f"{self.name} has no graph capture in accelops")
+
+    def capture_to_graph(self, graph, pool=None, stream=None) -> ContextManager:
+        raise NotImplementedError(f"{self.name} has no graph capture in accelops")
+
+    def replay_graph(self, graph) -> None:
+        raise NotImplementedError(f"{self.name} has no graph capture in accelops")
+
+    # ------------------------------------------------------------------ profiling ranges
+    def range_push(self, msg: str) -> None:
+        _profiler_ranges.push(msg)
+
+    def range_pop(self) -> None:
+        _profiler_ranges.pop()
+
+    # ------------------------------------------------------------------ distributed
+    def communication_backend_name(self) -> str:
+        return self.comm_backend
+
+    def visible_devices_envs(self) -> List[str]:
+        return list(self.visible_devices_env_names)
+
+    def set_visible_devices_envs(self, current_env: Dict[str, str], local_accelerator_ids: List[int]) -> None:
+        ids = ",".join(str(int(i)) for i in local_accelerator_ids)
+        for env in self.visible_devices_envs():
+            current_env[env] = ids
+
+    def export_envs(self) -> List[str]:
+        return list(self.export_env_prefixes)
+
+    # ------------------------------------------------------------------ compilers
+    def is_triton_supported(self) -> bool:
+        return False
+
+    def get_compile_backend(self) -> str:
+        return self._compile_backend
+
+    def set_compile_backend(self, backend: str) -> None:
+        from torch._dynamo import list_backends
+
+        known = list_backends(exclude_tags=())
+        if backend not in known:
+            raise ValueError(f"unknown torch.compile backend {backend!r}; known: {', '.join(sorted(known))}")
+        self._compile_backend = backend
+
+    # ------------------------------------------------------------------ op builders
+    def get_op_builder(self, class_name: str) -> type:
+        from accelops.op_builder import get_builder_class
+
+        return get_builder_class(class_name, accelerator_name=self.name)
+
+    def create_op_builder(self, class_name: str):
+        return self.get_op_builder(class_name)()
+
+
+class _ProfilerRanges:
+    """Named ranges through ``torch.profiler.record_function``, for devices without NVTX-like APIs."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._local = threading.local()
+
+    def push(self, msg: str) -> None:
+        from torch.profiler import record_function
+
+        scope = record_function(str(msg))
+        scope.__enter__()
+        self._stack().append(scope)
+
+    def pop(self) -> None:
+        stack = self._stack()
+        if not stack:
+            raise RuntimeError("range_pop() called without a matching range_push()")
+        stack.pop().__exit__(None, None, None)
+
+    def _stack(self) -> list:
+        if not hasattr(self._local, "stack"):
+            self._local.stack = []
+        return self._local.stack
+
+
+_profiler_ranges = _ProfilerRanges()
+
