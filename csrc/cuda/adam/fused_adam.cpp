@@ -1,0 +1,154 @@
+// Python binding of the multi-tensor fused Adam kernel: validates the tensor lists, groups them by
+// (param dtype, state dtype), fills launch tables and launches on the current stream.
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/extension.h>
+
+#include <map>
+#include <utility>
+#include <vector>
+
+#include "cuda_dtype_codes.h"
+#include "cuda_fused_adam.h"
+
+namespace {
+
+using accelops::AdamHyper;
+using accelops::AdamTable;
+
+int dtype_code(at::ScalarType t) {
+    switch (t) {
+        case at::kFloat: return accelops::kF32;
+        case at::kHalf: return accelops::kF16;
+        case at::kBFloat16: return accelops::kBF16;
+        default: return -1;
+    }
+}
+
+void check_tensor(const at::Tensor& t, const char* what, size_t i, const at::Device& device) {
+    TORCH_CHECK(t.layout() == at::kStrided, "fused_adam: ", what, "[", i, "] must be dense (sparse is not supported)");
+    TORCH_CHECK(t.device() == device, "fused_adam: ", what, "[", i, "] is on ", t.device(),
+                " but params[0] is on ", device, "; all tensors of one step must share a device");
+    TORCH_CHECK(t.is_contiguous(), "fused_adam: ", what, "[", i, "] must be contiguous");
+}
+
+void validate(const std::vector<at::Tensor>& params, const std::vector<at::Tensor>& grads,
+              const std::vector<at::Tensor>& exp_avgs, const std::vector<at::Tensor>& exp_avg_sqs,
+              const std::vector<at::Tensor>& steps) {
+    const size_t n = params.size();
+    TORCH_CHECK(grads.size() == n && exp_avgs.size() == n && exp_avg_sqs.size() == n && steps.size() == n,
+                "fused_adam: params, grads, exp_avgs, exp_avg_sqs and steps must have the same length, got ",
+                n, ", ", grads.size(), ", ", exp_avgs.size(), ", ", exp_avg_sqs.size(), ", ", steps.size());
+    if (n == 0) return;
+    const at::Device device = params[0].device();
+    TORCH_CHECK(device.is_cuda(), "fused_adam: tensors must be on a CUDA device, got ", device);
+    for (size_t i = 0; i < n; ++i) {
+        const at::Tensor& p = params[i];
+        check_tensor(p, "params", i, device);
+        check_tensor(grads[i], "grads", i, device);
+        check_tensor(exp_avgs[i], "exp_avgs", i, device);
+        check_tensor(exp_avg_sqs[i], "exp_avg_sqs", i, device);
+        TORCH_CHECK(dtype_code(p.scalar_type()) >= 0, "fused_adam: params[", i, "] has dtype ", p.scalar_type(),
+                    "; supported: float32, float16, bfloat16");
+        TORCH_CHECK(grads[i].scalar_type() == p.scalar_type(), "fused_adam: grads[", i, "] has dtype ",
+                    grads[i].scalar_type(), " but its param has ", p.scalar_type());
+        const at::ScalarType st = exp_avgs[i].scalar_type();
+        TORCH_CHECK(st == at::kFloat || st == p.scalar_type(), "fused_adam: exp_avgs[", i, "] has dtype ", st,
+                    "; state must be float32 or the param dtype ", p.scalar_type());
+        TORCH_CHECK(exp_avg_sqs[i].scalar_type() == st, "fused_adam: exp_avg_sqs[", i,
+                    "] must have the dtype of exp_avgs[", i, "]");
+        TORCH_CHECK(grads[i].numel() == p.numel() && exp_avgs[i].numel() == p.numel() &&
+                        exp_avg_sqs[i].numel() == p.numel(),
+                    "fused_adam: grads/exp_avgs/exp_avg_sqs[", i, "] must have as many elements as params[", i, "]");
+        TORCH_CHECK(steps[i].device() == device && steps[i].scalar_type() == at::kFloat && steps[i].numel() == 1,
+                    "fused_adam: steps[", i, "] must be a one-element float32 tensor on ", device);
+    }
+}
+
+const float* optional_scalar(const c10::optional<at::Tensor>& t, const char* name, const at::Device& device) {
+    if (!t.has_value()) return nullptr;
+    TORCH_CHECK(t->device() == device && t->scalar_type() == at::kFloat && t->numel() == 1,
+                "fused_adam: ", name, " must be a one-element float32 tensor on ", device);
+    return t->data_ptr<float>();
+}
+
+// Fills tables with the tensors at `idx` and launches whenever a table is full.
+void run_bucket(int param_code, int state_code, const std::vector<size_t>& idx,
+                const std::vector<at::Tensor>& params, const std::vector<at::Tensor>& grads,
+                const std::vector<at::Tensor>& exp_avgs, const std::vector<at::Tensor>& exp_avg_sqs,
+                const std::vector<at::Tensor>& steps, const AdamHyper& hyper, cudaStream_t stream) {
+    AdamTable tab{};
+    auto launch = [&]() {
+        const cudaError_t err = accelops::launch_fused_adam(param_code, state_code, tab, hyper, stream);
+        TORCH_CHECK(err == cudaSuccess, "fused_adam: kernel launch failed: ", cudaGetErrorString(err));
+        tab.num_blocks = 0;
+        tab.num_tensors = 0;
+    };
+    auto add_tensor = [&](size_t i) {
+        const int k = tab.num_tensors++;
+        tab.param[k] = params[i].data_ptr();
+        tab.grad[k] = grads[i].data_ptr();
+        tab.exp_avg[k] = exp_avgs[i].data_ptr();
+        tab.exp_avg_sq[k] = exp_avg_sqs[i].data_ptr();
+        tab.step[k] = steps[i].data_ptr<float>();
+        tab.numel[k] = params[i].numel();
+    };
+    for (size_t i : idx) {
+        const int64_t numel = params[i].numel();
+        if (numel == 0) continue;
+        const int64_t chunks = (numel + accelops::kAdamChunk - 1) / accelops::kAdamChunk;
+        TORCH_CHECK(chunks <= INT32_MAX, "fused_adam: params[", i, "] is too large (", numel, " elements)");
+        if (tab.num_tensors == accelops::kAdamMaxTensors) launch();
+        add_tensor(i);
+        for (int64_t c = 0; c < chunks; ++c) {
+            if (tab.num_blocks == accelops::kAdamMaxBlocks) {
+                launch();
+                add_tensor(i);
+            }
+            tab.tensor[tab.num_blocks] = static_cast<uint8_t>(tab.num_tensors - 1);
+            tab.chunk[tab.num_blocks] = static_cast<int32_t>(c);
+            ++tab.num_blocks;
+        }
+    }
+    if (tab.num_blocks > 0) launch();
+}
+
+}  // namespace
+
+// One Adam/AdamW step over every tensor of the lists, in place. steps hold each tensor's step
+// count, already incremented for this step.
+void fused_adam_step(std::vector<at::Tensor> params, std::vector<at::Tensor> grads,
+                     std::vector<at::Tensor> exp_avgs, std::vector<at::Tensor> exp_avg_sqs,
+                     std::vector<at::Tensor> steps, double lr, double beta1, double beta2, double eps,
+                     double weight_decay, bool adam_w_mode, bool bias_correction,
+                     c10::optional<at::Tensor> grad_scale, c10::optional<at::Tensor> found_inf) {
+    validate(params, grads, exp_avgs, exp_avg_sqs, steps);
+    if (params.empty()) return;
+    const at::Device device = params[0].device();
+    const c10::cuda::CUDAGuard guard(device);
+    AdamHyper hyper{};
+    hyper.lr = static_cast<float>(lr);
+    hyper.beta1 = static_cast<float>(beta1);
+    hyper.beta2 = static_cast<float>(beta2);
+    hyper.eps = static_cast<float>(eps);
+    hyper.weight_decay = static_cast<float>(weight_decay);
+    hyper.adam_w_mode = adam_w_mode ? 1 : 0;
+    hyper.bias_correction = bias_correction ? 1 : 0;
+    hyper.grad_scale = optional_scalar(grad_scale, "grad_scale", device);
+    hyper.found_inf = optional_scalar(found_inf, "found_inf", device);
+
+    std::map<std::pair<int, int>, std::vector<size_t>> buckets;
+    for (size_t i = 0; i < params.size(); ++i) {
+        buckets[{dtype_code(params[i].scalar_type()), dtype_code(exp_avgs[i].scalar_type())}].push_back(i);
+    }
+    const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device.index()).stream();
+    for (const auto& kv : buckets) {
+        run_bucket(kv.first.first, kv.first.second, kv.second, params, grads, exp_avgs, exp_avg_sqs, steps,
+                   hyper, stream);
+    }
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+    m.def("fused_adam_step", &fused_adam_step,
+          "Multi-tensor Adam/AdamW step, in place (params, exp_avgs, exp_avg_sqs are updated)");
+}

@@ -1,0 +1,44 @@
+// Host/device interface of the multi-tensor fused Adam kernel: the launch table the binding
+// fills and the launcher the .cu file defines. No ATen here, so the kernel file builds fast.
+#pragma once
+
+#include <cuda_runtime_api.h>
+#include <cstdint>
+
+namespace accelops {
+
+constexpr int kAdamMaxTensors = 32;       // tensors described by one launch
+constexpr int kAdamMaxBlocks = 448;       // blocks (chunks) of one launch
+constexpr int64_t kAdamChunk = 65536;     // elements per block
+constexpr int kAdamThreads = 512;
+
+// Passed by value as a kernel argument: tensor pointers plus a block -> (tensor, chunk) map.
+struct AdamTable {
+    void* param[kAdamMaxTensors];
+    const void* grad[kAdamMaxTensors];
+    void* exp_avg[kAdamMaxTensors];
+    void* exp_avg_sq[kAdamMaxTensors];
+    const float* step[kAdamMaxTensors];   // per-tensor step count (already incremented), device
+    int64_t numel[kAdamMaxTensors];
+    int32_t chunk[kAdamMaxBlocks];        // chunk index inside its tensor (64-bit offsets)
+    uint8_t tensor[kAdamMaxBlocks];       // index into the arrays above
+    int num_tensors;
+    int num_blocks;
+};
+
+struct AdamHyper {
+    float lr, beta1, beta2, eps, weight_decay;
+    int adam_w_mode;                      // 1: decoupled decay (AdamW), 0: L2 added to the grad
+    int bias_correction;
+    const float* grad_scale;              // optional: grads are divided by *grad_scale
+    const float* found_inf;               // optional: when *found_inf != 0 nothing is updated
+};
+
+static_assert(sizeof(AdamTable) + sizeof(AdamHyper) <= 4000, "kernel arguments must fit 4 KB");
+
+// Launches one step over the table; param_dtype/state_dtype are DTypeCode values
+// (state is either fp32 or the param dtype). Returns the launch status.
+cudaError_t launch_fused_adam(int param_dtype, int state_dtype, const AdamTable& table,
+                              const AdamHyper& hyper, cudaStream_t stream);
+
+}  // namespace accelops
