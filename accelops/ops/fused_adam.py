@@ -41,6 +41,10 @@ def _load_cuda_module():
 def _adam_torch_(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2, eps, weight_decay,
                  adam_w_mode, bias_correction, grad_scale, found_inf) -> None:
     """Pure-torch step with torch.optim.Adam/AdamW semantics; math in fp32 for 16-bit tensors or state."""
+    lengths = {len(params), len(grads), len(exp_avgs), len(exp_avg_sqs), len(steps)}
+    if len(lengths) != 1:
+        raise ValueError("fused_adam: params, grads, exp_avgs, exp_avg_sqs and steps must have the same length, got "
+                         f"{len(params)}, {len(grads)}, {len(exp_avgs)}, {len(exp_avg_sqs)}, {len(steps)}")
     if found_inf is not None and float(found_inf) != 0.0:
         return
     for p, g, m, v, step_t in zip(params, grads, exp_avgs, exp_avg_sqs, steps):
@@ -119,7 +123,8 @@ class FusedAdam(torch.optim.Optimizer):
     """Adam/AdamW that updates all parameters of a group with one multi-tensor kernel.
 
     Args mirror DeepSpeed's FusedAdam: ``adam_w_mode=True`` decays weights decoupled (AdamW),
-    ``False`` adds ``weight_decay * param`` to the gradient (Adam's L2). ``state_dtype`` is None (state
+    ``False`` adds ``weight_decay * param`` to the gradient (Adam's L2); it is kept per group under
+    torch's key ``decoupled_weight_decay``. ``state_dtype`` is None (state
     in the param dtype, as torch) or ``torch.float32`` (fp32 state for 16-bit params). State keys are
     torch's (``step``, ``exp_avg``, ``exp_avg_sq``), one step count per parameter. Works with
     ``torch.amp.GradScaler``: grads are unscaled inside the step, which is skipped on inf/nan.
@@ -141,9 +146,10 @@ class FusedAdam(torch.optim.Optimizer):
             raise ValueError(f"Invalid weight_decay value: {weight_decay}")
         if state_dtype not in (None, torch.float32):
             raise ValueError(f"state_dtype must be None (param dtype) or torch.float32, got {state_dtype}")
-        defaults = dict(lr=lr, bias_correction=bias_correction, betas=betas, eps=eps, weight_decay=weight_decay)
+        # decoupled_weight_decay is torch's group key for adam_w_mode: state_dicts load into torch.optim.Adam(W).
+        defaults = dict(lr=lr, bias_correction=bias_correction, betas=betas, eps=eps, weight_decay=weight_decay,
+                        decoupled_weight_decay=bool(adam_w_mode))
         super().__init__(params, defaults)
-        self.adam_w_mode = bool(adam_w_mode)
         self.set_grad_none = set_grad_none
         self.state_dtype = state_dtype
 
@@ -212,7 +218,8 @@ class FusedAdam(torch.optim.Optimizer):
             fi = found_inf.to(device=device, dtype=torch.float32) if found_inf is not None else None
             torch._foreach_add_(steps, 1)
             fused_adam_step_(params, grads, exp_avgs, exp_avg_sqs, steps, float(group["lr"]), float(beta1),
-                             float(beta2), float(group["eps"]), float(group["weight_decay"]), self.adam_w_mode,
+                             float(beta2), float(group["eps"]), float(group["weight_decay"]),
+                             bool(group["decoupled_weight_decay"]),
                              bool(group["bias_correction"]), gs, fi)
             if fi is not None:
                 torch._foreach_sub_(steps, [fi] * len(steps))
