@@ -157,6 +157,43 @@ class FusedAdam(torch.optim.Optimizer):
         """Clear grads; ``set_to_none`` defaults to the constructor's ``set_grad_none``."""
         super().zero_grad(set_to_none=self.set_grad_none if set_to_none is None else set_to_none)
 
+    def _init_state(self, p, state):
+        want = self.state_dtype or p.dtype
+        state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+        state["exp_avg"] = torch.zeros_like(p, dtype=want, memory_format=torch.contiguous_format)
+        state["exp_avg_sq"] = torch.zeros_like(p, dtype=want, memory_format=torch.contiguous_format)
+
+    def load_state_dict(self, state_dict):
+        """Load like torch, but keep the saved state's precision: torch casts state to the param dtype,
+        which would round fp32 state of 16-bit params; ``step`` goes to the param's device."""
+        ids = [i for group in state_dict["param_groups"] for i in group["params"]]
+        saved = state_dict["state"]
+        super().load_state_dict(state_dict)
+        params = [p for group in self.param_groups for p in group["params"]]
+        for pid, p in zip(ids, params):
+            if pid not in saved:
+                continue
+            state, want = self.state[p], self.state_dtype or p.dtype
+            for key in ("exp_avg", "exp_avg_sq"):
+                state[key] = saved[pid][key].to(device=p.device, dtype=want, memory_format=torch.contiguous_format,
+                                                copy=True)
+            state["step"] = torch.as_tensor(saved[pid]["step"], dtype=torch.float32).to(p.device, copy=True)
+
+    @staticmethod
+    def _raise_bad_param(i, p, g, device):
+        where = f"FusedAdam: param {i} of its group (shape {tuple(p.shape)})"
+        if g.is_sparse:
+            raise RuntimeError(f"{where} has a sparse gradient; FusedAdam supports dense gradients only")
+        if p.dtype not in _SUPPORTED_DTYPES:
+            raise TypeError(f"{where} has dtype {p.dtype}; supported: float32, float16, bfloat16")
+        if g.dtype != p.dtype:
+            raise TypeError(f"{where} has dtype {p.dtype} but its gradient has {g.dtype}")
+        if p.device != device or g.device != device:
+            raise ValueError(f"{where} or its gradient is on {p.device}/{g.device}, but the group's first param "
+                             f"is on {device}; put all params of a group on one device")
+        raise ValueError(f"{where}: param and gradient must be contiguous (FusedAdam updates in place and never "
+                         f"a temporary copy)")
+
     def _group_tensors(self, group):
         """Checked (params, grads, exp_avgs, exp_avg_sqs, steps) of a group's params that have grads."""
         params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
@@ -165,33 +202,14 @@ class FusedAdam(torch.optim.Optimizer):
             g = p.grad
             if g is None:
                 continue
-            where = f"FusedAdam: param {i} of its group (shape {tuple(p.shape)})"
-            if g.is_sparse:
-                raise RuntimeError(f"{where} has a sparse gradient; FusedAdam supports dense gradients only")
-            if p.dtype not in _SUPPORTED_DTYPES:
-                raise TypeError(f"{where} has dtype {p.dtype}; supported: float32, float16, bfloat16")
-            if g.dtype != p.dtype:
-                raise TypeError(f"{where} has dtype {p.dtype} but its gradient has {g.dtype}")
             if device is None:
                 device = p.device
-            if p.device != device or g.device != device:
-                raise ValueError(f"{where} or its gradient is on {p.device}/{g.device}, but the group's first param "
-                                 f"is on {device}; put all params of a group on one device")
-            if not (p.is_contiguous() and g.is_contiguous()):
-                raise ValueError(f"{where}: param and gradient must be contiguous (FusedAdam updates in place and "
-                                 f"never a temporary copy)")
+            if (g.is_sparse or p.dtype not in _SUPPORTED_DTYPES or g.dtype != p.dtype or p.device != device
+                    or g.device != device or not p.is_contiguous() or not g.is_contiguous()):
+                self._raise_bad_param(i, p, g, device)
             state = self.state[p]
-            want = self.state_dtype or p.dtype
-            if len(state) == 0:
-                state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
-                state["exp_avg"] = torch.zeros_like(p, dtype=want, memory_format=torch.contiguous_format)
-                state["exp_avg_sq"] = torch.zeros_like(p, dtype=want, memory_format=torch.contiguous_format)
-            for key in ("exp_avg", "exp_avg_sq"):  # load_state_dict casts state to the param dtype
-                if state[key].dtype != want or not state[key].is_contiguous():
-                    state[key] = state[key].to(dtype=want, memory_format=torch.contiguous_format)
-            step = state["step"]
-            if not torch.is_tensor(step) or step.device != p.device or step.dtype != torch.float32:
-                state["step"] = torch.as_tensor(step, dtype=torch.float32).to(p.device)
+            if not state:
+                self._init_state(p, state)
             params.append(p)
             grads.append(g)
             exp_avgs.append(state["exp_avg"])

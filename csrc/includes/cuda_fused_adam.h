@@ -3,12 +3,22 @@
 #pragma once
 
 #include <cuda_runtime_api.h>
+#include <cstddef>
 #include <cstdint>
 
 namespace accelops {
 
-constexpr int kAdamMaxTensors = 32;       // tensors described by one launch
-constexpr int kAdamMaxBlocks = 448;       // blocks (chunks) of one launch
+// One launch covers up to kAdamMaxTensors tensors and kAdamMaxBlocks chunks. CUDA 12.1+ takes up to
+// 32 KB of kernel arguments (several waves of blocks per launch); HIP keeps to the classic 4 KB.
+#if defined(USE_ROCM)
+constexpr int kAdamMaxTensors = 32;
+constexpr int kAdamMaxBlocks = 448;
+constexpr size_t kAdamMaxArgBytes = 4000;
+#else
+constexpr int kAdamMaxTensors = 128;
+constexpr int kAdamMaxBlocks = 2560;
+constexpr size_t kAdamMaxArgBytes = 32000;
+#endif
 constexpr int64_t kAdamChunk = 65536;     // elements per block
 constexpr int kAdamThreads = 512;
 
@@ -34,7 +44,7 @@ struct AdamHyper {
     const float* found_inf;               // optional: when *found_inf != 0 nothing is updated
 };
 
-static_assert(sizeof(AdamTable) + sizeof(AdamHyper) <= 4000, "kernel arguments must fit 4 KB");
+static_assert(sizeof(AdamTable) + sizeof(AdamHyper) <= kAdamMaxArgBytes, "kernel arguments too large");
 
 // Launches one step over the table; param_dtype/state_dtype are DTypeCode values
 // (state is either fp32 or the param dtype). Returns the launch status.

@@ -178,6 +178,21 @@ def test_state_dict_loads_into_torch_adamw():
         torch.testing.assert_close(p, r, **TOL[torch.float32])
 
 
+def test_load_state_dict_keeps_fp32_state_of_16bit_params():
+    ours = make_params(torch.bfloat16)
+    opt = FusedAdam(ours, lr=1e-2, state_dtype=torch.float32)
+    set_grads([ours], 0)
+    opt.step()
+    saved = copy.deepcopy(opt.state_dict())
+    other = FusedAdam(clone_params(ours), lr=1e-2, state_dtype=torch.float32)
+    other.load_state_dict(saved)
+    for p, q in zip(ours, other.param_groups[0]["params"]):
+        for key in ("exp_avg", "exp_avg_sq"):
+            assert other.state[q][key].dtype == torch.float32
+            assert torch.equal(other.state[q][key], opt.state[p][key])
+        assert other.state[q]["step"].dtype == torch.float32 and float(other.state[q]["step"]) == 1.0
+
+
 def test_fallback_warns_once(monkeypatch):
     monkeypatch.setattr(fa, "_warned", set())
     params = make_params(torch.float32)

@@ -7,8 +7,11 @@ from accelops.ops.fused_adam import FusedAdam
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
-TOL = {torch.float32: dict(rtol=1e-5, atol=1e-6), torch.bfloat16: dict(rtol=8e-3, atol=1e-5),
-       torch.float16: dict(rtol=1e-3, atol=1e-5)}
+# 16-bit storage: two units in the last place at the values' scale (~1). Torch rounds a few fp32
+# intermediates differently (e.g. 1 - beta1), which flips roundings; cancellation in
+# beta1 * m + (1 - beta1) * g carries such a flip into near-zero results as an absolute error.
+TOL = {torch.float32: dict(rtol=1e-5, atol=1e-6), torch.bfloat16: dict(rtol=1.6e-2, atol=8e-3),
+       torch.float16: dict(rtol=2e-3, atol=1e-3)}
 # Odd sizes, a chunk edge, more than one launch table's worth of tensors (32) and of chunks (448 x 64K).
 SHAPES = [(1,), (7,), (1023,), (4096, 33), (65536 + 3,), (300_001,)] + [(97,)] * 40 + [(30_000_001,)]
 

@@ -31,9 +31,9 @@ __device__ __forceinline__ void adam_update(float& p, float g, float& m, float& 
     p -= s.step_size * m / denom;
 }
 
-template <typename T>
+template <typename T, int VEC>
 __device__ __forceinline__ bool aligned_for(const void* ptr) {
-    return (reinterpret_cast<uintptr_t>(ptr) % (4 * sizeof(T))) == 0;
+    return (reinterpret_cast<uintptr_t>(ptr) % (VEC * sizeof(T))) == 0;
 }
 
 template <typename P, typename S>
@@ -55,22 +55,24 @@ __global__ void __launch_bounds__(kAdamThreads) fused_adam_kernel(const AdamTabl
         s.bc2_sqrt = sqrtf(1.f - powf(h.beta2, step));
     }
 
+    // 16-byte param/grad accesses: 4 fp32 or 8 16-bit elements per thread and iteration.
+    constexpr int VEC = sizeof(P) == 2 ? 8 : 4;
     int first_scalar = 0;
-    if (aligned_for<P>(p) && aligned_for<P>(g) && aligned_for<S>(m) && aligned_for<S>(v)) {
-        const int nvec = len / 4;
+    if (aligned_for<P, VEC>(p) && aligned_for<P, VEC>(g) && aligned_for<S, VEC>(m) && aligned_for<S, VEC>(v)) {
+        const int nvec = len / VEC;
         for (int i = threadIdx.x; i < nvec; i += blockDim.x) {
-            float pf[4], gf[4], mf[4], vf[4];
-            load_floats<P, 4>(p, i, pf);
-            load_floats<P, 4>(g, i, gf);
-            load_floats<S, 4>(m, i, mf);
-            load_floats<S, 4>(v, i, vf);
+            float pf[VEC], gf[VEC], mf[VEC], vf[VEC];
+            load_floats<P, VEC>(p, i, pf);
+            load_floats<P, VEC>(g, i, gf);
+            load_floats<S, VEC>(m, i, mf);
+            load_floats<S, VEC>(v, i, vf);
 #pragma unroll
-            for (int j = 0; j < 4; ++j) adam_update(pf[j], gf[j], mf[j], vf[j], h, s);
-            store_floats<P, 4>(p, i, pf);
-            store_floats<S, 4>(m, i, mf);
-            store_floats<S, 4>(v, i, vf);
+            for (int j = 0; j < VEC; ++j) adam_update(pf[j], gf[j], mf[j], vf[j], h, s);
+            store_floats<P, VEC>(p, i, pf);
+            store_floats<S, VEC>(m, i, mf);
+            store_floats<S, VEC>(v, i, vf);
         }
-        first_scalar = nvec * 4;
+        first_scalar = nvec * VEC;
     }
     for (int i = first_scalar + threadIdx.x; i < len; i += blockDim.x) {
         float pf = static_cast<float>(p[i]);
