@@ -14,7 +14,9 @@ namespace {
 
 constexpr int kMaxThreads = 512;   // threads per block of the row kernels
 constexpr int kFwdItems = 4;       // vectors per thread a cached forward row holds
-constexpr int kBwdItems = 2;       // same for the backward (it holds more per vector)
+// Vectors per thread of a cached backward row: it also holds per-column grad_weight/grad_bias
+// accumulators, so 16-bit rows (8 elements per vector) keep one to stay near 64 registers.
+constexpr int bwd_items(int elem_size, int vec) { return elem_size == 2 && vec > 1 ? 1 : 2; }
 constexpr int kColThreadsX = 32;   // column kernels: 32 columns x 8 row lanes
 constexpr int kColThreadsY = 8;
 
@@ -150,6 +152,7 @@ __global__ void __launch_bounds__(kMaxThreads) add_ln_fwd_kernel(const FwdArgs<T
 // dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dy * w, xhat = (s - mean) * rstd.
 template <typename T, int VEC, bool CACHED>
 __global__ void __launch_bounds__(kMaxThreads) ln_bwd_kernel(const BwdArgs<T> a) {
+    constexpr int kBwdItems = bwd_items(sizeof(T), VEC);
     __shared__ float scratch[kMaxThreads];
     const int nvec = a.n / VEC;
     const float inv_n = 1.f / static_cast<float>(a.n);
@@ -370,7 +373,7 @@ LnPlan plan_layer_norm(int elem_size, bool aligned, int64_t rows, int n, int sm_
     const int vec16 = 16 / elem_size;
     p.vec = (aligned && n % vec16 == 0) ? vec16 : 1;
     const int nvec = n / p.vec;
-    const int items = backward ? kBwdItems : kFwdItems;
+    const int items = backward ? bwd_items(elem_size, p.vec) : kFwdItems;
     const int need = (nvec + items - 1) / items;
     p.cached = need <= kMaxThreads;
     p.bx = p.cached ? round_up(need < 1 ? 1 : need, kWarpSize) : kMaxThreads;
