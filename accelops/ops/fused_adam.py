@@ -16,6 +16,7 @@ __all__ = ["FusedAdam", "fused_adam_step_"]
 _SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _warned = set()
 _cuda_module = None
+_cuda_load_failed = False
 
 
 def _warn_once(key: str, message: str) -> None:
@@ -26,15 +27,15 @@ def _warn_once(key: str, message: str) -> None:
 
 def _load_cuda_module():
     """The built ``fused_adam`` extension, or None (with a one-time warning) when it cannot be built."""
-    global _cuda_module
-    if _cuda_module is None:
+    global _cuda_module, _cuda_load_failed
+    if _cuda_module is None and not _cuda_load_failed:
         try:
             from accelops.accelerator import get_accelerator
 
             _cuda_module = get_accelerator().create_op_builder("FusedAdamBuilder").load(verbose=False)
         except Exception as exc:  # build or load failure: the torch fallback still gives correct results
+            _cuda_load_failed = True  # tried once per process; no rebuild attempt on every step
             _warn_once("load", f"FusedAdam: the fused_adam CUDA op is unavailable ({exc}); using the torch fallback")
-            return None
     return _cuda_module
 
 

@@ -206,6 +206,29 @@ def test_fallback_warns_once(monkeypatch):
     assert len(messages) == 1 and "cpu" in messages[0]
 
 
+def test_cuda_module_build_failure_warns_once_and_is_not_retried(monkeypatch):
+    import accelops.accelerator as accelerator
+
+    calls = []
+
+    class NoCompiler:
+        def create_op_builder(self, name):
+            calls.append(name)
+            raise RuntimeError("nvcc not found")
+
+    monkeypatch.setattr(accelerator, "get_accelerator", lambda: NoCompiler())
+    monkeypatch.setattr(fa, "_cuda_module", None)
+    monkeypatch.setattr(fa, "_cuda_load_failed", False)
+    monkeypatch.setattr(fa, "_warned", set())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert fa._load_cuda_module() is None
+        assert fa._load_cuda_module() is None
+    assert calls == ["FusedAdamBuilder"]
+    assert [str(w.message) for w in caught if "unavailable" in str(w.message)] == [
+        "FusedAdam: the fused_adam CUDA op is unavailable (nvcc not found); using the torch fallback"]
+
+
 def test_op_traces_with_compile_fullgraph():
     gen = torch.Generator().manual_seed(3)
     tensors = [torch.randn(11, generator=gen) for _ in range(4)]
