@@ -1,0 +1,113 @@
+"""CPU Adam/AdamW: the ``accelops::cpu_adam_step_`` op and the ``CPUAdam`` optimizer.
+
+The op runs the ``cpu_adam`` extension (SIMD + OpenMP, built on first use) or, when it cannot be
+loaded or ``ACCELOPS_CPU_OPS_FALLBACK=1`` is set, a pure-torch step with the same semantics (one-time
+warning on a failed load). Importing this module defines the op; it builds nothing.
+"""
+from typing import List
+
+import torch
+from torch import Tensor
+
+from ._cpu_loader import load_cpu_op
+from .cpu_optimizer_base import CPUOptimizerBase
+
+__all__ = ["CPUAdam", "cpu_adam_step_"]
+
+
+def _adam_torch_(params, grads, exp_avgs, exp_avg_sqs, param_copies, steps, lr, beta1, beta2, eps, weight_decay,
+                 adamw, bias_correction, maximize) -> None:
+    """Pure-torch step, torch.optim.Adam/AdamW order of operations, fp32 math and state."""
+    copies = param_copies or [None] * len(params)
+    for p, g, m, v, c, step in zip(params, grads, exp_avgs, exp_avg_sqs, copies, steps):
+        p32 = p.float()
+        g32 = -g.float() if maximize else g.float()
+        if weight_decay != 0.0:
+            if adamw:
+                p32.mul_(1.0 - lr * weight_decay)
+            else:
+                g32 = g32.add(p32, alpha=weight_decay)
+        m.lerp_(g32, 1.0 - beta1)
+        v.mul_(beta2).addcmul_(g32, g32, value=1.0 - beta2)
+        step_size, bc2_sqrt = lr, 1.0
+        if bias_correction:
+            step_size = lr / (1.0 - beta1**step)
+            bc2_sqrt = (1.0 - beta2**step) ** 0.5
+        p32.addcdiv_(m, (v.sqrt() / bc2_sqrt).add_(eps), value=-step_size)
+        if p32 is not p:
+            p.copy_(p32)
+        if c is not None:
+            c.copy_(p32)
+
+
+@torch.library.custom_op("accelops::cpu_adam_step_", mutates_args=("params", "exp_avgs", "exp_avg_sqs",
+                                                                   "param_copies"))
+def cpu_adam_step_(params: List[Tensor], grads: List[Tensor], exp_avgs: List[Tensor], exp_avg_sqs: List[Tensor],
+                   param_copies: List[Tensor], steps: List[float], lr: float, beta1: float, beta2: float, eps: float,
+                   weight_decay: float, adamw: bool, bias_correction: bool, maximize: bool) -> None:
+    """One Adam (L2 decay) or AdamW (``adamw=True``) step over all tensors, in place.
+
+    ``exp_avgs``/``exp_avg_sqs`` are float32; params fp32/bf16/fp16; grads fp32/bf16/fp16. ``steps`` are
+    each tensor's step count after this step. ``param_copies`` is empty or one bf16/fp16 tensor per
+    param, overwritten with the updated params. Default implementation (non-CPU devices): pure torch.
+    """
+    _adam_torch_(params, grads, exp_avgs, exp_avg_sqs, param_copies, steps, lr, beta1, beta2, eps, weight_decay,
+                 adamw, bias_correction, maximize)
+
+
+@cpu_adam_step_.register_kernel("cpu")
+def _cpu_adam_step_cpu(params, grads, exp_avgs, exp_avg_sqs, param_copies, steps, lr, beta1, beta2, eps,
+                       weight_decay, adamw, bias_correction, maximize) -> None:
+    module = load_cpu_op("CPUAdamBuilder")
+    fn = module.adam_step if module is not None else _adam_torch_
+    fn(params, grads, exp_avgs, exp_avg_sqs, param_copies, steps, lr, beta1, beta2, eps, weight_decay, adamw,
+       bias_correction, maximize)
+
+
+@cpu_adam_step_.register_fake
+def _cpu_adam_step_fake(*args) -> None:
+    return None
+
+
+class CPUAdam(CPUOptimizerBase):
+    """Adam (``adamw_mode=False``: L2 weight decay) or AdamW (default) for CPU params.
+
+    Params may be float32, bfloat16 or float16; the state (``exp_avg``, ``exp_avg_sq``, ``step``: torch's
+    keys) is float32, so a state_dict loads into ``torch.optim.Adam``/``AdamW`` and back. ``adamw_mode`` is
+    kept per group as torch's ``decoupled_weight_decay``. ``step(grads=..., param_copies=...)`` runs the
+    fused master-weight step (see ``CPUOptimizerBase.step``). ``backend`` tells which path runs.
+    """
+
+    _BUILDER = "CPUAdamBuilder"
+    _STATE_KEYS = ("exp_avg", "exp_avg_sq")
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, adamw_mode=True,
+                 bias_correction=True, amsgrad=False, maximize=False):
+        if amsgrad:
+            raise ValueError("CPUAdam does not support amsgrad=True")
+        if not 0.0 <= lr:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if not 0.0 <= eps:
+            raise ValueError(f"Invalid epsilon value: {eps}")
+        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
+            raise ValueError(f"Invalid betas: {betas}; each must be in [0, 1)")
+        if not 0.0 <= weight_decay:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=False,
+                        maximize=maximize, foreach=None, capturable=False, differentiable=False, fused=None,
+                        decoupled_weight_decay=bool(adamw_mode), bias_correction=bias_correction)
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        for group in self.param_groups:  # groups loaded from torch.optim lack our keys
+            group.setdefault("bias_correction", True)
+            group.setdefault("decoupled_weight_decay", False)
+            group.setdefault("maximize", False)
+
+    def _update(self, group, params, grads, states, copies, steps) -> None:
+        beta1, beta2 = group["betas"]
+        cpu_adam_step_(params, grads, states[0], states[1], copies, steps, float(group["lr"]), float(beta1),
+                       float(beta2), float(group["eps"]), float(group["weight_decay"]),
+                       bool(group["decoupled_weight_decay"]), bool(group["bias_correction"]),
+                       bool(group["maximize"]))

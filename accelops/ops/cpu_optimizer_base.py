@@ -1,0 +1,145 @@
+"""Shared machinery of the CPU optimizers (``CPUAdam``, ``CPUAdagrad``, ``CPULion``).
+
+A subclass names its op builder, its fp32 state keys and implements ``_update`` (one call per param
+group with checked lists). This base checks every param/grad before anything is updated, creates the
+fp32 state with torch's keys, counts steps like torch (a float32 scalar tensor ``step`` per param),
+loads state_dicts from torch.optim without rounding fp32 state to the param dtype, and supports the
+master-weight pattern: ``step(grads=..., param_copies=...)`` updates fp32 master params from (e.g. bf16)
+grads and writes their bf16/fp16 copies in the same pass.
+"""
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from ._cpu_loader import cpu_op_path
+
+__all__ = ["CPUOptimizerBase"]
+
+_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+_LOW = (torch.bfloat16, torch.float16)
+
+
+class CPUOptimizerBase(torch.optim.Optimizer):
+    """Base of the CPU optimizers; not used directly."""
+
+    _BUILDER: str = ""
+    _STATE_KEYS: Sequence[str] = ()
+    _STATE_INIT: float = 0.0  # initial value of the first state tensor (Adagrad's initial_accumulator_value)
+
+    @property
+    def backend(self) -> str:
+        """``"kernel"`` when the compiled CPU op runs, ``"torch"`` for the pure-torch fallback."""
+        return cpu_op_path(self._BUILDER)
+
+    def _name(self) -> str:
+        return type(self).__name__
+
+    def _check(self, where: str, p: Tensor, g: Tensor, copy: Optional[Tensor]) -> Tensor:
+        """Raise a clear error for anything the step cannot update in place; returns a contiguous grad."""
+        name = self._name()
+        if p.device.type != "cpu" or g.device.type != "cpu":
+            raise ValueError(f"{name}: {where} (or its grad) is on '{p.device}'/'{g.device}'; {name} updates CPU "
+                             f"tensors only (use FusedAdam or torch.optim for other devices)")
+        if g.is_sparse or g.layout != torch.strided or p.layout != torch.strided:
+            raise RuntimeError(f"{name}: {where} has a sparse gradient or is not dense; {name} supports dense "
+                               f"(strided) params and gradients only")
+        if p.dtype not in _DTYPES:
+            raise TypeError(f"{name}: {where} has dtype {p.dtype}; supported: float32, bfloat16, float16")
+        allowed = {p.dtype, torch.float32} | ({copy.dtype} if copy is not None else set())
+        if g.dtype not in allowed:
+            raise TypeError(f"{name}: {where} has dtype {p.dtype} but its grad has {g.dtype}; the grad must have "
+                            f"the param's dtype or float32 (or the param copy's dtype in master-weight steps)")
+        if g.shape != p.shape:
+            raise ValueError(f"{name}: {where} has shape {tuple(p.shape)} but its grad has {tuple(g.shape)}")
+        if not p.is_contiguous():
+            raise ValueError(f"{name}: {where} is not contiguous; the step updates params in place and never a "
+                             f"temporary copy (pass contiguous params)")
+        if copy is not None:
+            if (copy.dtype not in _LOW or p.dtype != torch.float32 or copy.shape != p.shape
+                    or copy.device.type != "cpu" or not copy.is_contiguous()):
+                raise ValueError(f"{name}: the copy of {where} must be a contiguous CPU bfloat16/float16 tensor of "
+                                 f"shape {tuple(p.shape)} and the param float32 (the master weights); got "
+                                 f"{copy.dtype} {tuple(copy.shape)} on {copy.device} for a {p.dtype} param")
+        return g.contiguous()  # read-only: a copy of a strided grad is safe
+
+    def _state_for(self, p: Tensor) -> Dict[str, Tensor]:
+        state = self.state[p]
+        if not state:
+            state["step"] = torch.zeros((), dtype=torch.float32)
+            for i, key in enumerate(self._STATE_KEYS):
+                fill = self._STATE_INIT if i == 0 else 0.0
+                state[key] = torch.full_like(p, fill, dtype=torch.float32, memory_format=torch.contiguous_format)
+        return state
+
+    def _checked_lists(self, grads: Optional[Sequence[Optional[Tensor]]],
+                       param_copies: Optional[Sequence[Optional[Tensor]]]):
+        """Per group: (params, grads, [state lists], copies, steps), all checked before any update."""
+        flat = [p for group in self.param_groups for p in group["params"]]
+        for name, seq in (("grads", grads), ("param_copies", param_copies)):
+            if seq is not None and len(seq) != len(flat):
+                raise ValueError(f"{self._name()}: {name} must have one entry per param ({len(flat)}), got {len(seq)}")
+        out, k = [], 0
+        for group in self.param_groups:
+            ps, gs, cs, sts = [], [], [], []
+            states: List[List[Tensor]] = [[] for _ in self._STATE_KEYS]
+            for i, p in enumerate(group["params"]):
+                g = grads[k] if grads is not None else p.grad
+                c = param_copies[k] if param_copies is not None else None
+                k += 1
+                if g is None:
+                    continue
+                g = self._check(f"param {i} of group {len(out)} (shape {tuple(p.shape)})", p, g, c)
+                state = self._state_for(p)
+                ps.append(p)
+                gs.append(g)
+                cs.append(c)
+                sts.append(state["step"])
+                for lst, key in zip(states, self._STATE_KEYS):
+                    lst.append(state[key])
+            if param_copies is not None and any(c is None for c in cs) and not all(c is None for c in cs):
+                raise ValueError(f"{self._name()}: param_copies must give a copy for every param with a grad, "
+                                 f"or be None")
+            copies = [c for c in cs if c is not None]
+            out.append((group, ps, gs, states, copies, sts))
+        return out
+
+    @torch.no_grad()
+    def step(self, closure=None, *, grads: Optional[Sequence[Optional[Tensor]]] = None,
+             param_copies: Optional[Sequence[Optional[Tensor]]] = None):
+        """One step over every param with a gradient; returns the closure's loss, if any.
+
+        ``grads``: optional list with one entry per param (all groups, in order) used instead of
+        ``p.grad`` (None skips a param); it may be float32, the param dtype, or the copies' dtype.
+        ``param_copies``: optional list of contiguous bf16/fp16 tensors, one per float32 (master) param,
+        overwritten with the updated params in the same pass. Everything is checked before any tensor is
+        updated; a bad input raises and leaves params and state untouched.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group, ps, gs, states, copies, steps in self._checked_lists(grads, param_copies):
+            if ps:
+                torch._foreach_add_(steps, 1.0)
+                self._update(group, ps, gs, states, copies, [float(s) for s in steps])
+        return loss
+
+    def _update(self, group, params, grads, states, copies, steps) -> None:
+        raise NotImplementedError
+
+    def load_state_dict(self, state_dict) -> None:
+        """Load like torch.optim, keeping the state float32 and contiguous (torch would cast it to the
+        param dtype); works with state_dicts saved by the matching torch.optim optimizer."""
+        ids = [i for group in state_dict["param_groups"] for i in group["params"]]
+        saved = state_dict["state"]
+        super().load_state_dict(state_dict)
+        params = [p for group in self.param_groups for p in group["params"]]
+        for pid, p in zip(ids, params):
+            if pid not in saved:
+                continue
+            state = self.state[p]
+            for key in self._STATE_KEYS:
+                state[key] = saved[pid][key].to(dtype=torch.float32, memory_format=torch.contiguous_format,
+                                                copy=True)
+            state["step"] = torch.as_tensor(saved[pid]["step"], dtype=torch.float32).clone()

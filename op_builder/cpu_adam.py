@@ -1,0 +1,20 @@
+"""Builder of the CPU Adam/AdamW op (SIMD tier chosen by the engine, OpenMP)."""
+from .builder import CPUOpBuilder
+
+
+class CPUAdamBuilder(CPUOpBuilder):
+    """Builds ``csrc/cpu/adam``: one binding file; kernels are header templates in ``csrc/includes``."""
+
+    NAME = "cpu_adam"
+
+    def sources(self):
+        """Sources, relative to ``csrc/``."""
+        return ["cpu/adam/cpu_adam.cpp"]
+
+    def include_paths(self):
+        """Header folders, relative to ``csrc/``."""
+        return ["includes"]
+
+    def cxx_args(self):
+        """No op-specific flags (no fast-math: results must round like torch.optim)."""
+        return []
