@@ -1,0 +1,30 @@
+"""Optimizers and modules backed by accelops kernels (CPU and CUDA), with pure-torch fallbacks.
+
+Names are imported lazily on first access, so ``import accelops.ops`` imports no torch and builds
+nothing: ``from accelops.ops import CPUAdam`` loads ``accelops.ops.cpu_adam`` only then.
+"""
+import importlib
+
+_EXPORTS = {
+    "CPUAdam": "cpu_adam",
+    "CPUAdagrad": "cpu_adagrad",
+    "CPULion": "cpu_lion",
+    "FusedLayerNorm": "fused_layer_norm",
+    "fused_add_layer_norm": "layer_norm_ops",
+    "FusedAdam": "fused_adam",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    """Import the submodule that defines ``name`` on first access."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'accelops.ops' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -1,0 +1,36 @@
+"""``FusedLayerNorm``: a layer norm module over the last dimension with an optional fused residual add."""
+import torch
+from torch import Tensor, nn
+
+from .layer_norm_ops import fused_add_layer_norm
+
+__all__ = ["FusedLayerNorm"]
+
+
+class FusedLayerNorm(nn.Module):
+    """``nn.LayerNorm(normalized_shape)`` (last dimension only) that can also add a residual first.
+
+    ``forward(x, residual=None)`` returns ``layer_norm(x + residual)``; with ``return_sum=True`` it returns
+    ``(y, x + residual)`` so the sum can be the next block's residual. Input, weight and bias must share
+    a dtype (float32, bfloat16 or float16); the math is float32 inside. Runs the ``accelops`` custom ops
+    (CPU kernel, CUDA kernel or the pure-torch fallback), so it traces under ``torch.compile``.
+    """
+
+    def __init__(self, normalized_shape, eps: float = 1e-5, device=None, dtype=None):
+        super().__init__()
+        if isinstance(normalized_shape, (tuple, list)):
+            if len(normalized_shape) != 1:
+                raise ValueError(f"FusedLayerNorm normalizes the last dimension only; got normalized_shape "
+                                 f"{tuple(normalized_shape)}")
+            normalized_shape = normalized_shape[0]
+        self.normalized_shape = (int(normalized_shape),)
+        self.eps = float(eps)
+        self.weight = nn.Parameter(torch.ones(self.normalized_shape, device=device, dtype=dtype))
+        self.bias = nn.Parameter(torch.zeros(self.normalized_shape, device=device, dtype=dtype))
+
+    def forward(self, x: Tensor, residual: Tensor = None, return_sum: bool = False):
+        """Layer norm of ``x`` (+ ``residual``); see the class docstring."""
+        return fused_add_layer_norm(x, residual, self.weight, self.bias, self.eps, return_sum=return_sum)
+
+    def extra_repr(self) -> str:
+        return f"{self.normalized_shape}, eps={self.eps}"
