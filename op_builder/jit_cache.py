@@ -1,0 +1,186 @@
+"""The JIT cache: per-user folder, one entry per cache key, a file lock per key, atomic publication.
+
+An entry is a folder ``<cache>/<module>/`` holding ``<module><ext>`` and ``manifest.json`` (size and
+sha256 of the object). It is built in ``<cache>/<module>.tmp-<pid>-<random>/`` and published with one
+``os.rename``, so readers see a complete entry or none. Builders of one key serialise on
+``<cache>/locks/<module>.lock`` (``fcntl.flock``; the kernel drops it when its holder dies). A holder
+removes the temporary folders of dead builders, and a corrupt entry is moved aside and rebuilt.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Iterator, Optional
+
+from .progress import Progress
+
+CACHE_ENV = "ACCELOPS_CACHE_DIR"
+LOCK_TIMEOUT_ENV = "ACCELOPS_BUILD_LOCK_TIMEOUT"
+DEFAULT_LOCK_TIMEOUT_S = 3600.0
+MANIFEST = "manifest.json"
+EXT = ".pyd" if os.name == "nt" else ".so"  # what torch.utils.cpp_extension produces
+
+
+class CacheLockTimeout(TimeoutError):
+    """Another process held the build lock of a cache entry for longer than the timeout."""
+
+
+def cache_root() -> Path:
+    """``$ACCELOPS_CACHE_DIR``, else ``$XDG_CACHE_HOME/accelops``, else ``~/.cache/accelops``.
+
+    Created on first use with owner-only permissions (0700).
+    """
+    configured = os.environ.get(CACHE_ENV)
+    if configured:
+        root = Path(configured).expanduser()
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        root = Path(base) / "accelops"
+    if not root.is_dir():
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(root, 0o700)
+    return root
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: Path, module_name: str, extra: dict) -> None:
+    """Record size and sha256 of ``folder/<module_name><ext>`` (plus ``extra``) in its manifest."""
+    obj = folder / f"{module_name}{EXT}"
+    data = {"module": module_name, "file": obj.name, "size": obj.stat().st_size, "sha256": file_sha256(obj), **extra}
+    (folder / MANIFEST).write_text(json.dumps(data, indent=1, sort_keys=True))
+
+
+def verified_object(folder: Path, module_name: str) -> Optional[str]:
+    """None when ``folder`` holds an intact object for ``module_name``, else why not (missing, corrupt)."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except FileNotFoundError:
+        return "not built"
+    except (OSError, ValueError) as exc:
+        return f"unreadable manifest ({exc})"
+    obj = folder / f"{module_name}{EXT}"
+    try:
+        size = obj.stat().st_size
+    except OSError:
+        return f"{obj.name} is missing"
+    if size != manifest.get("size"):
+        return f"{obj.name} is truncated or replaced ({size} bytes, recorded {manifest.get('size')})"
+    if file_sha256(obj) != manifest.get("sha256"):
+        return f"{obj.name} does not match its recorded sha256"
+    return None
+
+
+def import_object(folder: Path, module_name: str) -> ModuleType:
+    """Import ``folder/<module_name><ext>`` as an extension module (not added to ``sys.modules``)."""
+    path = folder / f"{module_name}{EXT}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load extension {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _lock_timeout() -> float:
+    raw = os.environ.get(LOCK_TIMEOUT_ENV, "")
+    try:
+        return float(raw) if raw else DEFAULT_LOCK_TIMEOUT_S
+    except ValueError:
+        raise ValueError(f"{LOCK_TIMEOUT_ENV}={raw!r} is not a number of seconds") from None
+
+
+def _try_lock(handle) -> bool:
+    if os.name == "nt":
+        import msvcrt
+
+        try:
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    import fcntl
+
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def build_lock(root: Path, module_name: str, what: str) -> Iterator[None]:
+    """Hold the exclusive build lock of one cache key; waits with a progress line, up to the timeout.
+
+    The lock is an ``fcntl.flock`` on an ordinary file, so a holder killed by SIGKILL releases it.
+    Raises ``CacheLockTimeout`` naming the lock file and the time waited.
+    """
+    locks = root / "locks"
+    locks.mkdir(mode=0o700, exist_ok=True)
+    path = locks / f"{module_name}.lock"
+    timeout = _lock_timeout()
+    with open(path, "a+") as handle:
+        start = time.monotonic()
+        if not _try_lock(handle):
+            with Progress(f"accelops: waiting for {what}, being built by another process (lock {path})"):
+                while not _try_lock(handle):
+                    waited = time.monotonic() - start
+                    if waited > timeout:
+                        raise CacheLockTimeout(
+                            f"accelops: gave up waiting for the build lock {path} after {waited:.0f} s "
+                            f"({LOCK_TIMEOUT_ENV}={timeout:g}); another process is still building {what}. "
+                            f"If no build is running, the lock file is stale only on filesystems without "
+                            f"flock support (e.g. some NFS): set {CACHE_ENV} to a local folder"
+                        )
+                    time.sleep(0.1)
+        try:
+            yield
+        finally:
+            if os.name != "nt":
+                import fcntl
+
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def remove_leftovers(root: Path, module_name: str) -> None:
+    """Delete temporary build folders of ``module_name`` (call only while holding its build lock)."""
+    for stale in root.glob(f"{module_name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def discard_entry(root: Path, module_name: str) -> None:
+    """Move a (corrupt) published entry aside and delete it (call only while holding its build lock)."""
+    entry = root / module_name
+    if entry.exists():
+        aside = root / f"{module_name}.tmp-discard-{os.getpid()}"
+        os.rename(entry, aside)
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def new_build_dir(root: Path, module_name: str) -> Path:
+    """A fresh private temporary folder next to the entry (same filesystem, so rename is atomic)."""
+    return Path(tempfile.mkdtemp(prefix=f"{module_name}.tmp-{os.getpid()}-", dir=root))
+
+
+def publish(build_dir: Path, root: Path, module_name: str) -> Path:
+    """Atomically rename ``build_dir`` (holding object + manifest) to the entry folder; returns it."""
+    entry = root / module_name
+    os.rename(build_dir, entry)
+    if sys.platform != "win32":
+        os.chmod(entry, 0o700)
+    return entry

@@ -1,0 +1,161 @@
+"""Ahead-of-time builds: which ops ``DS_BUILD_*`` selects, their setuptools extensions, and loading them.
+
+A prebuilt install holds ``accelops/prebuilt/accelops_<op>_<variant><ext>`` and ``accelops/build_info.json``
+recording accelops, torch, CUDA/HIP, Python, the accelerator and each op with its variants (CPU tiers,
+or ``cuda``/``hip``). ``load_prebuilt`` uses a module only when all of those match this machine.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Dict, List, Optional, Tuple
+
+from . import cpu_tier, jit_cache
+
+BUILD_INFO = "build_info.json"
+PREBUILT_PACKAGE = "accelops.prebuilt"
+
+
+def _package_dir() -> Path:
+    import accelops
+
+    return Path(accelops.__file__).resolve().parent
+
+
+@functools.lru_cache(maxsize=None)
+def read_build_info() -> Optional[dict]:
+    """The installed ``build_info.json``, or None when accelops was installed without prebuilt ops."""
+    try:
+        return json.loads((_package_dir() / BUILD_INFO).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _accelerator_name(builder) -> str:
+    if builder.accelerator_name:
+        return builder.accelerator_name
+    from accelops.accelerator import get_accelerator
+
+    return get_accelerator().name
+
+
+def _mismatch(info: dict, builder, variant: str) -> Optional[str]:
+    """Why the prebuilt ``variant`` of ``builder`` cannot be used here, or None."""
+    import torch
+
+    here_torch = ".".join(torch.__version__.split(".")[:2])
+    checks = [
+        ("torch", ".".join(str(info.get("torch", "")).split(".")[:2]), here_torch),
+        ("CUDA", info.get("cuda"), torch.version.cuda),
+        ("HIP", info.get("hip"), torch.version.hip),
+        ("Python", info.get("python"), sys.implementation.cache_tag),
+        ("accelerator", info.get("accelerator"), _accelerator_name(builder)),
+    ]
+    for what, built, here in checks:
+        if built != here:
+            return f"built for {what} {built}, this machine has {here}"
+    variants = info["ops"][builder.NAME]["variants"]
+    if variant not in variants:
+        return f"no build for this machine's {variant!r} (built: {', '.join(variants)})"
+    return None
+
+
+def load_prebuilt(builder) -> Tuple[Optional[ModuleType], Optional[str]]:
+    """``(module, None)`` when a matching prebuilt module loads, else ``(None, reason or None)``.
+
+    The reason is None when no prebuilt module of this op was installed at all.
+    """
+    info = read_build_info()
+    if not info or builder.NAME not in info.get("ops", {}):
+        return None, None
+    variant = builder.variant()
+    reason = _mismatch(info, builder, variant)
+    if reason:
+        return None, reason
+    name = builder.module_name(variant)
+    try:
+        return jit_cache.import_object(_package_dir() / "prebuilt", name), None
+    except ImportError as exc:
+        return None, f"cannot import {name}: {exc}"
+
+
+# ---------------------------------------------------------------------- setup.py side
+def _flag(name: str) -> Optional[bool]:
+    value = os.environ.get(name)
+    return None if value is None or value == "" else value not in ("0", "false", "False")
+
+
+def requested() -> bool:
+    """True when any ``DS_BUILD_*`` variable asks for a prebuild."""
+    return any(k == "DS_BUILD_OPS" or (k.startswith("DS_BUILD_") and _flag(k)) for k in os.environ)
+
+
+def plan(ops: Dict[str, type]) -> Tuple[Dict[str, List[str]], List[str]]:
+    """``({op: variants}, notes)``: what to prebuild per ``DS_BUILD_OPS`` / ``DS_BUILD_<OP>``.
+
+    ``DS_BUILD_OPS=1`` takes every compatible op (incompatible ones are skipped with a note);
+    ``DS_BUILD_<OP>=1`` forces one op and raises ``RuntimeError`` when it cannot be built here;
+    ``DS_BUILD_<OP>=0`` excludes it. CPU ops get every tier the platform may need.
+    """
+    from .builder import OpBuildError
+
+    all_flag = bool(_flag("DS_BUILD_OPS"))
+    chosen, notes = {}, []
+    for name, cls in ops.items():
+        own = _flag(f"DS_BUILD_{name.upper()}")
+        if own is False or (own is None and not all_flag):
+            continue
+        builder = cls()
+        compat = builder.is_compatible()
+        if not compat:
+            message = f"op {name}: {'; '.join(compat.reasons)}"
+            if own:
+                raise OpBuildError(f"DS_BUILD_{name.upper()}=1 but {message}")
+            notes.append(f"skipped {message}")
+            continue
+        chosen[name] = cpu_tier.platform_tiers() if builder.KIND == "cpu" else [builder.variant()]
+    return chosen, notes
+
+
+def extensions(ops: Dict[str, type], chosen: Dict[str, List[str]], csrc_rel: str) -> list:
+    """setuptools extensions (``accelops.prebuilt.<module>``) for ``chosen``; paths relative to setup.py."""
+    from torch.utils.cpp_extension import CppExtension, CUDAExtension
+
+    result = []
+    for name, variants in chosen.items():
+        builder = ops[name]()
+        for variant in variants:
+            args = builder.build_args(variant)
+            make = CUDAExtension if builder.KIND == "cuda" else CppExtension
+            compile_args = {"cxx": args["cflags"]}
+            if builder.KIND == "cuda":
+                compile_args["nvcc"] = args["cuda_cflags"]
+            result.append(make(
+                name=f"{PREBUILT_PACKAGE}.{builder.module_name(variant)}",
+                sources=[f"{csrc_rel}/{s}" for s in builder.sources()],
+                include_dirs=[os.path.abspath(f"{csrc_rel}/{p}") for p in builder.include_paths()],
+                extra_compile_args=compile_args,
+                extra_link_args=args["ldflags"],
+            ))
+    return result
+
+
+def build_info(chosen: Dict[str, List[str]], accelerator: str) -> dict:
+    """The ``build_info.json`` content for a prebuild of ``chosen`` on this build host."""
+    import torch
+
+    from accelops.version import __version__
+
+    return {
+        "accelops": __version__,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "hip": torch.version.hip,
+        "python": sys.implementation.cache_tag,
+        "accelerator": accelerator,
+        "ops": {name: {"variants": variants} for name, variants in chosen.items()},
+    }
