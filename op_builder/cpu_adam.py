@@ -16,5 +16,5 @@ class CPUAdamBuilder(CPUOpBuilder):
         return ["includes"]
 
     def cxx_args(self):
-        """No op-specific flags (no fast-math: results must round like torch.optim)."""
-        return []
+        """No fast-math and no implicit FMA contraction: the kernels round exactly as written (like torch)."""
+        return ["-ffp-contract=off"]

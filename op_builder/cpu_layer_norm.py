@@ -16,5 +16,5 @@ class CPULayerNormBuilder(CPUOpBuilder):
         return ["includes"]
 
     def cxx_args(self):
-        """No op-specific flags (no fast-math: results must match F.layer_norm closely)."""
-        return []
+        """No fast-math and no implicit FMA contraction: the kernels round exactly as written (like torch)."""
+        return ["-ffp-contract=off"]

@@ -92,13 +92,11 @@ inline vf vdiv(vf a, vf b) { return _mm512_div_ps(a, b); }
 inline vf vfma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }  // a*b+c
 inline vf vsqrt(vf a) { return _mm512_sqrt_ps(a); }
 inline float vsum(vf a) { return _mm512_reduce_add_ps(a); }
-inline vf vsign(vf a) {  // torch.sign: -1, 0, +1, NaN for NaN
+inline vf vsign(vf a) {  // as torch.sign on CPU: -1, 0, +1, and 0 for NaN
   __mmask16 pos = _mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_GT_OQ);
   __mmask16 neg = _mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_LT_OQ);
-  __mmask16 nan = _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q);
   vf r = _mm512_mask_blend_ps(pos, _mm512_setzero_ps(), _mm512_set1_ps(1.f));
-  r = _mm512_mask_blend_ps(neg, r, _mm512_set1_ps(-1.f));
-  return _mm512_mask_blend_ps(nan, r, a);
+  return _mm512_mask_blend_ps(neg, r, _mm512_set1_ps(-1.f));
 }
 inline vf vload(const float* p) { return _mm512_loadu_ps(p); }
 inline void vstore(float* p, vf v) { _mm512_storeu_ps(p, v); }
@@ -141,7 +139,7 @@ inline vf vsign(vf a) {
   vf z = _mm256_setzero_ps();
   vf pos = _mm256_and_ps(_mm256_cmp_ps(a, z, _CMP_GT_OQ), _mm256_set1_ps(1.f));
   vf neg = _mm256_and_ps(_mm256_cmp_ps(a, z, _CMP_LT_OQ), _mm256_set1_ps(-1.f));
-  return _mm256_blendv_ps(_mm256_or_ps(pos, neg), a, _mm256_cmp_ps(a, a, _CMP_UNORD_Q));
+  return _mm256_or_ps(pos, neg);  // NaN compares false both ways: 0, as torch.sign on CPU
 }
 inline vf vload(const float* p) { return _mm256_loadu_ps(p); }
 inline void vstore(float* p, vf v) { _mm256_storeu_ps(p, v); }
@@ -180,8 +178,7 @@ inline vf vsign(vf a) {
   vf z = vdupq_n_f32(0.f);
   uint32x4_t pos = vandq_u32(vcgtq_f32(a, z), vreinterpretq_u32_f32(vdupq_n_f32(1.f)));
   uint32x4_t neg = vandq_u32(vcltq_f32(a, z), vreinterpretq_u32_f32(vdupq_n_f32(-1.f)));
-  uint32x4_t not_nan = vceqq_f32(a, a);
-  return vbslq_f32(not_nan, vreinterpretq_f32_u32(vorrq_u32(pos, neg)), a);
+  return vreinterpretq_f32_u32(vorrq_u32(pos, neg));  // NaN compares false both ways: 0, as torch.sign
 }
 inline vf vload(const float* p) { return vld1q_f32(p); }
 inline void vstore(float* p, vf v) { vst1q_f32(p, v); }
@@ -214,7 +211,7 @@ inline vf vdiv(vf a, vf b) { return a / b; }
 inline vf vfma(vf a, vf b, vf c) { return std::fma(a, b, c); }
 inline vf vsqrt(vf a) { return std::sqrt(a); }
 inline float vsum(vf a) { return a; }
-inline vf vsign(vf a) { return std::isnan(a) ? a : float((a > 0.f) - (a < 0.f)); }
+inline vf vsign(vf a) { return float((a > 0.f) - (a < 0.f)); }  // NaN -> 0, as torch.sign on CPU
 template <typename T> inline vf vload(const T* p) { return to_float(*p); }
 template <typename T> inline void vstore(T* p, vf v) { from_float(p, v); }
 #endif
