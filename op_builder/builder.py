@@ -106,8 +106,16 @@ class OpBuilder:
         return []
 
     def cxx_args(self) -> List[str]:
-        """Op-specific extra host-compiler flags."""
+        """Op-specific extra host-compiler flags for gcc/clang."""
         return []
+
+    def msvc_args(self) -> List[str]:
+        """Op-specific extra host-compiler flags for MSVC (used instead of ``cxx_args`` on Windows)."""
+        return []
+
+    def host_args(self) -> List[str]:
+        """The op's host-compiler flags for the compiler in use."""
+        return self.msvc_args() if _is_msvc() else self.cxx_args()
 
     def extra_requirements(self) -> List[str]:
         """Op-specific reasons the op cannot be built here (e.g. a missing library); empty when fine."""
@@ -292,7 +300,7 @@ class CPUOpBuilder(OpBuilder):
         omp = cpu_tier.openmp_flags(msvc=msvc)
         optimise = ["/O2"] if msvc else ["-O3"]
         return {
-            "cflags": optimise + cpu_tier.tier_flags(variant, msvc=msvc) + omp["cflags"] + self.cxx_args(),
+            "cflags": optimise + cpu_tier.tier_flags(variant, msvc=msvc) + omp["cflags"] + self.host_args(),
             "cuda_cflags": [],
             "ldflags": omp["ldflags"],
         }
@@ -310,7 +318,11 @@ class CUDAOpBuilder(OpBuilder):
     KIND = "cuda"
 
     def nvcc_args(self) -> List[str]:
-        """Op-specific extra nvcc (or hipcc) flags."""
+        """Op-specific extra nvcc flags."""
+        return []
+
+    def hipcc_args(self) -> List[str]:
+        """Op-specific extra hipcc flags (ROCm builds use these instead of ``nvcc_args``)."""
         return []
 
     def variant(self) -> str:
@@ -321,11 +333,12 @@ class CUDAOpBuilder(OpBuilder):
     def build_args(self, variant: str) -> Dict[str, List[str]]:
         from . import cuda_checks
 
-        cuda_cflags = ["-O3"] + self.nvcc_args()
-        if variant == "cuda":  # ROCm: torch passes PYTORCH_ROCM_ARCH itself
+        if variant == "hip":  # torch passes PYTORCH_ROCM_ARCH itself
+            cuda_cflags = ["-O3"] + self.hipcc_args()
+        else:
             arches, _ = cuda_checks.arch_list(cuda_checks.nvcc_path())
-            cuda_cflags = cuda_checks.gencode_flags(arches) + cuda_cflags
-        return {"cflags": ["/O2" if _is_msvc() else "-O3"] + self.cxx_args(), "cuda_cflags": cuda_cflags,
+            cuda_cflags = cuda_checks.gencode_flags(arches) + ["-O3"] + self.nvcc_args()
+        return {"cflags": ["/O2" if _is_msvc() else "-O3"] + self.host_args(), "cuda_cflags": cuda_cflags,
                 "ldflags": []}
 
     def toolchain_identity(self) -> Dict[str, str]:
