@@ -1,0 +1,46 @@
+"""Fused residual-add + layer norm on CPU: accelops vs ``x + r`` then ``F.layer_norm``, side by side.
+
+Run: ``python benchmarks/bench_cpu_layer_norm.py [--quick]``. Forward only, 8192 x 1024, fp32 and bf16;
+ratio = torch_time / our_time (> 1: ours is faster).
+"""
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from accelops.ops.layer_norm_ops import fused_add_layer_norm, layer_norm_path
+
+
+def timeit(fn, repeats):
+    """Median seconds of ``repeats`` calls after two warm-up calls."""
+    fn()
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats (smoke run)")
+    args = parser.parse_args()
+    rows, n, repeats = 8192, 1024, 5 if args.quick else 30
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, accelops path: {layer_norm_path()}")
+    print(f"{'case':34s} {'ours ms':>9s} {'torch ms':>9s} {'ratio':>6s}")
+    with torch.no_grad():
+        for dtype in (torch.float32, torch.bfloat16):
+            x, r = torch.randn(rows, n, dtype=dtype), torch.randn(rows, n, dtype=dtype)
+            w, b = torch.randn(n, dtype=dtype), torch.randn(n, dtype=dtype)
+            t_ours = timeit(lambda: fused_add_layer_norm(x, r, w, b, 1e-5, return_sum=True), repeats)
+            t_ref = timeit(lambda: F.layer_norm(x + r, (n,), w, b, 1e-5), repeats)
+            name = f"add+LN fwd {rows}x{n} {str(dtype).replace('torch.', '')}"
+            print(f"{name:34s} {t_ours * 1e3:9.2f} {t_ref * 1e3:9.2f} {t_ref / t_ours:5.2f}x")
+
+
+if __name__ == "__main__":
+    main()
