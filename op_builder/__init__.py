@@ -14,7 +14,7 @@ from .builder import Compatibility, CPUOpBuilder, CUDAOpBuilder, OpBuilder, OpBu
 __all__ = ["ALL_OPS", "Compatibility", "CPUOpBuilder", "CUDAOpBuilder", "OpBuildError", "OpBuilder",
            "all_ops", "get_builder_class"]
 
-_ENGINE_MODULES = {"builder", "cpu_tier", "cuda_checks", "jit_cache", "prebuilt", "progress"}
+_ENGINE_MODULES = {"builder", "cpu_tier", "cuda_checks", "jit_cache", "prebuilt", "progress", "setup_support"}
 _all_ops: Optional[Dict[str, Type[OpBuilder]]] = None
 
 

@@ -203,6 +203,8 @@ class OpBuilder:
         module, skipped = prebuilt.load_prebuilt(self)
         if module is not None:
             return module
+        if skipped and verbose:
+            print(f"accelops: {self.NAME}: prebuilt module not used: {skipped}", file=sys.stderr)
         variant = self.variant()
         name = self.module_name(variant, self.cache_key(variant))
         if name in _loaded:

@@ -88,7 +88,11 @@ def verified_object(folder: Path, module_name: str) -> Optional[str]:
 
 def import_object(folder: Path, module_name: str) -> ModuleType:
     """Import ``folder/<module_name><ext>`` as an extension module (not added to ``sys.modules``)."""
-    path = folder / f"{module_name}{EXT}"
+    return import_path(folder / f"{module_name}{EXT}", module_name)
+
+
+def import_path(path: Path, module_name: str) -> ModuleType:
+    """Import the extension module ``module_name`` from the file ``path``."""
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load extension {path}")

@@ -10,6 +10,7 @@ import functools
 import json
 import os
 import sys
+from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 from types import ModuleType
 from typing import Dict, List, Optional, Tuple
@@ -77,10 +78,14 @@ def load_prebuilt(builder) -> Tuple[Optional[ModuleType], Optional[str]]:
     if reason:
         return None, reason
     name = builder.module_name(variant)
+    folder = _package_dir() / "prebuilt"
+    path = next((folder / f"{name}{s}" for s in EXTENSION_SUFFIXES if (folder / f"{name}{s}").is_file()), None)
+    if path is None:
+        return None, f"{name} is recorded in {BUILD_INFO} but missing from {folder}"
     try:
-        return jit_cache.import_object(_package_dir() / "prebuilt", name), None
+        return jit_cache.import_path(path, name), None
     except ImportError as exc:
-        return None, f"cannot import {name}: {exc}"
+        return None, f"cannot import {path}: {exc}"
 
 
 # ---------------------------------------------------------------------- setup.py side
@@ -91,7 +96,7 @@ def _flag(name: str) -> Optional[bool]:
 
 def requested() -> bool:
     """True when any ``DS_BUILD_*`` variable asks for a prebuild."""
-    return any(k == "DS_BUILD_OPS" or (k.startswith("DS_BUILD_") and _flag(k)) for k in os.environ)
+    return any(k.startswith("DS_BUILD_") and k != "DS_BUILD_CPU_TIERS" and _flag(k) for k in os.environ)
 
 
 def plan(ops: Dict[str, type]) -> Tuple[Dict[str, List[str]], List[str]]:
@@ -99,11 +104,18 @@ def plan(ops: Dict[str, type]) -> Tuple[Dict[str, List[str]], List[str]]:
 
     ``DS_BUILD_OPS=1`` takes every compatible op (incompatible ones are skipped with a note);
     ``DS_BUILD_<OP>=1`` forces one op and raises ``RuntimeError`` when it cannot be built here;
-    ``DS_BUILD_<OP>=0`` excludes it. CPU ops get every tier the platform may need.
+    ``DS_BUILD_<OP>=0`` excludes it. CPU ops get every tier the platform may need, or the tiers listed
+    in ``DS_BUILD_CPU_TIERS`` (e.g. ``avx2,scalar``) for a wheel meant for known machines.
     """
     from .builder import OpBuildError
 
     all_flag = bool(_flag("DS_BUILD_OPS"))
+    tiers = cpu_tier.platform_tiers()
+    if os.environ.get("DS_BUILD_CPU_TIERS"):
+        tiers = [t.strip() for t in os.environ["DS_BUILD_CPU_TIERS"].split(",") if t.strip()]
+        unknown = [t for t in tiers if t not in cpu_tier.TIERS]
+        if unknown:
+            raise ValueError(f"DS_BUILD_CPU_TIERS: unknown tiers {unknown}; known: {', '.join(cpu_tier.TIERS)}")
     chosen, notes = {}, []
     for name, cls in ops.items():
         own = _flag(f"DS_BUILD_{name.upper()}")
@@ -117,7 +129,7 @@ def plan(ops: Dict[str, type]) -> Tuple[Dict[str, List[str]], List[str]]:
                 raise OpBuildError(f"DS_BUILD_{name.upper()}=1 but {message}")
             notes.append(f"skipped {message}")
             continue
-        chosen[name] = cpu_tier.platform_tiers() if builder.KIND == "cpu" else [builder.variant()]
+        chosen[name] = list(tiers) if builder.KIND == "cpu" else [builder.variant()]
     return chosen, notes
 
 

@@ -1,0 +1,99 @@
+"""Prebuilds: DS_BUILD_* selection, and a wheel built here whose op loads without compiling."""
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from accelops.op_builder import ALL_OPS, OpBuildError, cpu_tier, prebuilt
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def build_env(monkeypatch):
+    for key in list(os.environ):
+        if key.startswith("DS_BUILD_"):
+            monkeypatch.delenv(key)
+    return monkeypatch
+
+
+def test_nothing_requested_means_no_prebuild(build_env):
+    assert not prebuilt.requested()
+    build_env.setenv("DS_BUILD_OPS", "0")
+    assert not prebuilt.requested()
+    build_env.setenv("DS_BUILD_CPU_TIERS", "avx2")
+    assert not prebuilt.requested()
+
+
+def test_build_ops_skips_incompatible_with_reason(build_env):
+    build_env.setenv("DS_BUILD_OPS", "1")
+    build_env.setenv("DS_BUILD_CPU_LAYER_NORM", "0")
+    build_env.setattr(torch.version, "cuda", None)
+    chosen, notes = prebuilt.plan(ALL_OPS)
+    assert chosen["cpu_adam"] == cpu_tier.platform_tiers()
+    assert "cpu_layer_norm" not in chosen and "fused_adam" not in chosen
+    assert any(n.startswith("skipped op fused_adam:") and "CPU-only build" in n for n in notes)
+
+
+def test_forced_op_that_cannot_build_fails_loudly(build_env):
+    build_env.setenv("DS_BUILD_FUSED_ADAM", "1")
+    build_env.setattr(torch.version, "cuda", None)
+    with pytest.raises(OpBuildError, match="DS_BUILD_FUSED_ADAM=1 but op fused_adam: .*CPU-only build"):
+        prebuilt.plan(ALL_OPS)
+
+
+def test_bad_tier_list(build_env):
+    build_env.setenv("DS_BUILD_OPS", "1")
+    build_env.setenv("DS_BUILD_CPU_TIERS", "avx2,sse9")
+    with pytest.raises(ValueError, match="unknown tiers \\['sse9'\\]"):
+        prebuilt.plan(ALL_OPS)
+
+
+def test_no_torch_in_build_env_says_no_build_isolation(tmp_path):
+    script = ("import sys; sys.modules['torch'] = None; sys.path.insert(0, %r); "
+              "from op_builder.setup_support import setup_kwargs; setup_kwargs()" % str(REPO))
+    env = {**os.environ, "DS_BUILD_OPS": "1"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert result.returncode != 0 and "--no-build-isolation" in result.stderr
+
+
+@pytest.mark.slow
+def test_prebuilt_wheel_loads_without_compiling(tmp_path):
+    tier = cpu_tier.detect_tier()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DS_BUILD_")}
+    env.update(DS_BUILD_CPU_LION="1", DS_BUILD_CPU_TIERS=f"{tier},scalar", MAX_JOBS="2")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-build-isolation", "--no-deps", "-w",
+                    str(tmp_path / "wheel"), str(REPO)], check=True, env=env, capture_output=True)
+    wheel = next((tmp_path / "wheel").glob("*.whl"))
+    assert "-none-any" not in wheel.name  # a platform wheel: it holds compiled ops
+    with zipfile.ZipFile(wheel) as zf:
+        info = json.loads(zf.read("accelops/build_info.json"))
+        objects = [n for n in zf.namelist() if n.startswith("accelops/prebuilt/")]
+    assert info["ops"] == {"cpu_lion": {"variants": [tier, "scalar"]}} and info["torch"] == torch.__version__
+    assert len(objects) == 2
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
+                   check=True, capture_output=True)
+    check = (
+        "import subprocess, torch.utils.cpp_extension as c\n"
+        "def forbidden(*a, **k): raise AssertionError('compiled or spawned a process')\n"
+        "c.load = subprocess.Popen = forbidden\n"
+        "from accelops.accelerator import get_accelerator\n"
+        "m = get_accelerator().create_op_builder('CPULionBuilder').load()\n"
+        "print(m.__file__)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(target), "ACCELOPS_CACHE_DIR": str(tmp_path / "cache")}
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().startswith(str(target / "accelops" / "prebuilt" / f"accelops_cpu_lion_{tier}"))
+    # A torch minor version this wheel was not built for: the prebuilt module is skipped, with the reason.
+    mismatch = check.replace("from accelops", "import torch; torch.__version__ = '2.99.0'\nfrom accelops")
+    env["CXX"] = "/nonexistent/c++"  # and no compiler, so the load fails naming both causes
+    result = subprocess.run([sys.executable, "-c", mismatch], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert result.returncode != 0
+    assert "prebuilt module skipped: built for torch" in result.stderr and "no C++ compiler" in result.stderr
