@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import shutil
 import subprocess
 from typing import List, Optional, Tuple
 
@@ -16,10 +17,16 @@ DEFAULT_ARCHES = ("7.0", "7.5", "8.0", "8.6", "8.9", "9.0", "10.0", "12.0")
 
 
 def cuda_home() -> Optional[str]:
-    """The CUDA toolkit folder torch's extension builder uses (``CUDA_HOME``/``CUDA_PATH``/nvcc on PATH)."""
-    from torch.utils.cpp_extension import CUDA_HOME
-
-    return os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH") or CUDA_HOME
+    """The CUDA toolkit folder, found the way torch's extension builder finds it: ``CUDA_HOME``, ``CUDA_PATH``,
+    the folder above ``nvcc`` on PATH, else ``/usr/local/cuda``. Cheap: no import of torch.utils.cpp_extension
+    (which imports setuptools), so it may run on the warm-load path."""
+    home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
+    if home:
+        return home
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        return os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
+    return "/usr/local/cuda" if os.path.isdir("/usr/local/cuda") else None
 
 
 def nvcc_path() -> Optional[str]:
