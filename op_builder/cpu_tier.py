@@ -1,8 +1,8 @@
 """CPU instruction-set tiers: cheap run-time detection and the explicit compiler flags of each tier.
 
 Tiers, best first: ``avx512`` (F, BW, VL, DQ + FMA + F16C), ``avx2`` (AVX2 + FMA + F16C), ``neon``
-(aarch64) and ``scalar``. A build defines exactly one ``ACCELOPS_CPU_<TIER>`` macro and never uses
-``-march=native``, so an object built for a tier runs on every CPU that has that tier.
+(aarch64) and ``scalar``. A build defines exactly one ``ACCELOPS_CPU_<TIER>`` macro and never targets the build
+host's own CPU (no native-arch flag), so an object built for a tier runs on every CPU that has that tier.
 Detection reads ``/proc/cpuinfo`` on Linux (no subprocess); elsewhere it asks py-cpuinfo once.
 """
 from __future__ import annotations
