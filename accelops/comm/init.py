@@ -1,0 +1,242 @@
+"""init_distributed and the small helpers around it. torch.distributed is imported only when called."""
+import dataclasses
+import os
+import socket
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Optional, Union
+from urllib.parse import urlsplit
+
+from . import rendezvous
+from .env_mapping import LaunchEnv, launcher_vars, resolve_launch_env
+from .errors import DistributedInitError
+
+DEFAULT_TIMEOUT = timedelta(minutes=30)
+_EXPORTED_SOURCES = ("openmpi", "pmi", "slurm")
+_state = {"info": None, "group": None}
+
+
+@dataclass(frozen=True)
+class DistributedInfo:
+    """What :func:`init_distributed` set up.
+
+    ``source`` says where rank and world size came from: 'torchrun', 'openmpi', 'pmi', 'slurm',
+    'single' (no launcher: a world of one) or 'user' (the default group existed already).
+    ``init_method`` is 'env://', 'tcp://host:port', 'file://path', 'local' (a world of one with an
+    in-memory store) or ``None`` for a user-made group.
+    """
+
+    rank: int
+    world_size: int
+    local_rank: int
+    backend: str
+    init_method: Optional[str]
+    source: str
+
+
+def _dist():
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        raise DistributedInitError("this torch build has no torch.distributed support")
+    return dist
+
+
+def _as_timedelta(timeout: Union[None, float, int, timedelta]) -> timedelta:
+    if timeout is None:
+        return DEFAULT_TIMEOUT
+    if not isinstance(timeout, timedelta):
+        timeout = timedelta(seconds=float(timeout))
+    if timeout.total_seconds() <= 0:
+        raise ValueError(f"timeout must be positive, got {timeout}")
+    return timeout
+
+
+def _user_group_info(dist) -> DistributedInfo:
+    try:
+        local_rank = resolve_launch_env(os.environ).local_rank
+    except DistributedInitError:
+        local_rank = 0
+    return DistributedInfo(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank,
+                           backend=str(dist.get_backend()), init_method=None, source="user")
+
+
+def _fill_master_from_mpi(launch: LaunchEnv) -> LaunchEnv:
+    """Rank 0 of MPI_COMM_WORLD picks address/port and broadcasts them, when mpi4py is installed."""
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        return launch
+    comm = MPI.COMM_WORLD
+    if comm.Get_size() != launch.world_size or comm.Get_rank() != launch.rank:
+        return launch
+    chosen = None
+    if comm.Get_rank() == 0:
+        chosen = (launch.master_addr or socket.gethostname(), launch.master_port or rendezvous.free_port())
+    addr, port = comm.bcast(chosen, root=0)
+    return dataclasses.replace(launch, master_addr=addr, master_port=port)
+
+
+def _parse_init_method(init_method: Optional[str], launch: LaunchEnv, seen):
+    """-> (kind, launch with addr/port from a tcp:// URL, file path or None, text to report)."""
+    if init_method is None or init_method == "env://":
+        return "tcp", launch, None, "env://"
+    parts = urlsplit(init_method)
+    if parts.scheme == "tcp":
+        try:
+            host, port = parts.hostname, parts.port
+        except ValueError as exc:
+            raise DistributedInitError(f"bad init_method {init_method!r}: {exc}", seen) from None
+        if not host or not port:
+            raise DistributedInitError(f"init_method {init_method!r} must look like tcp://host:port", seen)
+        return "tcp", dataclasses.replace(launch, master_addr=host, master_port=port), None, init_method
+    if parts.scheme == "file":
+        path = parts.path if not parts.netloc else "/" + parts.netloc + parts.path
+        if not path:
+            raise DistributedInitError(f"init_method {init_method!r} must look like file:///path/to/file", seen)
+        return "file", launch, path, init_method
+    raise DistributedInitError(f"unsupported init_method {init_method!r}: expected env://, tcp://host:port "
+                               "or file:///path", seen)
+
+
+def _require_master(launch: LaunchEnv, seen) -> None:
+    missing = [name for name, value in (("MASTER_ADDR", launch.master_addr), ("MASTER_PORT", launch.master_port))
+               if value is None]
+    if missing:
+        raise DistributedInitError(
+            f"{' and '.join(missing)} not set: a {launch.source} launch of world size {launch.world_size} needs "
+            "MASTER_ADDR and MASTER_PORT (the host and a free port of rank 0), or init_method='tcp://host:port'"
+            + (" (or mpi4py installed, to broadcast them from rank 0)" if launch.source in ("openmpi", "pmi") else ""),
+            seen)
+
+
+def _export(launch: LaunchEnv) -> None:
+    values = {"RANK": launch.rank, "WORLD_SIZE": launch.world_size, "LOCAL_RANK": launch.local_rank,
+              "MASTER_ADDR": launch.master_addr, "MASTER_PORT": launch.master_port}
+    for name, value in values.items():
+        if value is not None:
+            os.environ[name] = str(value)
+
+
+def _set_device(local_rank: int) -> None:
+    from accelops.accelerator import get_accelerator
+
+    accelerator = get_accelerator()
+    if local_rank < accelerator.device_count():
+        accelerator.set_device(local_rank)
+
+
+def init_distributed(backend: Optional[str] = None, init_method: Optional[str] = None,
+                     timeout: Union[None, float, int, timedelta] = None) -> DistributedInfo:
+    """Initialise the default ``torch.distributed`` process group from the launcher's variables.
+
+    ``backend`` defaults to ``get_accelerator().communication_backend_name()`` ('nccl', 'gloo',
+    'ccl', ...). Rank, world size, local rank and master address/port come from torchrun, Open MPI,
+    MPICH/Intel MPI (PMI) or SLURM variables (see :mod:`accelops.comm.env_mapping`); with none of
+    them this is a world of one. ``init_method`` is ``None``/'env://' (MASTER_ADDR/MASTER_PORT),
+    'tcp://host:port' (overrides them) or 'file:///path' (a shared file that must not hold a
+    previous run's keys). ``timeout`` (seconds or ``timedelta``, default 30 min) bounds the wait
+    for peers and is passed to ``init_process_group``.
+
+    Side effects: imports torch.distributed; selects the accelerator and, when it has more than
+    ``local_rank`` devices, calls ``set_device(local_rank)`` (CPU with one device: no call); when
+    the values came from Open MPI, PMI or SLURM, writes RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR
+    and MASTER_PORT into ``os.environ`` so later code sees a torchrun-like environment; with
+    mpi4py installed and no master address/port, an MPI job broadcasts rank 0's host name and a
+    free port (this initialises MPI). Rank 0 serves the rendezvous store.
+
+    Calling it again returns the same :class:`DistributedInfo` and does nothing. If the user already
+    initialised the default group, nothing is changed and the info is read from torch.distributed
+    (source 'user'). Raises :class:`DistributedInitError` for bad or conflicting variables, a
+    missing master address/port, a port in use on rank 0, or peers missing after ``timeout``
+    ("k of n ranks joined after t s").
+    """
+    dist = _dist()
+    if dist.is_initialized():
+        if _state["info"] is not None and _state["group"] is dist.GroupMember.WORLD:
+            return _state["info"]
+        info = _user_group_info(dist)
+        _state.update(info=info, group=dist.GroupMember.WORLD)
+        return info
+
+    timeout = _as_timedelta(timeout)
+    launch = resolve_launch_env(os.environ)
+    seen = launch.seen
+    kind, launch, path, reported = _parse_init_method(init_method, launch, seen)
+    local_world = launch.world_size == 1 and init_method is None
+    if kind == "tcp" and not local_world:
+        if launch.master_addr is None or launch.master_port is None:
+            launch = _fill_master_from_mpi(launch)
+        _require_master(launch, seen)
+        reported = init_method or "env://"
+    if launch.source in _EXPORTED_SOURCES:
+        _export(launch)
+        seen = launcher_vars(os.environ)
+
+    _set_device(launch.local_rank)
+    if backend is None:
+        from accelops.accelerator import get_accelerator
+
+        backend = get_accelerator().communication_backend_name()
+
+    if local_world:
+        store, reported = dist.HashStore(), "local"
+    elif kind == "file":
+        store = rendezvous.file_store(path, launch.world_size)
+    else:
+        store = rendezvous.tcp_store(launch.master_addr, launch.master_port, launch.rank, launch.world_size,
+                                     timeout, seen)
+    where = reported if kind == "file" else f"{launch.master_addr}:{launch.master_port} via {reported}"
+    hint = ""
+    if launch.source == "slurm":
+        hint = "; under SLURM start one process per task with srun (a batch script alone is one process)"
+    rendezvous.wait_for_peers(store, launch.rank, launch.world_size, timeout, where, seen, hint)
+    dist.init_process_group(backend=backend, store=store, rank=launch.rank, world_size=launch.world_size,
+                            timeout=timeout)
+    info = DistributedInfo(rank=launch.rank, world_size=launch.world_size, local_rank=launch.local_rank,
+                           backend=str(dist.get_backend()), init_method=reported, source=launch.source)
+    _state.update(info=info, group=dist.GroupMember.WORLD)
+    return info
+
+
+def is_initialized() -> bool:
+    """True when the default process group exists (made by us or by the user). Imports torch.distributed."""
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_rank() -> int:
+    """This process's global rank; 0 when no process group is initialised."""
+    if not is_initialized():
+        return 0
+    import torch.distributed as dist
+
+    return dist.get_rank()
+
+
+def get_world_size() -> int:
+    """The number of ranks in the default group; 1 when no process group is initialised."""
+    if not is_initialized():
+        return 1
+    import torch.distributed as dist
+
+    return dist.get_world_size()
+
+
+def get_local_rank() -> int:
+    """This process's rank on its host: from :func:`init_distributed` when it ran, else from the
+    launcher variables (0 when there are none). Raises :class:`DistributedInitError` on bad variables."""
+    info = _state["info"]
+    if info is not None and is_initialized():
+        return info.local_rank
+    return resolve_launch_env(os.environ).local_rank
+
+
+def destroy() -> None:
+    """Destroy the default process group if there is one, and forget the cached info. Idempotent."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    _state.update(info=None, group=None)
