@@ -1,0 +1,84 @@
+"""init_distributed as one process: idempotence, a user-made group, env export, device choice."""
+import os
+from datetime import timedelta
+
+import pytest
+
+from accelops import comm
+from accelops.accelerator import get_accelerator
+from comm_workers import _LAUNCH_VARS
+
+
+@pytest.fixture(autouse=True)
+def clean_env():
+    saved = dict(os.environ)
+    for name in _LAUNCH_VARS:
+        os.environ.pop(name, None)
+    yield
+    comm.destroy()
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def test_world_of_one_and_calling_twice():
+    assert (comm.is_initialized(), comm.get_rank(), comm.get_world_size(), comm.get_local_rank()) == (False, 0, 1, 0)
+    info = comm.init_distributed(timeout=timedelta(seconds=10))
+    assert info == comm.DistributedInfo(rank=0, world_size=1, local_rank=0, backend="gloo", init_method="local",
+                                        source="single")
+    assert comm.init_distributed(backend="gloo", init_method="env://") is info
+    assert comm.is_initialized() and comm.get_world_size() == 1
+    with pytest.raises(Exception):
+        info.rank = 3  # frozen
+    comm.destroy()
+    comm.destroy()
+    assert not comm.is_initialized()
+
+
+def test_group_made_by_the_user_is_accepted():
+    import torch.distributed as dist
+
+    os.environ["LOCAL_RANK"] = "0"
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    info = comm.init_distributed()
+    assert info == comm.DistributedInfo(rank=0, world_size=1, local_rank=0, backend="gloo", init_method=None,
+                                        source="user")
+    assert comm.init_distributed() is info
+    # The user replaces the group: the info follows the new one.
+    dist.destroy_process_group()
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    assert comm.init_distributed() is not info
+
+
+def test_values_from_open_mpi_are_exported_to_the_environment():
+    os.environ.update(OMPI_COMM_WORLD_RANK="0", OMPI_COMM_WORLD_SIZE="1", OMPI_COMM_WORLD_LOCAL_RANK="0")
+    info = comm.init_distributed(timeout=10)
+    assert info.source == "openmpi"
+    assert {k: os.environ.get(k) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")} == {
+        "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": None}
+
+
+def test_values_from_slurm_are_exported_to_the_environment():
+    os.environ.update(SLURM_PROCID="0", SLURM_NTASKS="1", SLURM_LOCALID="0", SLURM_JOB_NODELIST="cn[07-09]",
+                      SLURM_JOB_ID="31")
+    assert comm.init_distributed(timeout=10).source == "slurm"
+    # A world of one stays on loopback; the port still follows the job id.
+    assert (os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"], os.environ["RANK"]) == ("127.0.0.1", "15031", "0")
+
+
+def test_torchrun_values_are_not_rewritten():
+    os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+    comm.init_distributed(timeout=10)
+    assert "MASTER_ADDR" not in os.environ
+
+
+@pytest.mark.parametrize("local_rank,calls", [("0", [0]), ("1", [])])
+def test_device_is_set_only_when_the_accelerator_has_it(monkeypatch, local_rank, calls):
+    # CPU with LOCAL_SIZE unset has one device: local rank 1 must not fail, and gets no set_device call.
+    accelerator = get_accelerator()
+    assert accelerator.device_count() == 1
+    seen = []
+    monkeypatch.setattr(accelerator, "set_device", seen.append)
+    os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK=local_rank)
+    info = comm.init_distributed(timeout=10)
+    assert info.local_rank == int(local_rank) and comm.get_local_rank() == int(local_rank)
+    assert seen == calls
