@@ -19,7 +19,7 @@ import shutil
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable, List, Optional, Tuple
 
 from . import cpu_tier, jit_cache
 from .progress import Progress
@@ -54,7 +54,7 @@ def _is_msvc() -> bool:
     return os.name == "nt"
 
 
-def _compiler_command() -> str:
+def compiler_command() -> str:
     """The host compiler torch's extension builder uses: ``$CXX``, else ``c++`` (``cl`` on Windows)."""
     return os.environ.get("CXX") or ("cl" if _is_msvc() else "c++")
 
@@ -149,7 +149,7 @@ class OpBuilder:
 
     def toolchain_identity(self) -> Dict[str, str]:
         """Compiler identities that go into the cache key (no subprocess)."""
-        return {"cxx": _tool_identity(shutil.which(_compiler_command()))}
+        return {"cxx": _tool_identity(shutil.which(compiler_command()))}
 
     def cache_key(self, variant: Optional[str] = None) -> str:
         """sha256 over sources and headers, flags, torch/CUDA/HIP versions, compilers, tier, Python, accelops."""
@@ -177,10 +177,18 @@ class OpBuilder:
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
+    def cache_entry(self) -> Tuple[Path, Optional[str]]:
+        """``(folder, problem)`` of this machine's JIT cache entry for the op; ``problem`` is None when an
+        intact object is there, else why not (``"not built"``, truncated, ...). Compiles nothing."""
+        variant = self.variant()
+        name = self.module_name(variant, self.cache_key(variant))
+        folder = jit_cache.cache_root() / name
+        return folder, jit_cache.verified_object(folder, name)
+
     # ------------------------------------------------------------------ compatibility
     def _common_reasons(self) -> List[str]:
         reasons = []
-        compiler = _compiler_command()
+        compiler = compiler_command()
         if shutil.which(compiler) is None:
             reasons.append(f"no C++ compiler: `{compiler}` (from CXX or the default) is not on PATH; install one "
                            f"(e.g. g++) or set CXX to its path")

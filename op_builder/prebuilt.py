@@ -65,6 +65,21 @@ def _mismatch(info: dict, builder, variant: str) -> Optional[str]:
     return None
 
 
+def prebuilt_status(builder) -> dict:
+    """What the wheel holds for ``builder``'s op, without importing it (for ds_report).
+
+    ``{"installed": bool, "variants": [...], "torch": str|None, "usable": bool, "reason": str|None}``;
+    ``reason`` says why an installed module would be skipped on this machine.
+    """
+    info = read_build_info()
+    if not info or builder.NAME not in info.get("ops", {}):
+        return {"installed": False, "variants": [], "torch": None, "usable": False, "reason": None}
+    variants = list(info["ops"][builder.NAME]["variants"])
+    reason = _mismatch(info, builder, builder.variant())
+    return {"installed": True, "variants": variants, "torch": info.get("torch"), "usable": reason is None,
+            "reason": reason}
+
+
 def load_prebuilt(builder) -> Tuple[Optional[ModuleType], Optional[str]]:
     """``(module, None)`` when a matching prebuilt module loads, else ``(None, reason or None)``.
 

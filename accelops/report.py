@@ -1,0 +1,92 @@
+"""``ds_report`` / ``python -m accelops``: the environment, the accelerator and every op's state.
+
+The plain report compiles nothing and runs each external tool (nvcc or hipcc, the C++ compiler,
+ninja) at most once with ``--version``. ``--verify`` builds or loads each compatible op and checks it
+against torch; the exit status is 1 when a compatible op fails, else 0. ``--json`` prints the same
+facts as one JSON document (keys documented in the README).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from typing import Any, Dict, List, Optional
+
+JSON_SCHEMA_VERSION = 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ds_report", description="accelops environment and op report")
+    parser.add_argument("--json", action="store_true", help="print the report as one JSON document")
+    parser.add_argument("--verify", action="store_true",
+                        help="build or load each compatible op and check it against its torch reference")
+    parser.add_argument("--hide_operator_status", action="store_true", help="leave out the op table (text only)")
+    parser.add_argument("--hide_errors_and_warnings", action="store_true",
+                        help="leave out reasons and warnings (text only)")
+    return parser
+
+
+def collect(verify: bool = False) -> Dict[str, Any]:
+    """Every fact of the report as plain data; warnings raised while probing are kept, not printed."""
+    from .report_env import environment_facts
+    from .report_ops import op_rows
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        facts: Dict[str, Any] = {"schema": JSON_SCHEMA_VERSION, **environment_facts()}
+        facts["build_info"] = _build_info()
+        facts["ops"] = op_rows()
+        if verify:
+            from .report_verify import verify_ops
+
+            facts["verify"] = verify_ops(facts["ops"])
+    facts["warnings"] = sorted({f"{w.category.__name__}: {w.message}" for w in caught})
+    return facts
+
+
+def _build_info() -> Optional[dict]:
+    try:
+        from accelops.op_builder.prebuilt import read_build_info
+
+        return read_build_info()
+    except Exception as exc:
+        return {"error": f"cannot read build_info.json: {exc}"}
+
+
+def render_text(facts: Dict[str, Any], colour: bool, hide_ops: bool = False, hide_reasons: bool = False) -> List[str]:
+    """The report's text lines for ``facts`` (as returned by ``collect``)."""
+    from .report_text import Painter, environment_lines, op_lines, verify_lines, warning_lines
+
+    paint = Painter(colour)
+    lines = environment_lines(facts, paint)
+    if not hide_ops:
+        lines += op_lines(facts["ops"], paint, show_reasons=not hide_reasons)
+    if "verify" in facts:
+        lines += verify_lines(facts["verify"], paint)
+    if not hide_reasons:
+        lines += warning_lines(facts["warnings"], paint)
+    return lines
+
+
+def verify_failed(facts: Dict[str, Any]) -> bool:
+    """True when ``--verify`` ran and a compatible op failed."""
+    return any(result["status"] == "FAIL" for result in facts.get("verify", []))
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Print the report to stdout; returns the exit status (1 when a verified op failed)."""
+    from .report_text import use_colour, write_lines
+
+    args = _parser().parse_args(argv)
+    facts = collect(verify=args.verify)
+    if args.json:
+        sys.stdout.write(json.dumps(facts, indent=2, sort_keys=True, default=str) + "\n")
+    else:
+        write_lines(render_text(facts, use_colour(sys.stdout), args.hide_operator_status,
+                                args.hide_errors_and_warnings))
+    return 1 if verify_failed(facts) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""Environment facts for ds_report: versions, tools, CPU and the accelerator, each probe guarded.
+
+Every function returns plain data (str/int/bool/None, lists, dicts) so the same facts feed the text
+and the JSON report. A probe that fails returns its reason instead of raising.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from typing import Any, Dict, List, Optional
+
+TOOL_TIMEOUT_S = 10
+
+
+def tool_version(command: List[str]) -> Dict[str, Any]:
+    """Run ``command`` (e.g. ``["nvcc", "--version"]``) once and return path, version line or reason."""
+    path = shutil.which(command[0])
+    if path is None:
+        return {"found": False, "path": None, "version": None, "reason": f"{command[0]} not found on PATH"}
+    try:
+        result = subprocess.run(
+            [path, *command[1:]], capture_output=True, text=True, timeout=TOOL_TIMEOUT_S, stdin=subprocess.DEVNULL
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return {"found": False, "path": path, "version": None, "reason": f"{command[0]} failed to run: {exc}"}
+    lines = [line.strip() for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    if result.returncode != 0 or not lines:
+        return {"found": False, "path": path, "version": None, "reason": f"{command[0]} exited {result.returncode}"}
+    release = [line for line in lines if "release" in line.lower()]  # nvcc/hipcc put the version there
+    version = release[0] if release else lines[0]
+    return {"found": True, "path": path, "version": version, "reason": None}
+
+
+def cpu_model() -> str:
+    """The CPU's model name, read from /proc/cpuinfo on Linux (no subprocess), else platform data."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith(("model name", "Model", "Hardware")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def torch_facts() -> Dict[str, Any]:
+    """torch's version, install path and the CUDA/HIP it was built with."""
+    try:
+        import torch
+    except Exception as exc:
+        return {"version": None, "reason": f"torch is not importable: {exc}"}
+    return {
+        "version": torch.__version__,
+        "path": os.path.dirname(torch.__file__),
+        "cuda": torch.version.cuda,
+        "hip": torch.version.hip,
+        "reason": None,
+    }
+
+
+def accelerator_facts() -> Dict[str, Any]:
+    """The chosen accelerator, how and why, its communication backend and devices."""
+    try:
+        from accelops.accelerator import accelerator_selection, get_accelerator
+
+        accelerator = get_accelerator()
+        selection = accelerator_selection()
+    except Exception as exc:
+        return {"name": None, "reason": f"accelerator selection failed: {exc}"}
+    facts: Dict[str, Any] = {"name": accelerator.name, "how": selection.how, "reason": selection.reason}
+    for key, probe in (
+        ("communication_backend", accelerator.communication_backend_name),
+        ("device_count", accelerator.device_count),
+    ):
+        try:
+            facts[key] = probe()
+        except Exception as exc:
+            facts[key] = None
+            facts[f"{key}_error"] = str(exc)
+    facts["devices"] = device_names(accelerator.name, facts.get("device_count") or 0)
+    facts["probes"] = [
+        {"name": row.name, "priority": row.priority, "present": row.present, "reason": row.reason, "source": row.source}
+        for row in selection.probes
+    ]
+    return facts
+
+
+def device_names(name: str, count: int) -> List[str]:
+    """Human-readable device names (``torch.<name>.get_device_name(i)``) where the backend has them."""
+    if name == "cpu":
+        return [cpu_model()]
+    try:
+        import torch
+
+        module = torch.get_device_module(name)
+        return [str(module.get_device_name(index)) for index in range(count)]
+    except Exception:
+        return [f"{name}:{index}" for index in range(count)]
+
+
+def cpu_facts() -> Dict[str, Any]:
+    """CPU model, core count and the instruction-set tier CPU ops are built for (no subprocess on Linux)."""
+    facts: Dict[str, Any] = {"model": cpu_model(), "cores": os.cpu_count(), "tier": None, "tiers": []}
+    try:
+        from accelops.op_builder import cpu_tier
+
+        facts["tiers"] = cpu_tier.supported_tiers()
+        facts["tier"] = cpu_tier.detect_tier()
+    except Exception as exc:  # e.g. ACCELOPS_CPU_TIER names a tier this CPU lacks
+        facts["tier_error"] = str(exc)
+    return facts
+
+
+def cuda_compiler_facts(torch_info: Dict[str, Any]) -> Dict[str, Any]:
+    """hipcc on ROCm builds of torch, else the nvcc the op builders would use (CUDA_HOME, PATH, ...)."""
+    if torch_info.get("hip"):
+        return {"name": "hipcc", **tool_version(["hipcc", "--version"])}
+    from accelops.op_builder import cuda_checks
+
+    nvcc = cuda_checks.nvcc_path()
+    if nvcc is None:
+        return {"name": "nvcc", "found": False, "path": None, "version": None,
+                "reason": f"nvcc not found (CUDA toolkit folder: {cuda_checks.cuda_home()!r})"}
+    return {"name": "nvcc", **tool_version([nvcc, "--version"])}
+
+
+def environment_facts() -> Dict[str, Any]:
+    """Everything above the op table: accelops, Python, torch, tools, CPU, accelerator."""
+    import accelops
+    from accelops.op_builder.builder import compiler_command
+
+    torch_info = torch_facts()
+    cxx = compiler_command()
+    return {
+        "accelops": {"version": accelops.__version__, "path": os.path.dirname(accelops.__file__)},
+        "python": {"version": platform.python_version(), "executable": sys.executable},
+        "platform": platform.platform(),
+        "torch": torch_info,
+        "cuda_compiler": guarded(lambda: cuda_compiler_facts(torch_info)),
+        "cxx_compiler": {"command": cxx, **tool_version([cxx, "--version"])},
+        "ninja": tool_version(["ninja", "--version"]),
+        "cpu": cpu_facts(),
+        "accelerator": accelerator_facts(),
+    }
+
+
+def guarded(probe) -> Dict[str, Any]:
+    """``probe()``, or ``{"found": False, "reason": ...}`` when it raises."""
+    try:
+        return probe()
+    except Exception as exc:
+        return {"found": False, "path": None, "version": None, "reason": f"probe failed: {exc}"}

@@ -1,0 +1,178 @@
+"""ds_report / python -m accelops: sections, JSON vs text, missing tools, --verify, flags, colour."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from accelops.op_builder import all_ops
+
+ANSI = "\033["
+
+
+def run_report(*args, env=None, timeout=600):
+    """Run ``python -m accelops`` with ``args``; returns the CompletedProcess (text, piped)."""
+    return subprocess.run([sys.executable, "-m", "accelops", *args], capture_output=True, text=True,
+                          env=env or dict(os.environ), timeout=timeout)
+
+
+def env_without(tmp_path):
+    """An environment with no compiler, no ninja and no CUDA toolkit reachable (only python on PATH)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").symlink_to(sys.executable)
+    env = dict(os.environ, PATH=str(bin_dir), CXX=str(tmp_path / "no-such-c++"), CUDA_HOME=str(tmp_path / "no-cuda"))
+    env.pop("CUDA_PATH", None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def plain():
+    return run_report()
+
+
+@pytest.fixture(scope="module")
+def as_json():
+    result = run_report("--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_plain_report_has_every_section_and_op(plain):
+    assert plain.returncode == 0, plain.stderr
+    for heading in ("accelops environment", "accelerator", "ops (JIT"):
+        assert heading in plain.stdout
+    for label in ("accelops ", "python ", "torch ", "nvcc ", "c++ compiler", "ninja ", "cpu op tier",
+                  "communication backend", "devices "):
+        assert f"\n{label}" in plain.stdout, f"missing row {label!r}"
+    for name in all_ops():
+        assert f"\n{name} " in plain.stdout
+
+
+def test_plain_report_is_quiet_and_uncoloured_when_piped(plain):
+    assert plain.stderr == "", "the report must print nothing outside the report"
+    assert ANSI not in plain.stdout
+
+
+def test_console_script_gives_the_same_report(plain):
+    script = Path(sys.executable).with_name("ds_report")
+    if not script.exists():
+        pytest.fail(f"ds_report console script not installed next to {sys.executable}; run pip install -e .")
+    result = subprocess.run([str(script)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == plain.stdout
+
+
+def test_json_matches_the_text(plain, as_json):
+    import torch
+
+    from accelops import __version__
+
+    assert as_json["schema"] == 1
+    assert as_json["accelops"]["version"] == __version__
+    assert as_json["torch"]["version"] == torch.__version__ and torch.__version__ in plain.stdout
+    assert as_json["accelerator"]["name"] == "cpu"
+    assert as_json["accelerator"]["communication_backend"] == "gloo"
+    assert f"cpu op tier            {as_json['cpu']['tier']} " in plain.stdout
+    lines = plain.stdout.splitlines()
+    assert [row["name"] for row in as_json["ops"]] == sorted(all_ops())
+    for row in as_json["ops"]:
+        line = next(line for line in lines if line.startswith(row["name"] + " "))
+        assert ("[OKAY]" in line) == row["compatible"], line
+        for reason in row["reasons"]:
+            assert f"not compatible: {reason}" in plain.stdout
+
+
+def test_cuda_ops_say_why_on_cpu_only_torch(as_json):
+    import torch
+
+    if torch.version.cuda or torch.version.hip:
+        pytest.skip("this torch has CUDA/ROCm")
+    cuda_rows = [row for row in as_json["ops"] if row["kind"] == "cuda"]
+    assert cuda_rows, "expected the CUDA ops in the registry"
+    for row in cuda_rows:
+        assert not row["compatible"] and "CPU-only build" in row["reasons"][0]
+
+
+def test_missing_compiler_ninja_and_toolkit_become_rows_with_reasons(tmp_path):
+    env = env_without(tmp_path)
+    result = run_report("--json", env=env)
+    assert result.returncode == 0, result.stderr
+    facts = json.loads(result.stdout)
+    assert not facts["cxx_compiler"]["found"] and "not found on PATH" in facts["cxx_compiler"]["reason"]
+    assert not facts["ninja"]["found"] and "ninja not found" in facts["ninja"]["reason"]
+    assert not facts["cuda_compiler"]["found"] and "nvcc not found" in facts["cuda_compiler"]["reason"]
+    for row in facts["ops"]:
+        assert not row["compatible"]
+        text = " ".join(row["reasons"])
+        assert "no C++ compiler" in text and "ninja is not installed" in text, row
+    text = run_report(env=env)
+    assert text.returncode == 0, text.stderr
+    assert "not compatible: no C++ compiler" in text.stdout
+
+
+def test_hide_flags(plain):
+    hidden = run_report("--hide_operator_status")
+    assert hidden.returncode == 0 and "ops (JIT" not in hidden.stdout and "accelerator" in hidden.stdout
+    quiet = run_report("--hide_errors_and_warnings")
+    assert quiet.returncode == 0 and "ops (JIT" in quiet.stdout
+    if "not compatible:" in plain.stdout:
+        assert "not compatible:" not in quiet.stdout
+
+
+def test_verify_passes_for_the_cpu_ops():
+    result = run_report("--verify", "--json")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    verify = {entry["name"]: entry for entry in json.loads(result.stdout)["verify"]}
+    for name, cls in all_ops().items():
+        if cls.KIND == "cpu":
+            assert verify[name]["status"] == "PASS", verify[name]
+            assert "max abs diff" in verify[name]["detail"]
+        else:
+            assert verify[name]["status"] in ("SKIP", "PASS"), verify[name]
+
+
+def test_verify_fails_with_exit_1_when_a_front_end_falls_back():
+    # With the fallback forced, the CPU front ends never run their ops: --verify must say FAIL.
+    env = dict(os.environ, ACCELOPS_CPU_OPS_FALLBACK="1")
+    result = run_report("--verify", env=env)
+    assert result.returncode == 1, result.stdout
+    assert "FAIL" in result.stdout and "pure-torch fallback" in result.stdout
+    assert "verify: 4 failed" in result.stdout or "failed: cpu_adagrad" in result.stdout
+
+
+def test_colour_only_on_a_terminal_and_never_with_no_color(monkeypatch, as_json):
+    from accelops.report import render_text
+    from accelops.report_text import use_colour
+
+    class Terminal:
+        def isatty(self):
+            return True
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert use_colour(Terminal())
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert not use_colour(Terminal())
+    assert any(ANSI in line for line in render_text(as_json, colour=True))
+    assert not any(ANSI in line for line in render_text(as_json, colour=False))
+
+
+def test_a_broken_builder_becomes_a_row_not_a_crash():
+    from accelops.op_builder import CPUOpBuilder
+    from accelops.report_ops import op_row
+
+    class Broken(CPUOpBuilder):
+        NAME = "broken"
+
+        def is_compatible(self, verbose=False):
+            raise OSError("probe exploded")
+
+    row = op_row("broken", Broken)
+    assert row["compatible"] is False and row["reasons"] == ["compatibility check failed: probe exploded"]
+
+
+def test_unknown_flag_is_a_usage_error():
+    result = run_report("--no-such-flag")
+    assert result.returncode == 2 and "unrecognized arguments" in result.stderr
