@@ -65,7 +65,7 @@ def _fill_master_from_mpi(launch: LaunchEnv) -> LaunchEnv:
     """Rank 0 of MPI_COMM_WORLD picks address/port and broadcasts them, when mpi4py is installed."""
     try:
         from mpi4py import MPI
-    except ImportError:
+    except Exception:  # not installed, or no MPI library it can load
         return launch
     comm = MPI.COMM_WORLD
     if comm.Get_size() != launch.world_size or comm.Get_rank() != launch.rank:
@@ -106,7 +106,8 @@ def _require_master(launch: LaunchEnv, seen) -> None:
         raise DistributedInitError(
             f"{' and '.join(missing)} not set: a {launch.source} launch of world size {launch.world_size} needs "
             "MASTER_ADDR and MASTER_PORT (the host and a free port of rank 0), or init_method='tcp://host:port'"
-            + (" (or mpi4py installed, to broadcast them from rank 0)" if launch.source in ("openmpi", "pmi") else ""),
+            + ("; with mpi4py installed and the MPI world matching, rank 0 broadcasts them"
+               if launch.source in ("openmpi", "pmi") else ""),
             seen)
 
 

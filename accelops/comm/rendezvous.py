@@ -72,21 +72,47 @@ def file_store(path: str, world_size: int):
     return dist.FileStore(path, world_size)
 
 
+def _store_op(fn, where: str, seen):
+    import torch.distributed as dist
+
+    try:
+        return fn()
+    except dist.DistError as exc:
+        raise DistributedInitError(f"lost the rendezvous store at {where} (did rank 0 exit?): "
+                                   f"{str(exc).splitlines()[0]}", seen) from None
+
+
+def _missing_ranks(store, world_size: int, limit: int = 10) -> str:
+    missing = []
+    for r in range(world_size):
+        if not store.check([f"{JOIN_KEY}/{r}"]):
+            missing.append(str(r))
+            if len(missing) == limit:
+                missing.append("...")
+                break
+    return ", ".join(missing)
+
+
 def wait_for_peers(store, rank: int, world_size: int, timeout: timedelta, where: str, seen, hint: str = "") -> None:
     """Count this rank in (``store.add(JOIN_KEY, 1)``) and wait until all ``world_size`` ranks did.
 
-    Raises :class:`DistributedInitError` saying "k of n ranks joined after t s" on timeout.
+    Raises :class:`DistributedInitError` when another process already joined with this rank, and
+    on timeout with "k of n ranks joined after t s" and the ranks still missing.
     """
-    store.add(JOIN_KEY, 1)
+    if _store_op(lambda: store.add(f"{JOIN_KEY}/{rank}", 1), where, seen) > 1:
+        raise DistributedInitError(f"another process already joined as rank {rank}: every process needs its own "
+                                   f"rank (rendezvous {where})", seen)
+    _store_op(lambda: store.add(JOIN_KEY, 1), where, seen)
     start = time.monotonic()
     limit = timeout.total_seconds()
     while True:
-        joined = store.add(JOIN_KEY, 0)
+        joined = _store_op(lambda: store.add(JOIN_KEY, 0), where, seen)
         if joined >= world_size:
             return
         waited = time.monotonic() - start
         if waited >= limit:
+            missing = _store_op(lambda: _missing_ranks(store, world_size), where, seen)
             raise DistributedInitError(
-                f"timed out waiting for peers: {joined} of {world_size} ranks joined after {waited:.1f} s "
-                f"(rank {rank}, rendezvous {where}){hint}", seen)
+                f"timed out waiting for peers: {joined} of {world_size} ranks joined after {waited:.1f} s, "
+                f"missing rank(s) {missing} (rank {rank}, rendezvous {where}){hint}", seen)
         time.sleep(_POLL_S)

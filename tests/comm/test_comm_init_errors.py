@@ -66,6 +66,7 @@ def test_timeout_says_how_many_ranks_joined():
     waited = time.monotonic() - start
     assert 2.9 < waited < 15
     assert "timed out waiting for peers: 1 of 2 ranks joined after 3." in msg
+    assert "missing rank(s) 1 " in msg
     assert "rank 0" in msg and "via env://" in msg
 
 
@@ -94,3 +95,13 @@ def test_bad_init_methods(method, expected):
 def test_bad_timeout():
     with pytest.raises(ValueError, match="timeout must be positive"):
         comm.init_distributed(timeout=0)
+
+
+def test_two_processes_with_the_same_rank():
+    import torch.distributed as dist
+
+    port = free_port()
+    server = dist.TCPStore("127.0.0.1", port, 3, True, wait_for_workers=False)  # plays rank 0
+    server.add("accelops/joined/1", 1)  # a first process already joined as rank 1
+    _env(RANK=1, WORLD_SIZE=3, MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+    assert "another process already joined as rank 1" in _init_error(timeout=5)
