@@ -169,7 +169,6 @@ def init_distributed(backend: Optional[str] = None, init_method: Optional[str] =
         if launch.master_addr is None or launch.master_port is None:
             launch = _fill_master_from_mpi(launch)
         _require_master(launch, seen)
-        reported = init_method or "env://"
     if launch.source in _EXPORTED_SOURCES:
         _export(launch)
         seen = launcher_vars(os.environ)

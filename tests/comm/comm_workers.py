@@ -28,6 +28,7 @@ def run_ranks(world_size, scenario, env_for_rank, timeout_s=90):
     procs = []
     for rank in range(world_size):
         env = {k: v for k, v in os.environ.items() if k not in _LAUNCH_VARS}
+        env["DS_ACCELERATOR"] = "cpu"  # gloo on CPU tensors, also on a GPU host
         env.update({k: str(v) for k, v in env_for_rank(rank).items()})
         procs.append(subprocess.Popen([sys.executable, os.path.join(HERE, "comm_workers.py"), scenario], env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -122,7 +123,9 @@ def _collectives(dist, torch, rank, n, marker_dir):
 
 
 def _sum(dist, torch, rank):
-    t = torch.tensor([rank + 1.0])
+    from accelops.accelerator import get_accelerator
+
+    t = torch.tensor([rank + 1.0], device=get_accelerator().current_device_name())
     dist.all_reduce(t)
     return t.item()
 

@@ -6,6 +6,7 @@ import time
 import pytest
 
 from accelops import comm
+from accelops.accelerator import reset_accelerator
 from accelops.comm import DistributedInitError
 from comm_workers import _LAUNCH_VARS, free_port
 
@@ -16,6 +17,8 @@ def clean_env():
     saved = dict(os.environ)
     for name in _LAUNCH_VARS:
         os.environ.pop(name, None)
+    os.environ["DS_ACCELERATOR"] = "cpu"  # gloo, also on a GPU host
+    reset_accelerator()
     yield
     comm.destroy()
     os.environ.clear()

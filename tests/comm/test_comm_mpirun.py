@@ -26,7 +26,7 @@ def _mpirun(tmp_path, extra_env):
     if not _is_open_mpi():
         pytest.skip(f"{MPIRUN} is not Open MPI")
     env = {k: v for k, v in os.environ.items() if k not in _LAUNCH_VARS}
-    env.update(COMM_TEST_DIR=str(tmp_path), **extra_env)
+    env.update(COMM_TEST_DIR=str(tmp_path), DS_ACCELERATOR="cpu", **extra_env)
     cmd = [MPIRUN, "-np", "2", "--oversubscribe"]
     if os.geteuid() == 0:
         cmd.append("--allow-run-as-root")
