@@ -43,9 +43,9 @@ def tcp_store(addr: str, port: int, rank: int, world_size: int, timeout: timedel
     if rank == 0:
         why = port_in_use(port)
         if why is not None:
-            raise DistributedInitError(
-                f"rank 0 cannot listen on MASTER_PORT {port}: {why}; another job or an earlier run holds it. "
-                "Set MASTER_PORT to a free port or stop the other process", seen)
+            advice = ("another job or an earlier run holds it. Set MASTER_PORT to a free port or stop the other "
+                      "process" if why.startswith("EADDRINUSE") else "set MASTER_PORT to a port this user may bind")
+            raise DistributedInitError(f"rank 0 cannot listen on MASTER_PORT {port}: {why}; {advice}", seen)
         try:
             return dist.TCPStore(addr, port, world_size, True, timeout=timeout, wait_for_workers=False)
         except dist.DistError as exc:
