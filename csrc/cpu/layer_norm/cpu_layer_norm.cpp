@@ -3,8 +3,13 @@
 #include <ATen/ops/empty.h>
 #include <torch/csrc/utils/pybind.h>
 
+#include <cstdint>
 #include <optional>
 #include <tuple>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "cpu_layer_norm.h"
 
@@ -29,6 +34,19 @@ void check(const at::Tensor& t, const char* name, const at::Tensor& like, int64_
   TORCH_CHECK(t.numel() == numel, "cpu_layer_norm: ", name, " has ", t.numel(), " elements, expected ", numel);
 }
 
+// Large fresh outputs come straight from mmap, and writing them faults in one 4 KiB page at a time, which
+// can cost more than the kernel itself. Advise their 2 MiB-aligned interior as transparent huge pages
+// (honoured when THP is in "madvise" or "always" mode; only advice, so a failure changes nothing).
+void advise_huge_pages(const at::Tensor& t) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = uintptr_t(2) << 20;
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(t.data_ptr());
+  const uintptr_t first = (begin + kHuge - 1) & ~(kHuge - 1);
+  const uintptr_t last = (begin + t.nbytes()) & ~(kHuge - 1);
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
+#endif
+}
+
 // Returns (y, s, mean, rstd); s is a 0-element tensor without residual.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fwd(const at::Tensor& x,
                                                                const std::optional<at::Tensor>& residual,
@@ -43,6 +61,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fwd(const at::Tensor&
   if (has_res) check(*residual, "residual", x, x.numel());
   at::Tensor y = at::empty(x.sizes(), x.options());
   at::Tensor s = has_res ? at::empty(x.sizes(), x.options()) : at::empty({0}, x.options());
+  advise_huge_pages(y);
+  advise_huge_pages(s);
   at::Tensor mean = at::empty({rows}, x.options().dtype(at::kFloat));
   at::Tensor rstd = at::empty({rows}, x.options().dtype(at::kFloat));
   accelops_cpu::add_layer_norm_forward(dtype_code(x), x.data_ptr(), has_res ? residual->data_ptr() : nullptr,
@@ -65,6 +85,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bwd(const at::Tensor& grad_y, con
   check(rstd, "rstd", mean, rows);
   TORCH_CHECK(mean.scalar_type() == at::kFloat, "cpu_layer_norm: mean/rstd must be float32");
   at::Tensor gi = at::empty(input.sizes(), input.options());
+  advise_huge_pages(gi);
   at::Tensor gw = at::empty({n}, weight.options());
   at::Tensor gb = at::empty({n}, weight.options());
   accelops_cpu::add_layer_norm_backward(dtype_code(input), grad_y.data_ptr(), input.data_ptr(),
