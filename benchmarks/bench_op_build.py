@@ -4,8 +4,9 @@ For each compatible op: the cold JIT build (empty cache, one process; target <= 
 op on 2 cores) and the warm load (median of N fresh processes; ``load()`` timed after ``import torch``,
 the accelerator choice and a first tensor on the device, as on an op's first call; target <= 50 ms). When ``deepspeed`` is importable, its builder for the same
 op is timed the same way in the same run, and the ratio is printed; otherwise that column says
-"not installed". Usage: ``python benchmarks/bench_op_build.py [runs] [op ...]``.
+"not installed". Usage: ``python benchmarks/bench_op_build.py [runs [op ...]]``.
 """
+import argparse
 import importlib.util
 import os
 import statistics
@@ -51,11 +52,17 @@ def measure(template: str, cls: str, runs: int, env_key: str) -> tuple:
 
 
 def main() -> None:
-    args = sys.argv[1:]
-    runs = int(args.pop(0)) if args and args[0].isdigit() else 5
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="?", type=int, default=5, help="warm loads per op (default 5)")
+    parser.add_argument("ops", nargs="*", help="op names (default: every op)")
+    options = parser.parse_args()
+    runs, wanted = options.runs, options.ops
     from accelops.op_builder import ALL_OPS
 
-    compat = {n: cls().is_compatible() for n, cls in ALL_OPS.items() if not args or n in args}
+    unknown = [n for n in wanted if n not in ALL_OPS]
+    if unknown:
+        parser.error(f"unknown ops {unknown}; known: {', '.join(ALL_OPS)}")
+    compat = {n: cls().is_compatible() for n, cls in ALL_OPS.items() if not wanted or n in wanted}
     names = [n for n, c in compat.items() if c]
     skipped = [n for n, c in compat.items() if not c]
     has_ds = importlib.util.find_spec("deepspeed") is not None
