@@ -99,7 +99,8 @@ def _run(args) -> None:
             buf.fill_(1)
             dist.all_reduce(buf)
         sync()
-        per_op = torch.tensor([(time.perf_counter() - start) / max(1, args.warmup)], dtype=torch.float64)
+        per_op = torch.tensor([(time.perf_counter() - start) / max(1, args.warmup)], dtype=torch.float64,
+                              device=device)  # on the device: nccl reduces no CPU tensors
         dist.all_reduce(per_op, op=dist.ReduceOp.MAX)  # every rank must run the same number of iterations
         iters = int(max(3, min(args.iters, args.budget / max(per_op.item(), 1e-9))))
         dist.barrier()
@@ -107,7 +108,7 @@ def _run(args) -> None:
         for _ in range(iters):
             dist.all_reduce(buf)
         sync()
-        took = torch.tensor([(time.perf_counter() - start) / iters], dtype=torch.float64)
+        took = torch.tensor([(time.perf_counter() - start) / iters], dtype=torch.float64, device=device)
         dist.all_reduce(took, op=dist.ReduceOp.MAX)
         seconds = took.item()
         algbw = size / seconds / 1e9
