@@ -1,6 +1,7 @@
 """init_distributed in this process: clear errors before anything is initialised, and timeouts."""
 import os
 import socket
+import sys
 import time
 
 import pytest
@@ -43,11 +44,12 @@ def test_missing_master_port():
     assert "variables seen: MASTER_ADDR='127.0.0.1', RANK='0', WORLD_SIZE='2'" in msg
 
 
-def test_missing_master_address_and_port_for_mpi_mentions_mpi4py():
+def test_missing_master_address_and_port_for_mpi_mentions_mpi4py(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # as if absent; never MPI_Init in the test process
     _env(OMPI_COMM_WORLD_RANK=0, OMPI_COMM_WORLD_SIZE=4, OMPI_COMM_WORLD_LOCAL_SIZE=2)
     msg = _init_error(timeout=5)
-    assert "MASTER_ADDR and MASTER_PORT not set" in msg and "openmpi" in msg
-    assert "mpi4py" in msg or "tcp://" in msg
+    assert "MASTER_ADDR and MASTER_PORT not set" in msg and "openmpi launch of world size 4" in msg
+    assert "mpi4py" in msg and "tcp://host:port" in msg
 
 
 def test_port_in_use_is_detected_on_rank_0_before_init():

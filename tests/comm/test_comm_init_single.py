@@ -1,5 +1,7 @@
 """init_distributed as one process: idempotence, a user-made group, env export, device choice."""
 import os
+import socket
+import sys
 from datetime import timedelta
 
 import pytest
@@ -85,3 +87,44 @@ def test_device_is_set_only_when_the_accelerator_has_it(monkeypatch, local_rank,
     info = comm.init_distributed(timeout=10)
     assert info.local_rank == int(local_rank) and comm.get_local_rank() == int(local_rank)
     assert seen == calls
+
+
+class _FakeWorld:
+    """Stands in for mpi4py's COMM_WORLD: a world of 2 seen from one rank."""
+
+    def __init__(self, rank):
+        self.rank, self.bcasts = rank, []
+
+    def Get_size(self):
+        return 2
+
+    def Get_rank(self):
+        return self.rank
+
+    def bcast(self, obj, root):
+        self.bcasts.append((obj, root))
+        return obj if self.rank == root else ("rank0-host", 4242)
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_mpi4py_broadcasts_master_address_and_port_from_rank_0(monkeypatch, rank):
+    import types
+
+    from accelops.comm.env_mapping import resolve_launch_env
+    from accelops.comm.init import _fill_master_from_mpi
+
+    world = _FakeWorld(rank)
+    fake = types.ModuleType("mpi4py")
+    fake.MPI = types.SimpleNamespace(COMM_WORLD=world)
+    monkeypatch.setitem(sys.modules, "mpi4py", fake)
+    monkeypatch.setitem(sys.modules, "mpi4py.MPI", fake.MPI)
+    launch = resolve_launch_env({"OMPI_COMM_WORLD_RANK": str(rank), "OMPI_COMM_WORLD_SIZE": "2",
+                                 "OMPI_COMM_WORLD_LOCAL_SIZE": "1", "MASTER_PORT": "2345"})
+    assert (launch.master_addr, launch.master_port) == (None, 2345)
+    filled = _fill_master_from_mpi(launch)
+    if rank == 0:
+        assert world.bcasts == [((socket.gethostname(), 2345), 0)]  # its own host, the given port
+        assert (filled.master_addr, filled.master_port) == (socket.gethostname(), 2345)
+    else:
+        assert world.bcasts == [(None, 0)]
+        assert (filled.master_addr, filled.master_port) == ("rank0-host", 4242)
