@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 TOOL_TIMEOUT_S = 10
 
@@ -21,10 +22,9 @@ def tool_version(command: List[str]) -> Dict[str, Any]:
     if path is None:
         return {"found": False, "path": None, "version": None, "reason": f"{command[0]} not found on PATH"}
     try:
-        result = subprocess.run(
-            [path, *command[1:]], capture_output=True, text=True, timeout=TOOL_TIMEOUT_S, stdin=subprocess.DEVNULL
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
+        result = subprocess.run([path, *command[1:]], capture_output=True, text=True, errors="replace",
+                                timeout=TOOL_TIMEOUT_S, stdin=subprocess.DEVNULL)
+    except Exception as exc:  # OSError, a timeout, anything else: the row carries the reason
         return {"found": False, "path": path, "version": None, "reason": f"{command[0]} failed to run: {exc}"}
     lines = [line.strip() for line in (result.stdout + result.stderr).splitlines() if line.strip()]
     if result.returncode != 0 or not lines:
@@ -140,16 +140,17 @@ def environment_facts() -> Dict[str, Any]:
         "platform": platform.platform(),
         "torch": torch_info,
         "cuda_compiler": guarded(lambda: cuda_compiler_facts(torch_info)),
-        "cxx_compiler": {"command": cxx, **tool_version([cxx, "--version"])},
-        "ninja": tool_version(["ninja", "--version"]),
-        "cpu": cpu_facts(),
-        "accelerator": accelerator_facts(),
+        "cxx_compiler": {"command": cxx, **guarded(lambda: tool_version([*shlex.split(cxx), "--version"]))},
+        "ninja": guarded(lambda: tool_version(["ninja", "--version"])),
+        "cpu": guarded(cpu_facts, model="unknown", cores=os.cpu_count(), tier=None, tiers=[]),
+        "accelerator": guarded(accelerator_facts, name=None),
     }
 
 
-def guarded(probe) -> Dict[str, Any]:
-    """``probe()``, or ``{"found": False, "reason": ...}`` when it raises."""
+def guarded(probe, **when_failed: Any) -> Dict[str, Any]:
+    """``probe()``; when it raises, ``when_failed`` (default: a tool row that was not found) plus the reason."""
     try:
         return probe()
     except Exception as exc:
-        return {"found": False, "path": None, "version": None, "reason": f"probe failed: {exc}"}
+        fields = when_failed or {"found": False, "path": None, "version": None}
+        return {**fields, "reason": f"probe failed: {type(exc).__name__}: {exc}"}

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import platform
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -55,8 +56,17 @@ def _is_msvc() -> bool:
 
 
 def compiler_command() -> str:
-    """The host compiler torch's extension builder uses: ``$CXX``, else ``c++`` (``cl`` on Windows)."""
+    """The host compiler torch's extension builder uses: ``$CXX``, else ``c++`` (``cl`` on Windows).
+
+    May hold arguments (``ccache g++``); ``compiler_executable()`` is its first word.
+    """
     return os.environ.get("CXX") or ("cl" if _is_msvc() else "c++")
+
+
+def compiler_executable() -> str:
+    """The program of ``compiler_command()`` (``ccache`` for ``CXX="ccache g++"``)."""
+    words = shlex.split(compiler_command(), posix=os.name != "nt")
+    return words[0] if words else compiler_command()
 
 
 def _tool_identity(path: Optional[str]) -> str:
@@ -133,6 +143,10 @@ class OpBuilder:
         """Flags for one build: ``cflags``, ``cuda_cflags`` and ``ldflags`` (engine + op flags)."""
         raise NotImplementedError
 
+    def key_args(self, variant: str) -> Dict[str, object]:
+        """What the cache key hashes of the build flags (all of ``build_args`` unless a flavour says less)."""
+        return self.build_args(variant)
+
     def module_name(self, variant: str, key: str = "") -> str:
         """``accelops_<op>_<variant>[_<key prefix>]``: also the ``TORCH_EXTENSION_NAME``."""
         return f"accelops_{self.NAME}_{variant}" + (f"_{key[:16]}" if key else "")
@@ -149,7 +163,7 @@ class OpBuilder:
 
     def toolchain_identity(self) -> Dict[str, str]:
         """Compiler identities that go into the cache key (no subprocess)."""
-        return {"cxx": _tool_identity(shutil.which(compiler_command()))}
+        return {"cxx": _tool_identity(shutil.which(compiler_executable())), "cxx_command": compiler_command()}
 
     def cache_key(self, variant: Optional[str] = None) -> str:
         """sha256 over sources and headers, flags, torch/CUDA/HIP versions, compilers, tier, Python, accelops."""
@@ -166,7 +180,7 @@ class OpBuilder:
             "accelops": _version(),
             "files": [(str(p.relative_to(root)), _file_digest(p)) for p in self._hashed_files()],
             "include_paths": self.include_paths(),
-            "args": self.build_args(variant),
+            "args": self.key_args(variant),
             "variant": variant,
             "torch": torch.__version__,
             "cuda": torch.version.cuda,
@@ -182,13 +196,13 @@ class OpBuilder:
         intact object is there, else why not (``"not built"``, truncated, ...). Compiles nothing."""
         variant = self.variant()
         name = self.module_name(variant, self.cache_key(variant))
-        folder = jit_cache.cache_root() / name
+        folder = jit_cache.cache_root(create=False) / name
         return folder, jit_cache.verified_object(folder, name)
 
     # ------------------------------------------------------------------ compatibility
     def _common_reasons(self) -> List[str]:
         reasons = []
-        compiler = compiler_command()
+        compiler = compiler_executable()
         if shutil.which(compiler) is None:
             reasons.append(f"no C++ compiler: `{compiler}` (from CXX or the default) is not on PATH; install one "
                            f"(e.g. g++) or set CXX to its path")
@@ -232,7 +246,7 @@ class OpBuilder:
             problem = jit_cache.verified_object(entry, name)
             if problem is None:  # another process built it while we waited
                 return self._import(entry, name)
-            if problem != "not built":
+            if entry.exists():  # unusable: corrupt, truncated, or a folder without a manifest
                 print(f"accelops: rebuilding {what}: cached object unusable ({problem})", file=sys.stderr)
                 jit_cache.discard_entry(root, name)
             jit_cache.remove_leftovers(root, name)
@@ -350,6 +364,18 @@ class CUDAOpBuilder(OpBuilder):
             cuda_cflags = cuda_checks.gencode_flags(arches) + ["-O3"] + self.nvcc_args()
         return {"cflags": ["/O2" if _is_msvc() else "-O3"] + self.host_args(), "cuda_cflags": cuda_cflags,
                 "ldflags": []}
+
+    def key_args(self, variant: str) -> Dict[str, object]:
+        """The build flags with the GPU arches as their inputs (``TORCH_CUDA_ARCH_LIST``, the visible devices,
+        or nvcc's defaults, keyed by nvcc's identity; ``PYTORCH_ROCM_ARCH`` on ROCm), so a warm load runs
+        no nvcc."""
+        from . import cuda_checks
+
+        host = {"cflags": ["/O2" if _is_msvc() else "-O3"] + self.host_args(), "ldflags": []}
+        if variant == "hip":
+            return {**host, "cuda_cflags": ["-O3"] + self.hipcc_args(),
+                    "rocm_arch": os.environ.get("PYTORCH_ROCM_ARCH", "")}
+        return {**host, "cuda_cflags": ["-O3"] + self.nvcc_args(), "arches": cuda_checks.arch_inputs()}
 
     def toolchain_identity(self) -> Dict[str, str]:
         from . import cuda_checks

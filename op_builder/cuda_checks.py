@@ -1,6 +1,6 @@
 """CUDA/ROCm toolchain checks for CUDA op builds: nvcc version vs torch, and the arch list.
 
-Everything here runs only on the build path (never on a cache hit): it may spawn ``nvcc``.
+Everything here except ``arch_inputs`` runs only on the build path (never on a cache hit): it may spawn ``nvcc``.
 """
 from __future__ import annotations
 
@@ -91,6 +91,20 @@ def arch_list(nvcc: Optional[str]) -> Tuple[List[str], str]:
     arches = [a for a in DEFAULT_ARCHES if a in supported] or ["8.0", "9.0"]
     arches[-1] += "+PTX"
     return arches, "defaults supported by nvcc (no visible device)"
+
+
+def arch_inputs() -> str:
+    """What ``arch_list`` would resolve from, without running nvcc: ``TORCH_CUDA_ARCH_LIST``, the visible
+    devices' capabilities, or ``"nvcc defaults"`` (then the nvcc identity in the cache key decides)."""
+    configured = os.environ.get("TORCH_CUDA_ARCH_LIST", "").strip()
+    if configured:
+        return f"TORCH_CUDA_ARCH_LIST={configured}"
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.device_count() > 0:
+        caps = sorted({"%d.%d" % torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})
+        return "devices " + ";".join(caps)
+    return "nvcc defaults " + ";".join(DEFAULT_ARCHES)
 
 
 def gencode_flags(arches: List[str]) -> List[str]:

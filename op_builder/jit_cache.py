@@ -14,6 +14,7 @@ import importlib.util
 import json
 import os
 import shutil
+import stat
 import sys
 import tempfile
 import time
@@ -34,10 +35,12 @@ class CacheLockTimeout(TimeoutError):
     """Another process held the build lock of a cache entry for longer than the timeout."""
 
 
-def cache_root() -> Path:
+def cache_root(create: bool = True) -> Path:
     """``$ACCELOPS_CACHE_DIR``, else ``$XDG_CACHE_HOME/accelops``, else ``~/.cache/accelops``.
 
-    Created on first use with owner-only permissions (0700).
+    With ``create`` the folder is made on first use with owner-only permissions (0700); an existing
+    folder owned by another user, or writable by group or others, is refused with ``PermissionError``
+    (objects in it are imported into this process). ``create=False`` only computes the path.
     """
     configured = os.environ.get(CACHE_ENV)
     if configured:
@@ -45,10 +48,24 @@ def cache_root() -> Path:
     else:
         base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         root = Path(base) / "accelops"
+    if not create:
+        return root
     if not root.is_dir():
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(root, 0o700)
+    _check_private(root)
     return root
+
+
+def _check_private(root: Path) -> None:
+    if os.name == "nt":
+        return
+    st = root.stat()
+    if st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise PermissionError(f"accelops: the op cache {root} is owned by uid {st.st_uid} with mode "
+                              f"{stat.filemode(st.st_mode)}; it must be yours and not writable by group or others "
+                              f"(its objects are imported into this process). Fix it (`chmod 700 {root}`) or set "
+                              f"{CACHE_ENV} to a private folder")
 
 
 def file_sha256(path: Path) -> str:
@@ -113,6 +130,7 @@ def _try_lock(handle) -> bool:
     if os.name == "nt":
         import msvcrt
 
+        handle.seek(0)  # lock and unlock the same byte
         try:
             msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
         except OSError:
@@ -124,6 +142,9 @@ def _try_lock(handle) -> bool:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return False
+    except OSError as exc:  # e.g. ENOLCK: a filesystem without flock
+        raise OSError(exc.errno, f"accelops: cannot lock {handle.name} ({exc.strerror}); the op cache needs a "
+                                 f"filesystem with flock support: set {CACHE_ENV} to a local folder") from None
     return True
 
 
@@ -155,7 +176,12 @@ def build_lock(root: Path, module_name: str, what: str) -> Iterator[None]:
         try:
             yield
         finally:
-            if os.name != "nt":
+            if os.name == "nt":
+                import msvcrt
+
+                handle.seek(0)
+                msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+            else:
                 import fcntl
 
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

@@ -78,3 +78,43 @@ def test_missing_source_is_a_clear_error(tiny_csrc):
     (tiny_csrc / "tiny" / "tiny_op.cpp").unlink()
     with pytest.raises(builder_module.OpBuildError, match="source files not found: .*tiny_op.cpp"):
         TinyBuilder().cache_key()
+
+
+def test_cuda_op_key_spawns_nothing_and_follows_the_arch_inputs(monkeypatch):
+    # A warm CUDA-op load computes this key: it must not run nvcc (or anything else).
+    import subprocess
+
+    from accelops.op_builder import ALL_OPS, cuda_checks
+
+    cuda_checks._run.cache_clear()
+
+    def no_process(*args, **kwargs):
+        raise AssertionError(f"the cache key spawned a process: {args}")
+
+    monkeypatch.setattr(subprocess, "run", no_process)
+    monkeypatch.setattr(subprocess, "Popen", no_process)
+    monkeypatch.delenv("TORCH_CUDA_ARCH_LIST", raising=False)
+    builder = ALL_OPS["fused_adam"]()
+    default = builder.cache_key("cuda")
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "8.0")
+    sm80 = builder.cache_key("cuda")
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "9.0")
+    assert len({default, sm80, builder.cache_key("cuda")}) == 3
+
+
+def test_rocm_key_follows_pytorch_rocm_arch(monkeypatch):
+    from accelops.op_builder import ALL_OPS
+
+    builder = ALL_OPS["fused_adam"]()
+    monkeypatch.setenv("PYTORCH_ROCM_ARCH", "gfx90a")
+    before = builder.cache_key("hip")
+    monkeypatch.setenv("PYTORCH_ROCM_ARCH", "gfx942")
+    assert builder.cache_key("hip") != before
+
+
+def test_compiler_with_arguments_is_found(monkeypatch):
+    from accelops.op_builder import ALL_OPS
+
+    monkeypatch.setenv("CXX", f"{sys.executable} -m64")  # an existing program plus a flag
+    reasons = ALL_OPS["cpu_adam"]().is_compatible().reasons
+    assert not any("C++ compiler" in r for r in reasons), reasons

@@ -88,6 +88,23 @@ def test_same_size_corruption_is_detected_and_rebuilt(cache_dir, tiny_csrc):
     assert "sha256" in err
 
 
+def test_entry_folder_without_manifest_is_replaced(cache_dir, tiny_csrc):
+    assert run_loader()[0] == 0
+    entry = _entry(cache_dir)
+    (entry / "manifest.json").unlink()  # e.g. a copy that lost a file; the folder still exists
+    code, out, err = run_loader()
+    assert code == 0, err
+    assert "cached object unusable (not built)" in err
+    assert float(out.split()[1]) == 5.0
+
+
+def test_cache_writable_by_others_is_refused(cache_dir, tiny_csrc):
+    cache_dir.mkdir(mode=0o700)
+    os.chmod(cache_dir, 0o777)
+    with pytest.raises(PermissionError, match="must be yours and not writable by group or others"):
+        TinyBuilder().load(verbose=False)
+
+
 def test_compile_error_shows_tail_and_log(cache_dir, tiny_csrc):
     src = tiny_csrc / "tiny" / "tiny_op.cpp"
     src.write_text(src.read_text() + "\nthis is not C++;\n")
