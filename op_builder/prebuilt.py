@@ -44,25 +44,46 @@ def _accelerator_name(builder) -> str:
     return get_accelerator().name
 
 
-def _mismatch(info: dict, builder, variant: str) -> Optional[str]:
-    """Why the prebuilt ``variant`` of ``builder`` cannot be used here, or None."""
+def _variants(info: dict, builder) -> List[str]:
+    entry = info.get("ops", {}).get(builder.NAME)
+    variants = entry.get("variants") if isinstance(entry, dict) else None
+    if not isinstance(variants, list) or not all(isinstance(v, str) for v in variants):
+        raise ValueError(f"{BUILD_INFO} has no valid variant list for op {builder.NAME}: {entry!r}")
+    return variants
+
+
+def _choose(info: dict, builder) -> Tuple[Optional[str], Optional[str]]:
+    """``(variant, None)``: the installed variant to use here, or ``(None, why none fits)``.
+
+    A CPU op takes the best tier this CPU runs among those installed (only ``ACCELOPS_CPU_TIER`` when set)
+    and does not care which accelerator was chosen; every op needs the same torch major.minor, CUDA/HIP
+    build and Python as the build host.
+    """
     import torch
 
+    try:
+        variants = _variants(info, builder)
+    except ValueError as exc:
+        return None, str(exc)
     here_torch = ".".join(torch.__version__.split(".")[:2])
     checks = [
         ("torch", ".".join(str(info.get("torch", "")).split(".")[:2]), here_torch),
         ("CUDA", info.get("cuda"), torch.version.cuda),
         ("HIP", info.get("hip"), torch.version.hip),
         ("Python", info.get("python"), sys.implementation.cache_tag),
-        ("accelerator", info.get("accelerator"), _accelerator_name(builder)),
     ]
+    if builder.KIND != "cpu":
+        checks.append(("accelerator", info.get("accelerator"), _accelerator_name(builder)))
     for what, built, here in checks:
         if built != here:
-            return f"built for {what} {built}, this machine has {here}"
-    variants = info["ops"][builder.NAME]["variants"]
-    if variant not in variants:
-        return f"no build for this machine's {variant!r} (built: {', '.join(variants)})"
-    return None
+            return None, f"built for {what} {built}, this machine has {here}"
+    wanted = [builder.variant()]
+    if builder.KIND == "cpu" and not os.environ.get("ACCELOPS_CPU_TIER", "").strip():
+        wanted = cpu_tier.supported_tiers()
+    chosen = next((v for v in wanted if v in variants), None)
+    if chosen is None:
+        return None, f"no build for this machine's {' or '.join(wanted)} (built: {', '.join(variants)})"
+    return chosen, None
 
 
 def prebuilt_status(builder) -> dict:
@@ -74,8 +95,11 @@ def prebuilt_status(builder) -> dict:
     info = read_build_info()
     if not info or builder.NAME not in info.get("ops", {}):
         return {"installed": False, "variants": [], "torch": None, "usable": False, "reason": None}
-    variants = list(info["ops"][builder.NAME]["variants"])
-    reason = _mismatch(info, builder, builder.variant())
+    try:
+        variants = _variants(info, builder)
+    except ValueError:
+        variants = []
+    _, reason = _choose(info, builder)
     return {"installed": True, "variants": variants, "torch": info.get("torch"), "usable": reason is None,
             "reason": reason}
 
@@ -88,8 +112,7 @@ def load_prebuilt(builder) -> Tuple[Optional[ModuleType], Optional[str]]:
     info = read_build_info()
     if not info or builder.NAME not in info.get("ops", {}):
         return None, None
-    variant = builder.variant()
-    reason = _mismatch(info, builder, variant)
+    variant, reason = _choose(info, builder)
     if reason:
         return None, reason
     name = builder.module_name(variant)

@@ -97,3 +97,32 @@ def test_prebuilt_wheel_loads_without_compiling(tmp_path):
     result = subprocess.run([sys.executable, "-c", mismatch], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert result.returncode != 0
     assert "prebuilt module skipped: built for torch" in result.stderr and "no C++ compiler" in result.stderr
+
+
+def _info(**overrides):
+    info = {"torch": torch.__version__, "cuda": torch.version.cuda, "hip": torch.version.hip,
+            "python": sys.implementation.cache_tag, "accelerator": "cuda",
+            "ops": {"cpu_adam": {"variants": ["avx512", "avx2", "scalar"]}}}
+    info.update(overrides)
+    return info
+
+
+def test_prebuilt_cpu_op_ignores_the_accelerator_and_takes_the_best_installed_tier(monkeypatch):
+    monkeypatch.delenv("ACCELOPS_CPU_TIER", raising=False)
+    monkeypatch.setattr(cpu_tier, "supported_tiers", lambda: ["avx512", "avx2", "scalar"])
+    builder = ALL_OPS["cpu_adam"]()
+    # built on a CUDA host, used on a CPU-only one; a wheel without the avx512 tier falls back to avx2
+    assert prebuilt._choose(_info(), builder) == ("avx512", None)
+    only = _info(ops={"cpu_adam": {"variants": ["avx2", "scalar"]}})
+    assert prebuilt._choose(only, builder) == ("avx2", None)
+
+
+def test_prebuilt_mismatches_and_malformed_info_are_reasons(monkeypatch):
+    builder = ALL_OPS["cpu_adam"]()
+    variant, reason = prebuilt._choose(_info(torch="1.0.0"), builder)
+    assert variant is None and reason.startswith("built for torch 1.0")
+    variant, reason = prebuilt._choose(_info(ops={"cpu_adam": {"tiers": "avx2"}}), builder)
+    assert variant is None and "no valid variant list for op cpu_adam" in reason
+    monkeypatch.setenv("ACCELOPS_CPU_TIER", "scalar")
+    assert prebuilt._choose(_info(ops={"cpu_adam": {"variants": ["avx2"]}}), builder) == (
+        None, "no build for this machine's scalar (built: avx2)")
