@@ -72,13 +72,31 @@ class CPUOptimizerBase(torch.optim.Optimizer):
                 state[key] = torch.full_like(p, fill, dtype=torch.float32, memory_format=torch.contiguous_format)
         return state
 
+    def _check_state(self, where: str, p: Tensor, state: Dict[str, Tensor]) -> None:
+        """Refuse state the kernel cannot update in place (e.g. loaded from another model's state_dict)."""
+        for key in self._STATE_KEYS:
+            t = state.get(key)
+            if (not isinstance(t, Tensor) or t.shape != p.shape or t.dtype != torch.float32
+                    or t.device.type != "cpu" or not t.is_contiguous()):
+                got = (f"{t.dtype} {tuple(t.shape)} on {t.device}" if isinstance(t, Tensor) else type(t).__name__)
+                raise ValueError(f"{self._name()}: state {key!r} of {where} must be a contiguous float32 CPU tensor "
+                                 f"of shape {tuple(p.shape)}; got {got} (a state_dict from another model?)")
+
     def _checked_lists(self, grads: Optional[Sequence[Optional[Tensor]]],
                        param_copies: Optional[Sequence[Optional[Tensor]]]):
         """Per group: (params, grads, [state lists], copies, steps), all checked before any update."""
         flat = [p for group in self.param_groups for p in group["params"]]
         for name, seq in (("grads", grads), ("param_copies", param_copies)):
-            if seq is not None and len(seq) != len(flat):
+            if seq is None:
+                continue
+            if not isinstance(seq, (list, tuple)):
+                raise TypeError(f"{self._name()}: {name} must be a list or tuple with one tensor (or None) per "
+                                f"param, got {type(seq).__name__}")
+            if len(seq) != len(flat):
                 raise ValueError(f"{self._name()}: {name} must have one entry per param ({len(flat)}), got {len(seq)}")
+            bad = next((i for i, t in enumerate(seq) if t is not None and not isinstance(t, Tensor)), None)
+            if bad is not None:
+                raise TypeError(f"{self._name()}: {name}[{bad}] must be a tensor or None, got {type(seq[bad]).__name__}")
         out, k = [], 0
         for group in self.param_groups:
             ps, gs, cs, sts = [], [], [], []
@@ -89,8 +107,10 @@ class CPUOptimizerBase(torch.optim.Optimizer):
                 k += 1
                 if g is None:
                     continue
-                g = self._check(f"param {i} of group {len(out)} (shape {tuple(p.shape)})", p, g, c)
+                where = f"param {i} of group {len(out)} (shape {tuple(p.shape)})"
+                g = self._check(where, p, g, c)
                 state = self._state_for(p)
+                self._check_state(where, p, state)
                 ps.append(p)
                 gs.append(g)
                 cs.append(c)
@@ -130,11 +150,25 @@ class CPUOptimizerBase(torch.optim.Optimizer):
 
     def load_state_dict(self, state_dict) -> None:
         """Load like torch.optim, keeping the state float32 and contiguous (torch would cast it to the
-        param dtype); works with state_dicts saved by the matching torch.optim optimizer."""
+        param dtype); works with state_dicts saved by the matching torch.optim optimizer. State of another
+        optimizer (other keys) or of other params (other shapes) is refused before anything changes."""
         ids = [i for group in state_dict["param_groups"] for i in group["params"]]
         saved = state_dict["state"]
-        super().load_state_dict(state_dict)
         params = [p for group in self.param_groups for p in group["params"]]
+        wanted = {"step", *self._STATE_KEYS}
+        for pid, p in zip(ids, params):
+            if pid not in saved:
+                continue
+            keys = set(saved[pid])
+            if keys != wanted:
+                raise ValueError(f"{self._name()}: state of param {pid} has keys {sorted(keys)}, expected "
+                                 f"{sorted(wanted)}: a state_dict of another optimizer?")
+            for key in self._STATE_KEYS:
+                if tuple(saved[pid][key].shape) != tuple(p.shape):
+                    raise ValueError(f"{self._name()}: state {key!r} of param {pid} has shape "
+                                     f"{tuple(saved[pid][key].shape)}, the param {tuple(p.shape)}: a state_dict of "
+                                     f"another model?")
+        super().load_state_dict(state_dict)
         for pid, p in zip(ids, params):
             if pid not in saved:
                 continue

@@ -314,6 +314,45 @@ def test_rejects_bad_shapes_and_copies():
         CPUAdam([p], amsgrad=True)
 
 
+def test_rejects_bad_grads_argument_types():
+    p = torch.randn(3)
+    with pytest.raises(TypeError, match=r"grads\[0\] must be a tensor or None, got float"):
+        CPUAdam([p]).step(grads=[1.0])
+    with pytest.raises(TypeError, match="grads must be a list or tuple"):
+        CPUAdam([p]).step(grads=torch.randn(3))
+
+
+def test_bad_state_is_refused_before_anything_changes(path):
+    """A wrong-shaped state in the second group: nothing in either group is updated, no step is counted."""
+    a, b = torch.nn.Parameter(torch.randn(4)), torch.nn.Parameter(torch.randn(3))
+    opt = CPUAdam([{"params": [a]}, {"params": [b]}], lr=0.1)
+    a.grad, b.grad = torch.randn(4), torch.randn(3)
+    opt.step()
+    opt.state[b]["exp_avg"] = torch.zeros(5)
+    before = [a.detach().clone(), b.detach().clone(), opt.state[a]["step"].clone(), opt.state[a]["exp_avg"].clone()]
+    with pytest.raises(ValueError, match="state 'exp_avg' of param 0 of group 1 .* got torch.float32 \\(5,\\)"):
+        opt.step()
+    after = [a.detach(), b.detach(), opt.state[a]["step"], opt.state[a]["exp_avg"]]
+    assert all(torch.equal(x, y) for x, y in zip(before, after))
+
+
+def test_state_dict_of_another_optimizer_or_model_is_refused():
+    p = torch.nn.Parameter(torch.randn(3))
+    p.grad = torch.randn(3)
+    adagrad = torch.optim.Adagrad([p])
+    adagrad.step()
+    with pytest.raises(ValueError, match="keys \\['step', 'sum'\\].*another optimizer"):
+        CPUAdam([p]).load_state_dict(adagrad.state_dict())
+    other = torch.nn.Parameter(torch.randn(5))
+    other.grad = torch.randn(5)
+    adam = torch.optim.Adam([other])
+    adam.step()
+    ours = CPUAdam([p])
+    with pytest.raises(ValueError, match="shape \\(5,\\), the param \\(3,\\)"):
+        ours.load_state_dict(adam.state_dict())
+    assert not ours.state  # nothing was loaded
+
+
 def test_kernel_refuses_what_python_would(kernels):
     """The C++ side checks too: a direct call with a non-contiguous state raises, it does not crash."""
     p, g = torch.randn(8), torch.randn(8)
