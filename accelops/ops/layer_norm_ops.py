@@ -15,6 +15,7 @@ The CPU kernel is the ``cpu_layer_norm`` extension (built on first use); when it
 are registered by ``accelops.ops.layer_norm_cuda`` (imported lazily when a CUDA tensor shows up).
 Importing this module only defines the ops; it builds nothing.
 """
+import math
 from typing import Optional, Tuple
 
 import torch
@@ -57,6 +58,18 @@ def _check_fwd(x: Tensor, residual: Optional[Tensor], weight: Tensor, bias: Tens
             raise ValueError(f"add_layer_norm: {name} is on {t.device}, expected x's device {x.device}")
         if t.layout != torch.strided:
             raise ValueError(f"add_layer_norm: {name} must be a dense (strided) tensor, got {t.layout}")
+
+
+def _check_arguments(x, residual, weight, bias, eps) -> None:
+    """Types and eps of ``fused_add_layer_norm``'s arguments (shapes and dtypes: ``_check_fwd``)."""
+    for name, t in (("x", x), ("weight", weight), ("bias", bias)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"fused_add_layer_norm: {name} must be a tensor, got {type(t).__name__} (weight and "
+                            f"bias are required; pass ones and zeros for a layer norm without affine parameters)")
+    if residual is not None and not isinstance(residual, Tensor):
+        raise TypeError(f"fused_add_layer_norm: residual must be a tensor or None, got {type(residual).__name__}")
+    if not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
+        raise ValueError(f"fused_add_layer_norm: eps must be a finite number >= 0, got {eps!r}")
 
 
 def _check_bwd(grad_y: Tensor, inp: Tensor, mean: Tensor, rstd: Tensor, weight: Tensor) -> None:
@@ -186,6 +199,7 @@ def fused_add_layer_norm(x: Tensor, residual: Optional[Tensor], weight: Tensor, 
     ``s = x + residual`` (the next block's residual; ``x`` itself without residual). Non-contiguous
     inputs are read through a contiguous copy (inputs are never written).
     """
+    _check_arguments(x, residual, weight, bias, eps)
     _maybe_register_cuda(x)
     x = x.contiguous()
     residual = residual.contiguous() if residual is not None else None

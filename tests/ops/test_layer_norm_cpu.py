@@ -157,6 +157,32 @@ def test_rejects_wrong_shapes():
         fused_add_layer_norm(torch.randn(4, 0), None, torch.ones(0), torch.zeros(0))
 
 
+def test_rejects_bad_argument_types_and_eps():
+    x = torch.randn(4, 8)
+    with pytest.raises(TypeError, match="weight must be a tensor, got NoneType"):
+        fused_add_layer_norm(x, None, None, torch.zeros(8))
+    with pytest.raises(TypeError, match="x must be a tensor, got list"):
+        fused_add_layer_norm([[1.0] * 8], None, torch.ones(8), torch.zeros(8))
+    for eps in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="eps must be a finite number >= 0"):
+            fused_add_layer_norm(x, None, torch.ones(8), torch.zeros(8), eps=eps)
+
+
+def test_rows_with_a_large_offset_are_as_accurate_as_torch(path):
+    """Against a float64 reference: the mean's rounding error must not grow with the row's offset."""
+    n = 4096
+    w, b = torch.randn(n), torch.randn(n)
+    for offset in (1e3, 1e4, 1e5):
+        x = torch.randn(8, n, generator=torch.Generator().manual_seed(0)) + offset
+        r = torch.randn(8, n, generator=torch.Generator().manual_seed(1))
+        s = x + r
+        exact = F.layer_norm(s.double(), (n,), w.double(), b.double(), 1e-5)
+        ours = fused_add_layer_norm(x, r, w, b, 1e-5)
+        torch_error = (F.layer_norm(s, (n,), w, b, 1e-5).double() - exact).abs().max().item()
+        our_error = (ours.double() - exact).abs().max().item()
+        assert our_error <= 1.5 * torch_error + 1e-6, (offset, our_error, torch_error)
+
+
 def test_rejects_mismatched_dtypes_and_devices():
     x = torch.randn(4, 8)
     with pytest.raises(TypeError, match="residual has dtype torch.bfloat16"):

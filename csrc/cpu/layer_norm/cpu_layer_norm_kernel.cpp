@@ -5,6 +5,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -34,16 +35,27 @@ void forward(const T* x, const T* res, const T* w, const T* b, T* y, T* s, float
         vstore(buf.data() + i, v);  // zero-padded tail lanes add nothing to the sum
         acc = vadd(acc, v);
       }
-      const float mu = vsum(acc) / float(n);
-      const vf vmu = vset(mu);
-      vf sq = vset(0.f);
+      // Shifted two-pass statistics: the first mean estimate can be off by its rounding error (large for
+      // rows with a big offset); the sums of d = x - estimate correct it and give the variance.
+      const float estimate = vsum(acc) / float(n);
+      const vf vest = vset(estimate);
+      vf sd = vset(0.f), sq = vset(0.f);
       for (i = 0; i + kWidth <= n; i += kWidth) {
-        vf d = vsub(vload(buf.data() + i), vmu);
+        vf d = vsub(vload(buf.data() + i), vest);
+        sd = vadd(sd, d);
         sq = vfma(d, d, sq);
       }
-      float var = vsum(sq);
-      for (; i < n; ++i) var += (buf[i] - mu) * (buf[i] - mu);
-      const float rs = 1.f / std::sqrt(var / float(n) + eps);
+      float sum_d = vsum(sd), sum_d2 = vsum(sq);
+      for (; i < n; ++i) {
+        const float d = buf[i] - estimate;
+        sum_d += d;
+        sum_d2 += d * d;
+      }
+      const float shift = sum_d / float(n);
+      const float mu = estimate + shift;
+      const float var = std::max(sum_d2 / float(n) - shift * shift, 0.f);
+      const vf vmu = vset(mu);
+      const float rs = 1.f / std::sqrt(var + eps);
       const vf vrs = vset(rs);
       for (i = 0; i < n; i += kWidth) {
         const int64_t c = std::min<int64_t>(kWidth, n - i);
