@@ -54,7 +54,42 @@ def _bwd_torch(grad_y, inp, mean, rstd, weight):
             dy.sum(0).to(weight.dtype))
 
 
+_INT_MAX = 2**31 - 1
+
+
+def _check_cuda_fwd(x, residual, weight, bias) -> None:
+    """Every input the CUDA forward does not take raises a clear Python error here, so that bad input
+    never reaches the extension (its own checks are a constant-message last line)."""
+    layer_norm_ops._check_fwd(x, residual, weight, bias)  # dtypes, shapes, devices, layouts (any device)
+    if x.shape[-1] > _INT_MAX:
+        raise ValueError(f"add_layer_norm (cuda): the row size (x's last dim) must be at most 2**31 - 1, "
+                         f"got {x.shape[-1]}")
+    if x.device.type != "cuda":
+        raise ValueError(f"add_layer_norm (cuda): x must be a CUDA tensor, got one on {x.device}")
+
+
+def _check_cuda_bwd(grad_y, inp, mean, rstd, weight) -> None:
+    """The backward's counterpart of _check_cuda_fwd (the op's own check does not cover devices)."""
+    if inp.dtype not in layer_norm_ops._DTYPES:
+        raise TypeError(f"add_layer_norm backward (cuda): input must be float32, bfloat16 or float16, got {inp.dtype}")
+    if inp.dim() < 1 or inp.shape[-1] == 0 or inp.shape[-1] > _INT_MAX:
+        raise ValueError(f"add_layer_norm backward (cuda): input must have shape [..., N] with 0 < N < 2**31, "
+                         f"got {tuple(inp.shape)}")
+    layer_norm_ops._check_bwd(grad_y, inp, mean, rstd, weight)
+    for name, t in (("grad_y", grad_y), ("input", inp), ("mean", mean), ("rstd", rstd), ("weight", weight)):
+        if t.device != inp.device or t.device.type != "cuda":
+            raise ValueError(f"add_layer_norm backward (cuda): {name} is on {t.device}; all tensors must be on one "
+                             f"CUDA device (input is on {inp.device})")
+        if t.layout != torch.strided:
+            raise ValueError(f"add_layer_norm backward (cuda): {name} must be a dense (strided) tensor, got {t.layout}")
+
+
 def _fwd_cuda(x, residual, weight, bias, eps):
+    _check_cuda_fwd(x, residual, weight, bias)
+    # The kernels read contiguous rows; like the CPU kernel, strided inputs go through a copy
+    # (no copy when already contiguous, as fused_add_layer_norm passes them).
+    x, weight, bias = x.contiguous(), weight.contiguous(), bias.contiguous()
+    residual = residual.contiguous() if residual is not None else None
     module = _load()
     if module is None:
         return _fwd_torch(x, residual, weight, bias, eps)
@@ -62,8 +97,10 @@ def _fwd_cuda(x, residual, weight, bias, eps):
 
 
 def _bwd_cuda(grad_y, inp, mean, rstd, weight):
+    _check_cuda_bwd(grad_y, inp, mean, rstd, weight)
+    # read-only inputs; autograd may hand a strided gradient
+    grad_y, inp, mean, rstd, weight = (t.contiguous() for t in (grad_y, inp, mean, rstd, weight))
     module = _load()
-    grad_y = grad_y.contiguous()  # read-only input; autograd may hand a strided gradient
     if module is None:
         return _bwd_torch(grad_y, inp, mean, rstd, weight)
     return tuple(module.add_layer_norm_bwd(grad_y, inp, mean, rstd, weight))

@@ -295,3 +295,212 @@ def test_op_rejects_lists_of_different_lengths():
     t = torch.zeros(3)
     with pytest.raises(ValueError, match="same length"):
         fa.fused_adam_step_([t], [t], [t.clone()], [t.clone()], [], 1e-3, 0.9, 0.999, 1e-8, 0.0, True, True)
+
+
+# --- Bad input: every case raises a Python error before any kernel runs (the C++ checks of the CUDA
+# op are a last line with constant messages). The validation is device-independent, so it is checked
+# here with CPU and meta tensors; tests/ops/test_fused_adam_gpu.py repeats it with CUDA tensors.
+
+def _good_args(device="cpu", dtype=torch.float32, n=3):
+    ps = [torch.randn(5, 2, device=device).to(dtype) for _ in range(n)]
+    return dict(params=ps, grads=[torch.randn_like(p) for p in ps], exp_avgs=[torch.zeros_like(p) for p in ps],
+                exp_avg_sqs=[torch.zeros_like(p) for p in ps],
+                steps=[torch.ones((), device=device) for _ in ps])
+
+
+def _strided(t):
+    return torch.empty(t.shape[::-1], dtype=t.dtype, device=t.device).t()
+
+
+BAD_OP_INPUTS = {
+    # name: (edit of the args, expected exception, message pattern)
+    "lengths": (lambda a: a["steps"].pop(), ValueError, "same length"),
+    "mixed devices": (lambda a: a["grads"].__setitem__(1, a["grads"][1].to("meta")), ValueError, "device"),
+    "state on another device": (lambda a: a["exp_avgs"].__setitem__(2, a["exp_avgs"][2].to("meta")), ValueError,
+                                "device"),
+    "sparse grad": (lambda a: a["grads"].__setitem__(0, a["grads"][0].to_sparse()), RuntimeError, "dense"),
+    "non-contiguous param": (lambda a: a["params"].__setitem__(1, _strided(a["params"][1])), ValueError,
+                             "contiguous"),
+    "non-contiguous grad": (lambda a: a["grads"].__setitem__(1, _strided(a["grads"][1])), ValueError, "contiguous"),
+    "non-contiguous state": (lambda a: a["exp_avg_sqs"].__setitem__(0, _strided(a["exp_avg_sqs"][0])), ValueError,
+                             "contiguous"),
+    "float64 params": (lambda a: [a[k].__setitem__(0, a[k][0].double()) for k in
+                                  ("params", "grads", "exp_avgs", "exp_avg_sqs")], TypeError, "float64"),
+    "grad dtype": (lambda a: a["grads"].__setitem__(0, a["grads"][0].half()), TypeError, "grads\\[0\\] has dtype"),
+    "state dtype": (lambda a: [a[k].__setitem__(1, a[k][1].half()) for k in ("exp_avgs", "exp_avg_sqs")],
+                    TypeError, "float32 or the param dtype"),
+    "state dtypes differ": (lambda a: a["exp_avg_sqs"].__setitem__(1, a["exp_avg_sqs"][1].half()), TypeError,
+                            "the same for both"),
+    "grad shape": (lambda a: a["grads"].__setitem__(2, a["grads"][2].new_zeros(7)), ValueError, "shape"),
+    "state shape": (lambda a: a["exp_avgs"].__setitem__(2, a["exp_avgs"][2].new_zeros(2, 5)), ValueError, "shape"),
+    "step numel": (lambda a: a["steps"].__setitem__(0, torch.ones(2)), ValueError, "one-element float32"),
+    "step dtype": (lambda a: a["steps"].__setitem__(0, torch.ones((), dtype=torch.float64)), ValueError,
+                   "one-element float32"),
+    "step device": (lambda a: a["steps"].__setitem__(0, torch.ones((), device="meta")), ValueError,
+                    "one-element float32"),
+    "grad_scale numel": (lambda a: a.__setitem__("grad_scale", torch.ones(3)), ValueError, "grad_scale"),
+    "found_inf dtype": (lambda a: a.__setitem__("found_inf", torch.zeros((), dtype=torch.int32)), ValueError,
+                        "found_inf"),
+}
+
+
+def _call_op(a, op=None):
+    op = op or fa.fused_adam_step_
+    op(a["params"], a["grads"], a["exp_avgs"], a["exp_avg_sqs"], a["steps"], 1e-3, 0.9, 0.999, 1e-8, 0.0, True,
+       True, a.get("grad_scale"), a.get("found_inf"))
+
+
+@pytest.mark.filterwarnings("ignore:Sparse invariant checks")
+@pytest.mark.parametrize("case", sorted(BAD_OP_INPUTS))
+def test_validation_rejects_bad_op_input(case):
+    edit, exc, match = BAD_OP_INPUTS[case]
+    a = _good_args()
+    edit(a)
+    with pytest.raises(exc, match=match):
+        fa._validate_step_args(a["params"], a["grads"], a["exp_avgs"], a["exp_avg_sqs"], a["steps"],
+                               a.get("grad_scale"), a.get("found_inf"))
+
+
+@pytest.mark.filterwarnings("ignore:Sparse invariant checks")
+@pytest.mark.parametrize("case", ["lengths", "non-contiguous param", "float64 params", "state dtype", "grad shape",
+                                  "step numel", "grad_scale numel"])
+def test_op_rejects_bad_input_and_updates_nothing(case):
+    edit, exc, match = BAD_OP_INPUTS[case]
+    a = _good_args()
+    edit(a)
+    before = [p.clone() for p in a["params"]]
+    with pytest.raises(exc, match=match):
+        _call_op(a)
+    for p, b in zip(a["params"], before):
+        assert torch.equal(p, b)
+
+
+@pytest.mark.parametrize("case", ["float64 params", "state dtype", "grad shape", "step numel", "non-contiguous grad"])
+def test_fake_impl_rejects_bad_input(case):
+    """Meta tensors run the op's fake implementation: the same checks, before any device is involved."""
+    edit, exc, match = BAD_OP_INPUTS[case]
+    a = _good_args(device="meta")
+    edit(a)
+    with pytest.raises(exc, match=match):
+        _call_op(a, torch.ops.accelops.fused_adam_step_)
+    _call_op(_good_args(device="meta"), torch.ops.accelops.fused_adam_step_)  # good input passes
+
+
+def test_valid_op_input_passes_validation():
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        a = _good_args(dtype=dtype)
+        fa._validate_step_args(a["params"], a["grads"], a["exp_avgs"], a["exp_avg_sqs"], a["steps"],
+                               torch.ones(1), torch.zeros(()))
+    fa._validate_step_args([], [], [], [], [])
+
+
+def _stepped_optimizer(dtype=torch.float32, **kwargs):
+    params = make_params(dtype)
+    opt = FusedAdam(params, **kwargs)
+    set_grads([params], 0)
+    opt.step()
+    set_grads([params], 1)
+    return params, opt
+
+
+@pytest.mark.parametrize("key, value, exc, match", [
+    ("exp_avg", lambda p: torch.zeros(p.numel() + 1), ValueError, "shape"),
+    ("exp_avg_sq", lambda p: torch.zeros_like(p, device="meta"), ValueError, "device"),
+    ("exp_avg", lambda p: torch.zeros_like(p, dtype=torch.float16), TypeError, "float32 or the param dtype"),
+    ("exp_avg_sq", lambda p: _strided(torch.zeros_like(p)), ValueError, "contiguous"),
+    ("step", lambda p: torch.ones(2), ValueError, "one-element float32"),
+    ("exp_avg", lambda p: None, TypeError, "dense tensor"),
+])
+def test_step_rejects_state_replaced_by_bad_tensors(key, value, exc, match):
+    params, opt = _stepped_optimizer()
+    p = params[1]
+    opt.state[p][key] = value(p)
+    before = [q.detach().clone() for q in params]
+    steps_before = [float(opt.state[q]["step"]) for q in params if q is not p or key != "step"]
+    with pytest.raises(exc, match=match if key == "step" else f"param 1 of its group.*{match}"):
+        opt.step()
+    assert getattr(fa._tls, "fast_path", False) is False
+    for q, b in zip(params, before):  # nothing was updated, step counts are as before
+        assert torch.equal(q, b)
+    assert [float(opt.state[q]["step"]) for q in params if q is not p or key != "step"] == steps_before
+
+
+def test_step_rejects_state_left_behind_when_the_param_changes():
+    params, opt = _stepped_optimizer()
+    with torch.no_grad():
+        params[0].data = torch.randn(9)  # same object, new size: the state and the grad no longer fit
+    params[0].grad = torch.randn(9)
+    with pytest.raises(ValueError, match="shape"):
+        opt.step()
+    params, opt = _stepped_optimizer()
+    params[0].grad = None
+    with torch.no_grad():
+        params[0].data = torch.randn(9)
+    params[0].grad = torch.randn(9)
+    opt.state[params[0]]["exp_avg"] = torch.zeros(9)  # one state tensor replaced, the other still stale
+    with pytest.raises(ValueError, match="exp_avg_sq has shape"):
+        opt.step()
+
+
+def test_step_rejects_grad_of_another_size():
+    params, opt = _stepped_optimizer()
+    with torch.no_grad():
+        params[1].data = torch.randn(4)  # torch keeps the old grad of the old size
+    with pytest.raises(ValueError, match="gradient of shape"):
+        opt.step()
+
+
+def test_load_state_dict_of_another_model_is_rejected():
+    params, opt = _stepped_optimizer()
+    other = FusedAdam([torch.zeros(s[::-1] + (2,), requires_grad=True) for s in SHAPES])
+    with pytest.raises(ValueError, match="loaded state_dict.*shape"):
+        other.load_state_dict(copy.deepcopy(opt.state_dict()))
+
+
+@pytest.mark.parametrize("attr, value", [("grad_scale", torch.ones(2)), ("found_inf", torch.zeros(3))])
+def test_step_rejects_amp_scalars_of_several_elements(attr, value):
+    params, opt = _stepped_optimizer()
+    setattr(opt, attr, value)
+    with pytest.raises(ValueError, match=attr):
+        opt.step()
+
+
+def test_step_runs_no_per_tensor_checks_when_the_op_succeeds(monkeypatch):
+    params, opt = _stepped_optimizer()
+    calls = []
+    monkeypatch.setattr(FusedAdam, "_explain_bad_group", lambda self, group: calls.append(group))
+    monkeypatch.setattr(FusedAdam, "_check_state", staticmethod(lambda *a: calls.append(a)))
+    opt.step()
+    opt.step()
+    assert calls == [] and getattr(fa._tls, "fast_path", False) is False
+
+
+class _RejectingModule:
+    """Stands in for the CUDA extension: rejects everything with a constant message, as its checks do."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def fused_adam_step(self, *args):
+        self.calls += 1
+        raise RuntimeError("fused_adam: tensors must be contiguous")
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_cuda_kernel_validates_direct_calls_first_and_explains_extension_errors(monkeypatch, fast):
+    """Direct op calls are checked in Python before the extension runs; FusedAdam.step's calls (fast
+    path) go to the extension first and, when it rejects them, get the Python error that names the tensor."""
+    module = _RejectingModule()
+    monkeypatch.setattr(fa, "_load_cuda_module", lambda: module)
+    monkeypatch.setattr(fa._tls, "fast_path", fast, raising=False)
+    a = _good_args()
+    a["grads"][1] = _strided(a["grads"][1])
+    with pytest.raises(ValueError, match="grads\\[1\\] \\(shape \\(5, 2\\)\\) must be contiguous"):
+        fa._fused_adam_step_cuda(a["params"], a["grads"], a["exp_avgs"], a["exp_avg_sqs"], a["steps"], 1e-3, 0.9,
+                                 0.999, 1e-8, 0.0, True, True)
+    assert module.calls == (1 if fast else 0)
+    # an extension error that Python cannot explain (say, a failed launch) comes through as it is
+    a = _good_args()
+    with pytest.raises(RuntimeError, match="tensors must be contiguous"):
+        fa._fused_adam_step_cuda(a["params"], a["grads"], a["exp_avgs"], a["exp_avg_sqs"], a["steps"], 1e-3, 0.9,
+                                 0.999, 1e-8, 0.0, True, True)

@@ -138,7 +138,77 @@ def test_compiled_step_traces_the_op():
         torch.testing.assert_close(o, e, rtol=0, atol=0)
 
 
-def test_kernel_rejects_bad_state_and_non_contiguous(kernel):
+def _args(n=3, dtype=torch.float32):
+    ps = [torch.randn(5, 2, device="cuda", dtype=dtype) for _ in range(n)]
+    return dict(params=ps, grads=[torch.randn_like(p) for p in ps], exp_avgs=[torch.zeros_like(p) for p in ps],
+                exp_avg_sqs=[torch.zeros_like(p) for p in ps], steps=[torch.ones((), device="cuda") for _ in ps])
+
+
+def _strided(t):
+    return torch.empty(t.shape[::-1], dtype=t.dtype, device=t.device).t()
+
+
+# Bad input through the op on CUDA tensors: a Python error from accelops.ops.fused_adam, never the
+# extension's (this once segfaulted: a formatted TORCH_CHECK message in a mismatched environment).
+BAD = {
+    "lengths": (lambda a: a["steps"].pop(), ValueError, "same length"),
+    "grad on cpu": (lambda a: a["grads"].__setitem__(1, a["grads"][1].cpu()), ValueError, "device"),
+    "state on cpu": (lambda a: a["exp_avgs"].__setitem__(2, a["exp_avgs"][2].cpu()), ValueError, "device"),
+    "param 0 on cpu": (lambda a: a["params"].__setitem__(0, a["params"][0].cpu()), ValueError, "device"),
+    "sparse grad": (lambda a: a["grads"].__setitem__(0, a["grads"][0].to_sparse()), RuntimeError, "dense"),
+    "non-contiguous param": (lambda a: a["params"].__setitem__(1, _strided(a["params"][1])), ValueError,
+                             "contiguous"),
+    "non-contiguous grad": (lambda a: a["grads"].__setitem__(1, _strided(a["grads"][1])), ValueError, "contiguous"),
+    "non-contiguous state": (lambda a: a["exp_avgs"].__setitem__(0, _strided(a["exp_avgs"][0])), ValueError,
+                             "contiguous"),
+    "float64": (lambda a: [a[k].__setitem__(0, a[k][0].double()) for k in
+                           ("params", "grads", "exp_avgs", "exp_avg_sqs")], TypeError, "float64"),
+    "grad dtype": (lambda a: a["grads"].__setitem__(0, a["grads"][0].half()), TypeError, "grads\\[0\\] has dtype"),
+    "state dtype": (lambda a: [a[k].__setitem__(1, a[k][1].half()) for k in ("exp_avgs", "exp_avg_sqs")],
+                    TypeError, "float32 or the param dtype"),
+    "grad numel": (lambda a: a["grads"].__setitem__(2, torch.randn(7, device="cuda")), ValueError, "shape"),
+    "state numel": (lambda a: a["exp_avg_sqs"].__setitem__(2, torch.zeros(3, device="cuda")), ValueError, "shape"),
+    "step on cpu": (lambda a: a["steps"].__setitem__(0, torch.ones(())), ValueError, "one-element float32"),
+    "step numel": (lambda a: a["steps"].__setitem__(0, torch.ones(2, device="cuda")), ValueError,
+                   "one-element float32"),
+    "grad_scale on cpu": (lambda a: a.__setitem__("grad_scale", torch.ones(())), ValueError, "grad_scale"),
+    "found_inf numel": (lambda a: a.__setitem__("found_inf", torch.zeros(2, device="cuda")), ValueError,
+                        "found_inf"),
+}
+
+
+@pytest.mark.filterwarnings("ignore:Sparse invariant checks")
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_op_rejects_bad_input_in_python(kernel, case):
+    edit, exc, match = BAD[case]
+    a = _args()
+    edit(a)
+    before = [p.clone() for p in a["params"]]
+    with pytest.raises(exc, match=match):
+        torch.ops.accelops.fused_adam_step_(a["params"], a["grads"], a["exp_avgs"], a["exp_avg_sqs"], a["steps"],
+                                            1e-3, 0.9, 0.999, 1e-8, 0.0, True, True, a.get("grad_scale"),
+                                            a.get("found_inf"))
+    torch.cuda.synchronize()
+    for p, b in zip(a["params"], before):
+        assert torch.equal(p, b)
+
+
+def test_optimizer_rejects_bad_state_in_python(kernel):
+    p = torch.randn(10, device="cuda", requires_grad=True)
+    p.grad = torch.randn_like(p)
+    opt = FusedAdam([p])
+    opt.step()
+    opt.state[p]["exp_avg"] = opt.state[p]["exp_avg"].cpu()  # e.g. state left behind by hand
+    with pytest.raises(ValueError, match="exp_avg is on cpu"):
+        opt.step()
+    opt.state[p]["exp_avg"] = torch.zeros(11, device="cuda")
+    with pytest.raises(ValueError, match="shape"):
+        opt.step()
+
+
+def test_kernel_last_line_checks_raise(kernel):
+    """The extension's own checks (constant messages) raise RuntimeError instead of crashing; run in
+    a separate process on new machines: this is where a formatted message once segfaulted."""
     p = torch.randn(8, device="cuda", dtype=torch.bfloat16)
     g = torch.randn_like(p)
     step = torch.ones((), device="cuda")
@@ -151,6 +221,11 @@ def test_kernel_rejects_bad_state_and_non_contiguous(kernel):
         kernel.fused_adam_step([q], [torch.randn(4, 8, device="cuda")], [torch.zeros(4, 8, device="cuda")],
                                [torch.zeros(4, 8, device="cuda")], [step], 1e-3, 0.9, 0.999, 1e-8, 0.0, True, True,
                                None, None)
+    with pytest.raises(RuntimeError, match="same length"):
+        kernel.fused_adam_step([p], [g], [], [], [], 1e-3, 0.9, 0.999, 1e-8, 0.0, True, True, None, None)
+    with pytest.raises(RuntimeError, match="as many elements"):
+        kernel.fused_adam_step([p], [g[:4]], [torch.zeros_like(p)], [torch.zeros_like(p)], [step],
+                               1e-3, 0.9, 0.999, 1e-8, 0.0, True, True, None, None)
 
 
 def test_mixed_devices_in_a_group_are_rejected():
@@ -180,3 +255,21 @@ def test_tensor_over_2_pow_31_elements():
     for r, s in zip(refs, pieces):
         torch.testing.assert_close(p.detach()[s], r, **TOL[torch.bfloat16])
         torch.testing.assert_close(opt.state[p]["exp_avg"][s], ref_opt.state[r]["exp_avg"], **TOL[torch.bfloat16])
+
+
+def test_step_has_no_per_tensor_python_checks_but_direct_calls_do(kernel, monkeypatch):
+    """FusedAdam.step lets the extension check its inputs (the per-step path stays cheap); a direct op
+    call is validated in Python first."""
+    calls = []
+    validate = fa._validate_step_args
+    monkeypatch.setattr(fa, "_validate_step_args", lambda *a: calls.append(1) or validate(*a))
+    params = make_params(torch.float32, [(10,), (70_000,)])
+    set_grads([params], 0)
+    opt = FusedAdam(params)
+    opt.step()
+    opt.step()
+    assert calls == []
+    a = _args()
+    torch.ops.accelops.fused_adam_step_(a["params"], a["grads"], a["exp_avgs"], a["exp_avg_sqs"], a["steps"],
+                                        1e-3, 0.9, 0.999, 1e-8, 0.0, True, True, None, None)
+    assert calls == [1]

@@ -4,6 +4,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/extension.h>
 
+#include <cstdio>
 #include <map>
 #include <utility>
 #include <vector>
@@ -25,11 +26,14 @@ int dtype_code(at::ScalarType t) {
     }
 }
 
-void check_tensor(const at::Tensor& t, const char* what, size_t i, const at::Device& device) {
-    TORCH_CHECK(t.layout() == at::kStrided, "fused_adam: ", what, "[", i, "] must be dense (sparse is not supported)");
-    TORCH_CHECK(t.device() == device, "fused_adam: ", what, "[", i, "] is on ", t.device(),
-                " but params[0] is on ", device, "; all tensors of one step must share a device");
-    TORCH_CHECK(t.is_contiguous(), "fused_adam: ", what, "[", i, "] must be contiguous");
+// Last-line checks only: accelops.ops.fused_adam validates every input in Python (with messages that
+// name the tensor, its shape and dtype) before calling here. The messages below are constant strings on
+// purpose: a TORCH_CHECK that formats values (c10::str) segfaulted in one deployment (a libstdc++/ABI
+// mismatch), so nothing here formats integers, devices or dtypes.
+void check_tensor(const at::Tensor& t, const at::Device& device) {
+    TORCH_CHECK(t.layout() == at::kStrided, "fused_adam: tensors must be dense (sparse is not supported)");
+    TORCH_CHECK(t.device() == device, "fused_adam: all tensors of one step must be on params[0]'s device");
+    TORCH_CHECK(t.is_contiguous(), "fused_adam: tensors must be contiguous");
 }
 
 void validate(const std::vector<at::Tensor>& params, const std::vector<at::Tensor>& grads,
@@ -37,39 +41,42 @@ void validate(const std::vector<at::Tensor>& params, const std::vector<at::Tenso
               const std::vector<at::Tensor>& steps) {
     const size_t n = params.size();
     TORCH_CHECK(grads.size() == n && exp_avgs.size() == n && exp_avg_sqs.size() == n && steps.size() == n,
-                "fused_adam: params, grads, exp_avgs, exp_avg_sqs and steps must have the same length, got ",
-                n, ", ", grads.size(), ", ", exp_avgs.size(), ", ", exp_avg_sqs.size(), ", ", steps.size());
+                "fused_adam: params, grads, exp_avgs, exp_avg_sqs and steps must have the same length");
     if (n == 0) return;
     const at::Device device = params[0].device();
-    TORCH_CHECK(device.is_cuda(), "fused_adam: tensors must be on a CUDA device, got ", device);
+    TORCH_CHECK(device.is_cuda(), "fused_adam: tensors must be on a CUDA device");
     for (size_t i = 0; i < n; ++i) {
         const at::Tensor& p = params[i];
-        check_tensor(p, "params", i, device);
-        check_tensor(grads[i], "grads", i, device);
-        check_tensor(exp_avgs[i], "exp_avgs", i, device);
-        check_tensor(exp_avg_sqs[i], "exp_avg_sqs", i, device);
-        TORCH_CHECK(dtype_code(p.scalar_type()) >= 0, "fused_adam: params[", i, "] has dtype ", p.scalar_type(),
-                    "; supported: float32, float16, bfloat16");
-        TORCH_CHECK(grads[i].scalar_type() == p.scalar_type(), "fused_adam: grads[", i, "] has dtype ",
-                    grads[i].scalar_type(), " but its param has ", p.scalar_type());
+        check_tensor(p, device);
+        check_tensor(grads[i], device);
+        check_tensor(exp_avgs[i], device);
+        check_tensor(exp_avg_sqs[i], device);
+        TORCH_CHECK(dtype_code(p.scalar_type()) >= 0, "fused_adam: params must be float32, float16 or bfloat16");
+        TORCH_CHECK(grads[i].scalar_type() == p.scalar_type(), "fused_adam: a grad's dtype differs from its param's");
         const at::ScalarType st = exp_avgs[i].scalar_type();
-        TORCH_CHECK(st == at::kFloat || st == p.scalar_type(), "fused_adam: exp_avgs[", i, "] has dtype ", st,
-                    "; state must be float32 or the param dtype ", p.scalar_type());
-        TORCH_CHECK(exp_avg_sqs[i].scalar_type() == st, "fused_adam: exp_avg_sqs[", i,
-                    "] must have the dtype of exp_avgs[", i, "]");
+        TORCH_CHECK(st == at::kFloat || st == p.scalar_type(),
+                    "fused_adam: state must be float32 or the param dtype");
+        TORCH_CHECK(exp_avg_sqs[i].scalar_type() == st, "fused_adam: exp_avg_sq must have the dtype of exp_avg");
         TORCH_CHECK(grads[i].numel() == p.numel() && exp_avgs[i].numel() == p.numel() &&
                         exp_avg_sqs[i].numel() == p.numel(),
-                    "fused_adam: grads/exp_avgs/exp_avg_sqs[", i, "] must have as many elements as params[", i, "]");
+                    "fused_adam: grads, exp_avgs and exp_avg_sqs must have as many elements as their params");
         TORCH_CHECK(steps[i].device() == device && steps[i].scalar_type() == at::kFloat && steps[i].numel() == 1,
-                    "fused_adam: steps[", i, "] must be a one-element float32 tensor on ", device);
+                    "fused_adam: steps must be one-element float32 tensors on the params' device");
     }
 }
 
-const float* optional_scalar(const c10::optional<at::Tensor>& t, const char* name, const at::Device& device) {
+const float* optional_scalar(const c10::optional<at::Tensor>& t, const at::Device& device) {
     if (!t.has_value()) return nullptr;
     TORCH_CHECK(t->device() == device && t->scalar_type() == at::kFloat && t->numel() == 1,
-                "fused_adam: ", name, " must be a one-element float32 tensor on ", device);
+                "fused_adam: grad_scale and found_inf must be one-element float32 tensors on the params' device");
     return t->data_ptr<float>();
+}
+
+void check_launch(cudaError_t err) {
+    if (err != cudaSuccess) {
+        std::fprintf(stderr, "fused_adam: kernel launch failed: %s\n", cudaGetErrorString(err));
+        TORCH_CHECK(false, "fused_adam: kernel launch failed (the CUDA error is printed on stderr)");
+    }
 }
 
 // Fills tables with the tensors at `idx` and launches whenever a table is full.
@@ -79,8 +86,7 @@ void run_bucket(int param_code, int state_code, const std::vector<size_t>& idx,
                 const std::vector<at::Tensor>& steps, const AdamHyper& hyper, cudaStream_t stream) {
     AdamTable tab{};
     auto launch = [&]() {
-        const cudaError_t err = accelops::launch_fused_adam(param_code, state_code, tab, hyper, stream);
-        TORCH_CHECK(err == cudaSuccess, "fused_adam: kernel launch failed: ", cudaGetErrorString(err));
+        check_launch(accelops::launch_fused_adam(param_code, state_code, tab, hyper, stream));
         tab.num_blocks = 0;
         tab.num_tensors = 0;
     };
@@ -97,7 +103,7 @@ void run_bucket(int param_code, int state_code, const std::vector<size_t>& idx,
         const int64_t numel = params[i].numel();
         if (numel == 0) continue;
         const int64_t chunks = (numel + accelops::kAdamChunk - 1) / accelops::kAdamChunk;
-        TORCH_CHECK(chunks <= INT32_MAX, "fused_adam: params[", i, "] is too large (", numel, " elements)");
+        TORCH_CHECK(chunks <= INT32_MAX, "fused_adam: a param is too large (over 2**31 chunks)");
         if (tab.num_tensors == accelops::kAdamMaxTensors) launch();
         add_tensor(i);
         for (int64_t c = 0; c < chunks; ++c) {
@@ -134,8 +140,8 @@ void fused_adam_step(std::vector<at::Tensor> params, std::vector<at::Tensor> gra
     hyper.weight_decay = static_cast<float>(weight_decay);
     hyper.adam_w_mode = adam_w_mode ? 1 : 0;
     hyper.bias_correction = bias_correction ? 1 : 0;
-    hyper.grad_scale = optional_scalar(grad_scale, "grad_scale", device);
-    hyper.found_inf = optional_scalar(found_inf, "found_inf", device);
+    hyper.grad_scale = optional_scalar(grad_scale, device);
+    hyper.found_inf = optional_scalar(found_inf, device);
 
     std::map<std::pair<int, int>, std::vector<size_t>> buckets;
     for (size_t i = 0; i < params.size(); ++i) {

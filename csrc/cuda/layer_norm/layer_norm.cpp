@@ -5,6 +5,7 @@
 #include <torch/extension.h>
 
 #include <climits>
+#include <cstdio>
 #include <cstdint>
 #include <vector>
 
@@ -22,26 +23,28 @@ int dtype_code(at::ScalarType t) {
     }
 }
 
-void check_like(const at::Tensor& t, const char* name, const at::Tensor& x) {
-    TORCH_CHECK(t.device() == x.device(), "add_layer_norm (cuda): ", name, " is on ", t.device(), ", x on ",
-                x.device());
-    TORCH_CHECK(t.scalar_type() == x.scalar_type(), "add_layer_norm (cuda): ", name, " has dtype ",
-                t.scalar_type(), ", expected ", x.scalar_type());
-    TORCH_CHECK(t.is_contiguous(), "add_layer_norm (cuda): ", name, " must be contiguous");
+// Last-line checks only: accelops.ops.layer_norm_cuda validates every input in Python (with messages
+// that name shapes, dtypes and devices) before calling here. The messages below are constant strings on
+// purpose: a TORCH_CHECK that formats values (c10::str) segfaulted in one deployment (a libstdc++/ABI
+// mismatch), so nothing here formats integers, shapes, devices or dtypes.
+void check_like(const at::Tensor& t, const at::Tensor& x) {
+    TORCH_CHECK(t.device() == x.device(), "add_layer_norm (cuda): all tensors must be on x's device");
+    TORCH_CHECK(t.scalar_type() == x.scalar_type(), "add_layer_norm (cuda): all tensors must have x's dtype");
+    TORCH_CHECK(t.is_contiguous(), "add_layer_norm (cuda): all tensors must be contiguous");
 }
 
 int64_t row_size(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
-    TORCH_CHECK(x.is_cuda(), "add_layer_norm (cuda): x must be a CUDA tensor, got ", x.device());
-    TORCH_CHECK(dtype_code(x.scalar_type()) >= 0, "add_layer_norm (cuda): unsupported dtype ", x.scalar_type(),
-                "; supported: float32, float16, bfloat16");
+    TORCH_CHECK(x.is_cuda(), "add_layer_norm (cuda): x must be a CUDA tensor");
+    TORCH_CHECK(dtype_code(x.scalar_type()) >= 0,
+                "add_layer_norm (cuda): unsupported dtype; supported: float32, float16, bfloat16");
     TORCH_CHECK(x.dim() >= 1, "add_layer_norm (cuda): x must have at least one dimension");
     TORCH_CHECK(x.is_contiguous(), "add_layer_norm (cuda): x must be contiguous");
     const int64_t n = x.size(-1);
-    TORCH_CHECK(n >= 1 && n <= INT_MAX, "add_layer_norm (cuda): row size must be in [1, ", INT_MAX, "], got ", n);
-    check_like(weight, "weight", x);
-    check_like(bias, "bias", x);
+    TORCH_CHECK(n >= 1 && n <= INT_MAX, "add_layer_norm (cuda): the row size must be in [1, 2**31 - 1]");
+    check_like(weight, x);
+    check_like(bias, x);
     TORCH_CHECK(weight.dim() == 1 && weight.size(0) == n && bias.dim() == 1 && bias.size(0) == n,
-                "add_layer_norm (cuda): weight and bias must have shape [", n, "]");
+                "add_layer_norm (cuda): weight and bias must have shape [N] (x's last dim)");
     return n;
 }
 
@@ -55,12 +58,18 @@ bool aligned16(std::initializer_list<const void*> ptrs) {
 int sm_count(const at::Device& device) {
     int count = 0;
     const cudaError_t err = cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device.index());
-    TORCH_CHECK(err == cudaSuccess, "add_layer_norm (cuda): cannot query the device: ", cudaGetErrorString(err));
+    if (err != cudaSuccess) {
+        std::fprintf(stderr, "add_layer_norm (cuda): cannot query the device: %s\n", cudaGetErrorString(err));
+        TORCH_CHECK(false, "add_layer_norm (cuda): cannot query the device (the CUDA error is printed on stderr)");
+    }
     return count;
 }
 
 void check_launch(cudaError_t err, const char* what) {
-    TORCH_CHECK(err == cudaSuccess, "add_layer_norm (cuda): ", what, " launch failed: ", cudaGetErrorString(err));
+    if (err != cudaSuccess) {
+        std::fprintf(stderr, "add_layer_norm (cuda): %s launch failed: %s\n", what, cudaGetErrorString(err));
+        TORCH_CHECK(false, "add_layer_norm (cuda): kernel launch failed (the CUDA error is printed on stderr)");
+    }
 }
 
 }  // namespace
@@ -71,9 +80,8 @@ std::vector<at::Tensor> add_layer_norm_fwd(const at::Tensor& x, const c10::optio
                                            const at::Tensor& weight, const at::Tensor& bias, double eps) {
     const int64_t n = row_size(x, weight, bias);
     if (residual.has_value()) {
-        check_like(*residual, "residual", x);
-        TORCH_CHECK(residual->sizes() == x.sizes(), "add_layer_norm (cuda): residual has shape ", residual->sizes(),
-                    ", x has ", x.sizes());
+        check_like(*residual, x);
+        TORCH_CHECK(residual->sizes() == x.sizes(), "add_layer_norm (cuda): residual must have x's shape");
     }
     const c10::cuda::CUDAGuard guard(x.device());
     const int64_t rows = x.numel() / n;
@@ -102,15 +110,14 @@ std::vector<at::Tensor> add_layer_norm_bwd(const at::Tensor& grad_y, const at::T
                                            const at::Tensor& mean, const at::Tensor& rstd,
                                            const at::Tensor& weight) {
     const int64_t n = row_size(input, weight, weight);
-    check_like(grad_y, "grad_y", input);
-    TORCH_CHECK(grad_y.sizes() == input.sizes(), "add_layer_norm (cuda): grad_y has shape ", grad_y.sizes(),
-                ", input has ", input.sizes());
+    check_like(grad_y, input);
+    TORCH_CHECK(grad_y.sizes() == input.sizes(), "add_layer_norm (cuda): grad_y must have input's shape");
     const int64_t rows = input.numel() / n;
     for (const at::Tensor* t : {&mean, &rstd}) {
         TORCH_CHECK(t->device() == input.device() && t->scalar_type() == at::kFloat && t->numel() == rows &&
                         t->is_contiguous(),
-                    "add_layer_norm (cuda): mean and rstd must be contiguous float32 tensors of ", rows,
-                    " elements on ", input.device());
+                    "add_layer_norm (cuda): mean and rstd must be contiguous float32 tensors of one element per "
+                    "row, on input's device");
     }
     const c10::cuda::CUDAGuard guard(input.device());
     at::Tensor grad_input = at::empty_like(input);
