@@ -156,7 +156,7 @@ def worker_collectives():
     return res
 
 
-def worker_mpi_allreduce():
+def worker_launched_allreduce():
     import dataclasses
 
     import torch
@@ -172,5 +172,9 @@ def worker_mpi_allreduce():
 
 
 if __name__ == "__main__":
-    result = {"collectives": worker_collectives, "mpi_allreduce": worker_mpi_allreduce}[sys.argv[1]]()
-    print(json.dumps(result), flush=True)
+    result = {"collectives": worker_collectives, "launched_allreduce": worker_launched_allreduce}[sys.argv[1]]()
+    line = json.dumps(result)
+    os.write(1, (line + "\n").encode())  # one write: mpirun relays ranks' output chunk by chunk
+    if os.environ.get("COMM_TEST_DIR"):
+        with open(os.path.join(os.environ["COMM_TEST_DIR"], f"result-{result['info']['rank']}.json"), "w") as fh:
+            fh.write(line)

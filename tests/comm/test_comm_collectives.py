@@ -1,4 +1,6 @@
-"""Real process groups on gloo over loopback: 2 and 4 processes, env://, tcp:// and file://."""
+"""Real process groups on gloo over loopback: 2 and 4 processes, env://, tcp://, file://, SLURM variables."""
+import socket
+
 import pytest
 
 from comm_workers import free_port, parse, run_ranks, torchrun_env
@@ -27,3 +29,29 @@ def test_collectives_on_real_process_groups(n, tmp_path):
         assert res["after_destroy"] == [False, 1]
         assert res["tcp"] == [f"tcp://127.0.0.1:{tcp_port}", total]
         assert res["file"] == ["file://" + str(tmp_path / "filestore"), total]
+
+
+def _free_port_in(lo, hi):
+    for port in range(lo, hi):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("", port))
+                return port
+            except OSError:
+                continue
+    pytest.skip(f"no free port in [{lo}, {hi})")
+
+
+def test_two_ranks_from_slurm_variables(tmp_path):
+    # As srun would start them: the master is the first node of the list, the port follows the job id.
+    port = _free_port_in(15000 + 7000, 15000 + 8000)
+    job_id = 20000 * 3 + (port - 15000)
+    results = parse(run_ranks(2, "launched_allreduce", lambda r: {
+        "SLURM_PROCID": r, "SLURM_NTASKS": 2, "SLURM_LOCALID": r, "SLURM_JOB_NODELIST": "localhost,node[2-9]",
+        "SLURM_JOB_ID": job_id, "COMM_TEST_DIR": tmp_path}, timeout_s=90))
+    for rank, res in enumerate(results):
+        assert res["info"] == {"rank": rank, "world_size": 2, "local_rank": rank, "backend": "gloo",
+                               "init_method": "env://", "source": "slurm"}
+        assert res["sum"] == 3.0
+        assert res["exported"] == {"RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank),
+                                   "MASTER_ADDR": "localhost", "MASTER_PORT": str(port)}

@@ -22,7 +22,7 @@ def _is_open_mpi() -> bool:
 
 
 def _mpirun(tmp_path, extra_env):
-    """Run 2 ranks of the mpi_allreduce worker under mpirun; their JSON results in rank order."""
+    """Run 2 ranks of the launched_allreduce worker under mpirun; their JSON results in rank order."""
     if not _is_open_mpi():
         pytest.skip(f"{MPIRUN} is not Open MPI")
     env = {k: v for k, v in os.environ.items() if k not in _LAUNCH_VARS}
@@ -31,7 +31,7 @@ def _mpirun(tmp_path, extra_env):
     if os.geteuid() == 0:
         cmd.append("--allow-run-as-root")
         env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
-    cmd += [sys.executable, os.path.join(HERE, "comm_workers.py"), "mpi_allreduce"]
+    cmd += [sys.executable, os.path.join(HERE, "comm_workers.py"), "launched_allreduce"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
@@ -41,9 +41,10 @@ def _mpirun(tmp_path, extra_env):
         proc.communicate()
         pytest.fail("mpirun did not finish within 90 s")
     assert proc.returncode == 0, err[-3000:]
-    results = sorted((json.loads(line) for line in out.splitlines() if line.startswith("{")),
-                     key=lambda r: r["info"]["rank"])
-    assert len(results) == 2, out
+    # Read the per-rank files: mpirun may interleave the two ranks' stdout.
+    files = sorted(tmp_path.glob("result-*.json"))
+    assert [f.name for f in files] == ["result-0.json", "result-1.json"], out
+    results = [json.loads(f.read_text()) for f in files]
     for rank, res in enumerate(results):
         assert res["info"] == {"rank": rank, "world_size": 2, "local_rank": rank, "backend": "gloo",
                                "init_method": "env://", "source": "openmpi"}
