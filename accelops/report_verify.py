@@ -2,13 +2,22 @@
 
 Each check runs the op through its public front end on small inputs and compares elementwise with
 ``torch.testing.assert_close``; it fails when the front end fell back to its pure-torch path, since
-then the op itself was not exercised. May compile ops (progress goes to stderr).
+then the op itself was not exercised. Every op is verified in its own child process
+(``python -m accelops.report_verify <op>``), so a crashing kernel becomes a FAIL row, not a dead
+report. May compile ops (progress goes to stderr).
 """
 from __future__ import annotations
 
+import importlib
+import json
+import signal
+import subprocess
+import sys
 import time
 import warnings
 from typing import Any, Callable, Dict, List, Optional
+
+CHILD_TIMEOUT_S = 3600  # a cold CUDA build on a small machine takes minutes
 
 STEPS = 5
 SIZES = (7, 1025)  # one shorter than a vector, one with a tail
@@ -140,6 +149,12 @@ def _cuda_device() -> Optional[str]:
     return "cuda" if torch.cuda.is_available() else None
 
 
+def _require_loaded(module_name: str, attribute: str, what: str) -> None:
+    """Fail when the front end module ``module_name`` has not loaded its extension into ``attribute``."""
+    if getattr(importlib.import_module(module_name), attribute, None) is None:
+        raise AssertionError(f"{what} ran its pure-torch fallback, not the CUDA op")
+
+
 def check_fused_adam() -> str:
     import torch
 
@@ -147,11 +162,14 @@ def check_fused_adam() -> str:
 
     _, ours, ref = _pairs(lambda p: FusedAdam(p, lr=1e-2, weight_decay=0.01, adam_w_mode=True),
                           lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.01, fused=True), device="cuda")
+    _require_loaded("accelops.ops.fused_adam", "_cuda_module", "FusedAdam")
     return _assert_params_close(ours, ref, "FusedAdam(adam_w_mode=True) vs torch.optim.AdamW(fused=True)")
 
 
 def check_fused_layer_norm() -> str:
-    return _layer_norm_check("cuda")
+    detail = _layer_norm_check("cuda")
+    _require_loaded("accelops.ops.layer_norm_cuda", "_module", "fused_add_layer_norm on CUDA")
+    return detail
 
 
 #: op name -> (check, whether it needs a CUDA device to run).
@@ -170,7 +188,9 @@ def _run_check(check: Callable[[], str]) -> str:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         detail = check()
-    fallbacks = [str(w.message) for w in caught if "unavailable" in str(w.message)]
+    fallbacks = [str(w.message) for w in caught
+                 if issubclass(w.category, RuntimeWarning) and ("unavailable" in str(w.message)
+                                                                or "fallback" in str(w.message))]
     if fallbacks:
         raise AssertionError(f"the front end fell back to pure torch: {fallbacks[0]}")
     return detail
@@ -184,6 +204,8 @@ def verify_op(row: Dict[str, Any]) -> Dict[str, Any]:
         result["detail"] = "not compatible: " + "; ".join(row.get("reasons") or ["unknown reason"])
         return result
     try:
+        import torch  # noqa: F401  (imported before the clock starts: load_s is the op's own load)
+
         from accelops.op_builder import get_builder_class
 
         start = time.perf_counter()
@@ -208,6 +230,32 @@ def verify_op(row: Dict[str, Any]) -> Dict[str, Any]:
     return result
 
 
+def _verify_in_child(row: Dict[str, Any]) -> Dict[str, Any]:
+    """``verify_op`` for one compatible op in a child process; a crash or hang becomes a FAIL result."""
+    name = row["name"]
+    command = [sys.executable, "-m", "accelops.report_verify", name]
+    try:  # the child's stderr (build progress, crash messages) goes straight to ours
+        child = subprocess.run(command, stdout=subprocess.PIPE, text=True, timeout=CHILD_TIMEOUT_S,
+                               stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return {"name": name, "status": "FAIL", "load_s": None, "check_s": None,
+                "detail": f"no result after {CHILD_TIMEOUT_S} s (hung build or check)"}
+    lines = child.stdout.strip().splitlines()
+    if child.returncode == 0 and lines:
+        try:
+            return json.loads(lines[-1])
+        except ValueError:
+            pass
+    how = (f"was killed by {signal.Signals(-child.returncode).name}" if child.returncode < 0
+           else f"exited {child.returncode} without a result")
+    return {"name": name, "status": "FAIL", "load_s": None, "check_s": None,
+            "detail": f"the check process {how} (its messages are on stderr above)"}
+
+
 def verify_ops(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """``verify_op`` for every row, in order."""
-    return [verify_op(row) for row in rows]
+    """One result per row, in order: incompatible ops SKIP here, each compatible op runs in a child."""
+    return [_verify_in_child(row) if row.get("compatible") else verify_op(row) for row in rows]
+
+
+if __name__ == "__main__":  # child mode: verify the op named on the command line, print one JSON line
+    print(json.dumps(verify_op({"name": sys.argv[1], "compatible": True})))

@@ -19,10 +19,9 @@ def run_report(*args, env=None, timeout=600):
 
 
 def env_without(tmp_path):
-    """An environment with no compiler, no ninja and no CUDA toolkit reachable (only python on PATH)."""
+    """An environment with no compiler, no ninja and no CUDA toolkit reachable (an empty PATH folder)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "python").symlink_to(sys.executable)
     env = dict(os.environ, PATH=str(bin_dir), CXX=str(tmp_path / "no-such-c++"), CUDA_HOME=str(tmp_path / "no-cuda"))
     env.pop("CUDA_PATH", None)
     return env
@@ -69,12 +68,15 @@ def test_json_matches_the_text(plain, as_json):
     import torch
 
     from accelops import __version__
+    from accelops.accelerator import get_accelerator
 
     assert as_json["schema"] == 1
     assert as_json["accelops"]["version"] == __version__
     assert as_json["torch"]["version"] == torch.__version__ and torch.__version__ in plain.stdout
-    assert as_json["accelerator"]["name"] == "cpu"
-    assert as_json["accelerator"]["communication_backend"] == "gloo"
+    accelerator = get_accelerator()  # the same environment chooses the same accelerator
+    assert as_json["accelerator"]["name"] == accelerator.name
+    assert as_json["accelerator"]["communication_backend"] == accelerator.communication_backend_name()
+    assert f"\naccelerator            {accelerator.name} (" in plain.stdout
     assert f"cpu op tier            {as_json['cpu']['tier']} " in plain.stdout
     lines = plain.stdout.splitlines()
     assert [row["name"] for row in as_json["ops"]] == sorted(all_ops())
@@ -113,13 +115,27 @@ def test_missing_compiler_ninja_and_toolkit_become_rows_with_reasons(tmp_path):
     assert "not compatible: no C++ compiler" in text.stdout
 
 
-def test_hide_flags(plain):
+def test_hide_flags(tmp_path):
     hidden = run_report("--hide_operator_status")
     assert hidden.returncode == 0 and "ops (JIT" not in hidden.stdout and "accelerator" in hidden.stdout
-    quiet = run_report("--hide_errors_and_warnings")
-    assert quiet.returncode == 0 and "ops (JIT" in quiet.stdout
-    if "not compatible:" in plain.stdout:
-        assert "not compatible:" not in quiet.stdout
+    env = env_without(tmp_path)  # every op has reasons here
+    assert "not compatible:" in run_report(env=env).stdout
+    quiet = run_report("--hide_errors_and_warnings", env=env)
+    assert quiet.returncode == 0 and "ops (JIT" in quiet.stdout and "not compatible:" not in quiet.stdout
+
+
+def test_odd_tool_output_and_bad_settings_become_rows(tmp_path):
+    odd = tmp_path / "odd-c++"
+    odd.write_text("#!/bin/sh\nprintf '\\377\\376 not utf-8\\n'\n")
+    odd.chmod(0o755)
+    env = dict(os.environ, CXX=str(odd), DS_ACCELERATOR="bogus", LOCAL_SIZE="abc")
+    result = run_report("--json", env=env)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    facts = json.loads(result.stdout)
+    assert facts["cxx_compiler"]["found"] and "not utf-8" in facts["cxx_compiler"]["version"]
+    assert facts["accelerator"]["name"] is None and "bogus" in facts["accelerator"]["reason"]
+    text = run_report(env=env)
+    assert text.returncode == 0 and "selection failed" in text.stdout and "bogus" in text.stdout
 
 
 def test_verify_passes_for_the_cpu_ops():
@@ -137,10 +153,25 @@ def test_verify_passes_for_the_cpu_ops():
 def test_verify_fails_with_exit_1_when_a_front_end_falls_back():
     # With the fallback forced, the CPU front ends never run their ops: --verify must say FAIL.
     env = dict(os.environ, ACCELOPS_CPU_OPS_FALLBACK="1")
-    result = run_report("--verify", env=env)
+    result = run_report("--verify", "--json", env=env)
     assert result.returncode == 1, result.stdout
-    assert "FAIL" in result.stdout and "pure-torch fallback" in result.stdout
-    assert "verify: 4 failed" in result.stdout or "failed: cpu_adagrad" in result.stdout
+    verify = {entry["name"]: entry for entry in json.loads(result.stdout)["verify"]}
+    for name, cls in all_ops().items():
+        if cls.KIND == "cpu":
+            assert verify[name]["status"] == "FAIL" and "pure-torch fallback" in verify[name]["detail"], verify[name]
+    text = run_report("--verify", env=env)
+    assert text.returncode == 1 and "verify: 4 failed" in text.stdout
+
+
+def test_a_crashing_verify_child_is_a_fail_row(tmp_path, monkeypatch):
+    from accelops import report_verify
+
+    crasher = tmp_path / "crash"
+    crasher.write_text("#!/bin/sh\nkill -SEGV $$\n")
+    crasher.chmod(0o755)
+    monkeypatch.setattr(report_verify.sys, "executable", str(crasher))
+    result = report_verify._verify_in_child({"name": "cpu_adam", "compatible": True})
+    assert result["status"] == "FAIL" and "killed by SIGSEGV" in result["detail"]
 
 
 def test_colour_only_on_a_terminal_and_never_with_no_color(monkeypatch, as_json):
