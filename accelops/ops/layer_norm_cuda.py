@@ -9,7 +9,8 @@ import warnings
 
 import torch
 
-from accelops.ops import layer_norm_ops  # noqa: F401  (defines the ops registered below)
+from accelops.ops import layer_norm_ops  # defines the ops registered below
+from accelops.ops.layer_norm_ops import _bwd_torch, _fwd_torch
 
 __all__ = ["register"]
 
@@ -33,25 +34,6 @@ def _load():
             warnings.warn(f"add_layer_norm: the fused_layer_norm CUDA op is unavailable ({exc}); "
                           f"using a pure-torch implementation", RuntimeWarning, stacklevel=3)
     return _module
-
-
-def _fwd_torch(x, residual, weight, bias, eps):
-    s = x + residual if residual is not None else x.new_empty(0)
-    src = (s if residual is not None else x).float()
-    var, mean = torch.var_mean(src, dim=-1, unbiased=False)
-    rstd = torch.rsqrt(var + eps)
-    y = ((src - mean.unsqueeze(-1)) * rstd.unsqueeze(-1) * weight.float() + bias.float()).to(x.dtype)
-    return y, s, mean.reshape(-1), rstd.reshape(-1)
-
-
-def _bwd_torch(grad_y, inp, mean, rstd, weight):
-    n = inp.shape[-1]
-    dy = grad_y.float().reshape(-1, n)
-    xhat = (inp.float().reshape(-1, n) - mean.unsqueeze(-1)) * rstd.unsqueeze(-1)
-    g = dy * weight.float()
-    grad_input = rstd.unsqueeze(-1) * (g - (g.sum(-1, keepdim=True) + xhat * (g * xhat).sum(-1, keepdim=True)) / n)
-    return (grad_input.to(inp.dtype).reshape(inp.shape), (dy * xhat).sum(0).to(weight.dtype),
-            dy.sum(0).to(weight.dtype))
 
 
 _INT_MAX = 2**31 - 1
