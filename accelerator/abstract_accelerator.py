@@ -14,7 +14,7 @@ This module imports nothing heavy; backends import torch and vendor packages laz
 from __future__ import annotations
 
 import abc
-from typing import Any, Callable, ContextManager, Dict, List, Optional, Tuple
+from typing import Any, ContextManager, Dict, List, Optional, Tuple
 
 
 class Accelerator(abc.ABC):
@@ -275,6 +275,3 @@ class Accelerator(abc.ABC):
 
 #: The name DeepSpeed users import.
 DeepSpeedAccelerator = Accelerator
-
-#: A zero-argument callable returning an accelerator; what a plugin entry point may load.
-AcceleratorFactory = Callable[[], Accelerator]

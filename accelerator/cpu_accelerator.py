@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 import os
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from . import host_memory
 from .torch_device_accelerator import TorchDeviceAccelerator, check_device_index
@@ -48,7 +48,10 @@ class CpuAccelerator(TorchDeviceAccelerator):
 
     def __init__(self) -> None:
         super().__init__()
-        self._current_device = int(os.environ.get("LOCAL_RANK", "0") or 0)
+        value = os.environ.get("LOCAL_RANK", "").strip() or "0"
+        if not value.isdigit():
+            raise ValueError(f"LOCAL_RANK must be a non-negative integer, got {value!r}")
+        self._current_device = int(value)
         self._comm_backend: Optional[str] = None
 
     @classmethod

@@ -91,6 +91,8 @@ def _load_plugins() -> Tuple[Dict[str, Tuple[Type[Accelerator], str]], List[Prob
             continue
         if not (isinstance(cls, type) and issubclass(cls, Accelerator)):
             broken.append(ProbeResult(name, -1, False, "plugin entry point is not an Accelerator subclass", source))
+        elif not isinstance(cls.priority, int) or isinstance(cls.priority, bool):
+            broken.append(ProbeResult(name, -1, False, f"plugin priority must be an int, got {cls.priority!r}", source))
         elif name in _BUILTIN_BACKENDS:
             broken.append(ProbeResult(name, -1, False, "plugin name clashes with a built-in backend; ignored", source))
         else:

@@ -6,7 +6,6 @@ its folder first on ``sys.path``). Only called when a ``DS_BUILD_*`` variable is
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from . import all_ops, prebuilt

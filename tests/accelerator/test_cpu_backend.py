@@ -60,6 +60,9 @@ def test_local_size_and_rank_drive_device_count(monkeypatch):
     monkeypatch.setenv("LOCAL_SIZE", "zero")
     with pytest.raises(ValueError, match="LOCAL_SIZE must be a positive integer"):
         cpu.device_count()
+    monkeypatch.setenv("LOCAL_RANK", "abc")
+    with pytest.raises(ValueError, match="LOCAL_RANK must be a non-negative integer, got 'abc'"):
+        CpuAccelerator()
 
 
 def test_rng_uses_the_global_generator(cpu):

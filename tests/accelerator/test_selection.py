@@ -220,3 +220,24 @@ def test_broken_plugin_is_reported_not_fatal(tmp_path):
     chosen, reason = result.stdout.strip().splitlines()
     assert chosen == "cpu"
     assert "plugin failed to load" in reason and "no_such_module" in reason
+
+
+def test_plugin_with_a_non_integer_priority_is_reported_not_fatal(tmp_path):
+    (tmp_path / "odd_plugin.py").write_text(
+        "from accelops.accelerator.cpu_accelerator import CpuAccelerator\n"
+        "class Odd(CpuAccelerator):\n    name = 'odd'\n    priority = 'high'\n")
+    dist_info = tmp_path / "odd_plugin-1.0.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: odd-plugin\nVersion: 1.0\n")
+    (dist_info / "entry_points.txt").write_text("[accelops.accelerators]\nodd = odd_plugin:Odd\n")
+    result = run_python(
+        """
+        from accelops.accelerator import get_accelerator, probe_accelerators
+        print(get_accelerator().name)
+        print([row.reason for row in probe_accelerators() if row.name == "odd"][0])
+        """,
+        pythonpath=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    chosen, reason = result.stdout.strip().splitlines()
+    assert chosen == "cpu" and reason == "plugin priority must be an int, got 'high'"
