@@ -56,12 +56,12 @@ def _build_info() -> Optional[dict]:
 
 def render_text(facts: Dict[str, Any], colour: bool, hide_ops: bool = False, hide_reasons: bool = False) -> List[str]:
     """The report's text lines for ``facts`` (as returned by ``collect``)."""
-    from .report_text import Painter, environment_lines, op_lines, verify_lines, warning_lines
+    from .report_text import Painter, build_info_lines, environment_lines, op_lines, verify_lines, warning_lines
 
     paint = Painter(colour)
     lines = environment_lines(facts, paint)
     if not hide_ops:
-        lines += op_lines(facts["ops"], paint, show_reasons=not hide_reasons)
+        lines += op_lines(facts["ops"], paint, show_reasons=not hide_reasons) + build_info_lines(facts["build_info"])
     if "verify" in facts:
         lines += verify_lines(facts["verify"], paint)
     if not hide_reasons:

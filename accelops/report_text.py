@@ -74,8 +74,12 @@ def environment_lines(env: Dict[str, Any], paint: Painter) -> List[str]:
         lines.append(f"{'accelerator':<22} {paint.bad('selection failed')}: {accel.get('reason')}")
         return lines
     lines.append(f"{'accelerator':<22} {paint.ok(accel['name'])} ({accel['how']}: {accel['reason']})")
-    lines.append(f"{'communication backend':<22} {accel.get('communication_backend')}")
-    lines.append(f"{'devices':<22} {accel.get('device_count')}: {', '.join(accel.get('devices') or []) or '-'}")
+    backend = accel.get("communication_backend") or paint.bad(f"unknown ({accel.get('communication_backend_error')})")
+    lines.append(f"{'communication backend':<22} {backend}")
+    if accel.get("device_count") is None:
+        lines.append(f"{'devices':<22} {paint.bad('unknown')} ({accel.get('device_count_error')})")
+    else:
+        lines.append(f"{'devices':<22} {accel['device_count']}: {', '.join(accel.get('devices') or []) or '-'}")
     for probe in accel.get("probes", []):
         state = paint.ok("present") if probe["present"] else "absent "
         lines.append(f"  {probe['name']:<10} priority {probe['priority']:>4}  {state}  {probe['reason']}")
@@ -107,7 +111,21 @@ def op_lines(rows: List[Dict[str, Any]], paint: Painter, show_reasons: bool = Tr
         skipped = (row.get("prebuilt") or {}).get("reason")
         if skipped:
             lines.append(f"    prebuilt module not used: {skipped}")
+        detail = row.get("cache_detail")
+        if detail and not row.get("cached") and detail != "not built":
+            lines.append(f"    cache entry unusable (rebuilt on next load): {detail}")
     return lines
+
+
+def build_info_lines(info: Optional[Dict[str, Any]]) -> List[str]:
+    """One line on the prebuilt ops of this install (``build_info.json``)."""
+    if not info:
+        return [f"{'prebuilt ops':<22} none (ops build on first use)"]
+    if "error" in info:
+        return [f"{'prebuilt ops':<22} {info['error']}"]
+    ops = ", ".join(sorted(info.get("ops", {}))) or "none"
+    return [f"{'prebuilt ops':<22} {ops} (built with torch {info.get('torch')}, CUDA {info.get('cuda')}, "
+            f"HIP {info.get('hip')}, accelerator {info.get('accelerator')})"]
 
 
 def verify_lines(results: List[Dict[str, Any]], paint: Painter) -> List[str]:

@@ -207,3 +207,10 @@ def test_a_broken_builder_becomes_a_row_not_a_crash():
 def test_unknown_flag_is_a_usage_error():
     result = run_report("--no-such-flag")
     assert result.returncode == 2 and "unrecognized arguments" in result.stderr
+
+
+def test_device_count_errors_and_the_prebuilt_line_are_in_the_text():
+    result = run_report(env=dict(os.environ, LOCAL_SIZE="abc"))
+    assert result.returncode == 0, result.stderr
+    assert "\ndevices                unknown (LOCAL_SIZE must be a positive integer, got 'abc')" in result.stdout
+    assert "\nprebuilt ops " in result.stdout
