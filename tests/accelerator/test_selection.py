@@ -203,21 +203,28 @@ def test_plugin_can_be_named_in_env(plugin_dir):
     assert result.stdout.strip() == "fakeaccel"
 
 
-def test_broken_plugin_is_reported_not_fatal(tmp_path):
-    dist_info = tmp_path / "broken_plugin-1.0.dist-info"
+def chosen_and_plugin_reason(folder, dist, entry):
+    """Install a distribution ``dist`` whose entry point is ``entry`` (``name = module:attr``) into
+    ``folder``; in a fresh process return (the chosen accelerator, the probe reason of that plugin)."""
+    dist_info = folder / f"{dist}-1.0.dist-info"
     dist_info.mkdir()
-    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 1.0\n")
-    (dist_info / "entry_points.txt").write_text("[accelops.accelerators]\nbroken = no_such_module:Thing\n")
+    (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+    (dist_info / "entry_points.txt").write_text(f"[accelops.accelerators]\n{entry}\n")
+    name = entry.split("=")[0].strip()
     result = run_python(
-        """
+        f"""
         from accelops.accelerator import get_accelerator, probe_accelerators
         print(get_accelerator().name)
-        print([row.reason for row in probe_accelerators() if row.name == "broken"][0])
+        print([row.reason for row in probe_accelerators() if row.name == {name!r}][0])
         """,
-        pythonpath=tmp_path,
+        pythonpath=folder,
     )
     assert result.returncode == 0, result.stderr
-    chosen, reason = result.stdout.strip().splitlines()
+    return result.stdout.strip().splitlines()
+
+
+def test_broken_plugin_is_reported_not_fatal(tmp_path):
+    chosen, reason = chosen_and_plugin_reason(tmp_path, "broken_plugin", "broken = no_such_module:Thing")
     assert chosen == "cpu"
     assert "plugin failed to load" in reason and "no_such_module" in reason
 
@@ -226,18 +233,5 @@ def test_plugin_with_a_non_integer_priority_is_reported_not_fatal(tmp_path):
     (tmp_path / "odd_plugin.py").write_text(
         "from accelops.accelerator.cpu_accelerator import CpuAccelerator\n"
         "class Odd(CpuAccelerator):\n    name = 'odd'\n    priority = 'high'\n")
-    dist_info = tmp_path / "odd_plugin-1.0.dist-info"
-    dist_info.mkdir()
-    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: odd-plugin\nVersion: 1.0\n")
-    (dist_info / "entry_points.txt").write_text("[accelops.accelerators]\nodd = odd_plugin:Odd\n")
-    result = run_python(
-        """
-        from accelops.accelerator import get_accelerator, probe_accelerators
-        print(get_accelerator().name)
-        print([row.reason for row in probe_accelerators() if row.name == "odd"][0])
-        """,
-        pythonpath=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr
-    chosen, reason = result.stdout.strip().splitlines()
+    chosen, reason = chosen_and_plugin_reason(tmp_path, "odd_plugin", "odd = odd_plugin:Odd")
     assert chosen == "cpu" and reason == "plugin priority must be an int, got 'high'"

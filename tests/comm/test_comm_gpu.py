@@ -36,7 +36,7 @@ def test_world_of_one_uses_nccl_on_the_current_gpu():
 def test_nccl_over_env_with_one_rank_per_gpu():
     if torch.cuda.device_count() < 2:
         pytest.skip("needs 2 GPUs for 2 nccl ranks")
-    port, tcp_port = free_port(), free_port()
+    port = free_port()
     results = parse(run_ranks(2, "launched_allreduce", lambda r: {
         "RANK": r, "WORLD_SIZE": 2, "LOCAL_RANK": r, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port,
         "DS_ACCELERATOR": "cuda"}, timeout_s=120))

@@ -7,23 +7,11 @@ import time
 import pytest
 
 from accelops import comm
-from accelops.accelerator import reset_accelerator
 from accelops.comm import DistributedInitError
-from comm_workers import _LAUNCH_VARS, free_port
+from comm_workers import free_port
 
 
-@pytest.fixture(autouse=True)
-def clean_env():
-    """No launcher variables from the outside; undo whatever init_distributed exported."""
-    saved = dict(os.environ)
-    for name in _LAUNCH_VARS:
-        os.environ.pop(name, None)
-    os.environ["DS_ACCELERATOR"] = "cpu"  # gloo, also on a GPU host
-    reset_accelerator()
-    yield
-    comm.destroy()
-    os.environ.clear()
-    os.environ.update(saved)
+pytestmark = pytest.mark.usefixtures("clean_launch_env")
 
 
 def _env(**values):

@@ -7,22 +7,10 @@ from datetime import timedelta
 import pytest
 
 from accelops import comm
-from accelops.accelerator import reset_accelerator
 from accelops.accelerator import get_accelerator
-from comm_workers import _LAUNCH_VARS
 
 
-@pytest.fixture(autouse=True)
-def clean_env():
-    saved = dict(os.environ)
-    for name in _LAUNCH_VARS:
-        os.environ.pop(name, None)
-    os.environ["DS_ACCELERATOR"] = "cpu"  # gloo, also on a GPU host
-    reset_accelerator()
-    yield
-    comm.destroy()
-    os.environ.clear()
-    os.environ.update(saved)
+pytestmark = pytest.mark.usefixtures("clean_launch_env")
 
 
 def test_world_of_one_and_calling_twice():
