@@ -23,7 +23,7 @@ class Keep(logging.Handler):
 logging.getLogger().addHandler(Keep(level=logging.DEBUG))
 logging.getLogger().setLevel(logging.DEBUG)
 
-import accelops, accelops.accelerator, accelops.op_builder, accelops.ops, accelops.report  # noqa: E401
+import accelops, accelops.accelerator, accelops.comm, accelops.op_builder, accelops.ops, accelops.report  # noqa: E401
 after_import = {"torch": "torch" in sys.modules, "vendors": [m for m in VENDORS if m in sys.modules]}
 accelops.accelerator.get_accelerator().current_device_name()
 after_select = [m for m in VENDORS if m in sys.modules]
