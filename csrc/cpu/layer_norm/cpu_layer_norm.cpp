@@ -34,12 +34,16 @@ void check(const at::Tensor& t, const char* name, const at::Tensor& like, int64_
   TORCH_CHECK(t.numel() == numel, "cpu_layer_norm: ", name, " has ", t.numel(), " elements, expected ", numel);
 }
 
-// Large fresh outputs come straight from mmap, and writing them faults in one 4 KiB page at a time, which
-// can cost more than the kernel itself. Advise their 2 MiB-aligned interior as transparent huge pages
-// (honoured when THP is in "madvise" or "always" mode; only advice, so a failure changes nothing).
+// glibc serves every allocation of 32 MiB or more (its largest mmap threshold on 64-bit) with a fresh
+// mmap, so writing such an output faults in one zeroed 4 KiB page at a time, which costs more than the
+// kernel itself. Advise their 2 MiB-aligned interior as transparent huge pages (honoured when THP is in
+// "madvise" or "always" mode; only advice, so a failure changes nothing). Smaller outputs usually reuse
+// heap memory that is already mapped; measured, advising those only slowed them down.
 void advise_huge_pages(const at::Tensor& t) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr size_t kAlwaysMmapped = size_t(32) << 20;
   constexpr uintptr_t kHuge = uintptr_t(2) << 20;
+  if (t.nbytes() < kAlwaysMmapped) return;
   const uintptr_t begin = reinterpret_cast<uintptr_t>(t.data_ptr());
   const uintptr_t first = (begin + kHuge - 1) & ~(kHuge - 1);
   const uintptr_t last = (begin + t.nbytes()) & ~(kHuge - 1);
