@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import platform
-import shlex
 import shutil
 import subprocess
 import sys
@@ -127,6 +126,20 @@ def cuda_compiler_facts(torch_info: Dict[str, Any]) -> Dict[str, Any]:
     return {"name": "nvcc", **tool_version([nvcc, "--version"])}
 
 
+def cxx_compiler_facts() -> Dict[str, Any]:
+    """The C++ compiler op builds use, probed the way the builders probe it (one ``--version`` run)."""
+    from accelops.op_builder.builder import compiler_command, compiler_executable, probe_compiler
+
+    path = shutil.which(compiler_executable())
+    if path is None:
+        return {"found": False, "path": None, "version": None, "reason": f"{compiler_executable()} not found on PATH"}
+    problem, output = probe_compiler(compiler_command())
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    if problem:
+        return {"found": False, "path": path, "version": None, "reason": problem}
+    return {"found": True, "path": path, "version": lines[0] if lines else "", "reason": None}
+
+
 def environment_facts() -> Dict[str, Any]:
     """Everything above the op table: accelops, Python, torch, tools, CPU, accelerator."""
     import accelops
@@ -140,7 +153,7 @@ def environment_facts() -> Dict[str, Any]:
         "platform": platform.platform(),
         "torch": torch_info,
         "cuda_compiler": guarded(lambda: cuda_compiler_facts(torch_info)),
-        "cxx_compiler": {"command": cxx, **guarded(lambda: tool_version([*shlex.split(cxx), "--version"]))},
+        "cxx_compiler": {"command": cxx, **guarded(cxx_compiler_facts)},
         "ninja": guarded(lambda: tool_version(["ninja", "--version"])),
         "cpu": guarded(cpu_facts, model="unknown", cores=os.cpu_count(), tier=None, tiers=[]),
         "accelerator": guarded(accelerator_facts, name=None),

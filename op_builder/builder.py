@@ -11,12 +11,14 @@ CUDA arch flags and loads the op in a fixed order:
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import platform
 import shlex
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -67,6 +69,24 @@ def compiler_executable() -> str:
     """The program of ``compiler_command()`` (``ccache`` for ``CXX="ccache g++"``)."""
     words = shlex.split(compiler_command(), posix=os.name != "nt")
     return words[0] if words else compiler_command()
+
+
+@functools.lru_cache(maxsize=None)
+def probe_compiler(command: str) -> Tuple[Optional[str], str]:
+    """``(problem, output)`` of running ``<command> --version`` once per process: ``problem`` is None when
+    the compiler runs, else why it does not. Not on MSVC (``cl`` has no ``--version``): ``(None, "")``."""
+    if _is_msvc():
+        return None, ""
+    words = shlex.split(command)
+    try:
+        result = subprocess.run([*words, "--version"], capture_output=True, text=True, errors="replace",
+                                timeout=60, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"`{command} --version` failed: {exc}", ""
+    output = (result.stdout + result.stderr).strip()
+    if result.returncode != 0:
+        return f"`{command} --version` exited {result.returncode}", output
+    return None, output
 
 
 def _tool_identity(path: Optional[str]) -> str:
@@ -206,12 +226,17 @@ class OpBuilder:
         if shutil.which(compiler) is None:
             reasons.append(f"no C++ compiler: `{compiler}` (from CXX or the default) is not on PATH; install one "
                            f"(e.g. g++) or set CXX to its path")
+        else:
+            problem, _ = probe_compiler(compiler_command())
+            if problem:
+                reasons.append(f"the C++ compiler does not run: {problem}; fix it or set CXX to a working one")
         if shutil.which("ninja") is None:
             reasons.append("ninja is not installed (`pip install ninja`); torch's extension builder needs it")
         return reasons + self.extra_requirements()
 
     def is_compatible(self, verbose: bool = False) -> Compatibility:
-        """Whether the op can be built here, with the reasons when not (may spawn nvcc for CUDA ops)."""
+        """Whether the op can be built here, with the reasons when not. Runs the C++ compiler once per process
+        (``--version``) and, for CUDA ops, nvcc."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ loading

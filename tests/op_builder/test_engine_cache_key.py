@@ -115,6 +115,6 @@ def test_rocm_key_follows_pytorch_rocm_arch(monkeypatch):
 def test_compiler_with_arguments_is_found(monkeypatch):
     from accelops.op_builder import ALL_OPS
 
-    monkeypatch.setenv("CXX", f"{sys.executable} -m64")  # an existing program plus a flag
+    monkeypatch.setenv("CXX", f"{sys.executable} -E")  # an existing program plus a flag (it runs --version)
     reasons = ALL_OPS["cpu_adam"]().is_compatible().reasons
     assert not any("C++ compiler" in r for r in reasons), reasons
