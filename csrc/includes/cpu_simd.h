@@ -241,4 +241,22 @@ inline void st(T* p, vf v, int64_t count) {
   if (count == kWidth) vstore(p, v); else store_tail(p, v, count);
 }
 
+// Non-temporal store of a full fp32 vector to a sizeof(vf)-aligned address: the cache line is written
+// without being read first and without evicting cached data. Only for outputs far larger than the
+// caches; call stream_fence() before the data is read by another thread.
+inline void vstream(float* p, vf v) {
+#if defined(ACCELOPS_CPU_AVX512)
+  _mm512_stream_ps(p, v);
+#elif defined(ACCELOPS_CPU_AVX2)
+  _mm256_stream_ps(p, v);
+#else
+  vstore(p, v);
+#endif
+}
+inline void stream_fence() {
+#if defined(ACCELOPS_CPU_AVX512) || defined(ACCELOPS_CPU_AVX2)
+  _mm_sfence();
+#endif
+}
+
 }  // namespace accelops_cpu

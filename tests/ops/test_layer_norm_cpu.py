@@ -157,6 +157,20 @@ def test_rejects_wrong_shapes():
         fused_add_layer_norm(torch.randn(4, 0), None, torch.ones(0), torch.zeros(0))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_outputs_over_16_mib_match_too(path, dtype):
+    """Outputs this large are written with non-temporal stores (and advised as huge pages) by the kernel."""
+    rows, n = 8192, 1024 if dtype == torch.float32 else 2048
+    gen = torch.Generator().manual_seed(3)
+    x, r = (torch.randn(rows, n, generator=gen).to(dtype) for _ in range(2))
+    w, b = torch.randn(n).to(dtype), torch.randn(n).to(dtype)
+    y, s = fused_add_layer_norm(x, r, w, b, 1e-5, return_sum=True)
+    assert torch.equal(s, x + r)
+    ref = F.layer_norm((x + r).float(), (n,), w.float(), b.float(), 1e-5)
+    tol = {"rtol": 1e-5, "atol": 1e-4} if dtype == torch.float32 else {"rtol": 1e-2, "atol": 2e-2}
+    torch.testing.assert_close(y.float(), ref, **tol)
+
+
 def test_rejects_bad_argument_types_and_eps():
     x = torch.randn(4, 8)
     with pytest.raises(TypeError, match="weight must be a tensor, got NoneType"):

@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "cpu_simd.h"
@@ -14,9 +16,20 @@
 namespace accelops_cpu {
 namespace {
 
+// fp32 outputs at least this large are written with non-temporal stores (see vstream).
+constexpr int64_t kStreamBytes = int64_t(16) << 20;
+
+bool aligned_for_vectors(const void* p) { return reinterpret_cast<uintptr_t>(p) % sizeof(vf) == 0; }
+
 template <typename T>
 void forward(const T* x, const T* res, const T* w, const T* b, T* y, T* s, float* mean, float* rstd, int64_t rows,
              int64_t n, float eps) {
+  // Large fp32 outputs whose rows are whole aligned vectors skip the read-for-ownership of every line.
+  bool stream = false;
+  if constexpr (std::is_same_v<T, float>) {
+    stream = rows * n * int64_t(sizeof(float)) >= kStreamBytes && n % kWidth == 0 && aligned_for_vectors(y) &&
+             (!res || aligned_for_vectors(s));
+  }
 #pragma omp parallel
   {
     std::vector<float> buf(size_t(n + kWidth));
@@ -29,8 +42,13 @@ void forward(const T* x, const T* res, const T* w, const T* b, T* y, T* s, float
         const int64_t c = std::min<int64_t>(kWidth, n - i);
         vf v = ld(x + o + i, c);
         if (res) {
-          st(s + o + i, vadd(v, ld(res + o + i, c)), c);
-          v = ld(s + o + i, c);  // re-read: the statistics use the rounded sum, as F.layer_norm(x + r) does
+          if constexpr (std::is_same_v<T, float>) {
+            v = vadd(v, ld(res + o + i, c));  // fp32: the sum is already rounded like x + r
+            if (stream) vstream(reinterpret_cast<float*>(s) + o + i, v); else st(s + o + i, v, c);
+          } else {
+            st(s + o + i, vadd(v, ld(res + o + i, c)), c);
+            v = ld(s + o + i, c);  // re-read: the statistics use the sum rounded to T, as F.layer_norm(x + r)
+          }
         }
         vstore(buf.data() + i, v);  // zero-padded tail lanes add nothing to the sum
         acc = vadd(acc, v);
@@ -60,11 +78,13 @@ void forward(const T* x, const T* res, const T* w, const T* b, T* y, T* s, float
       for (i = 0; i < n; i += kWidth) {
         const int64_t c = std::min<int64_t>(kWidth, n - i);
         vf xhat = vmul(vsub(vload(buf.data() + i), vmu), vrs);
-        st(y + o + i, vfma(xhat, ld(w + i, c), ld(b + i, c)), c);
+        vf out = vfma(xhat, ld(w + i, c), ld(b + i, c));
+        if (stream) vstream(reinterpret_cast<float*>(y) + o + i, out); else st(y + o + i, out, c);
       }
       mean[r] = mu;
       rstd[r] = rs;
     }
+    if (stream) stream_fence();
   }
 }
 
