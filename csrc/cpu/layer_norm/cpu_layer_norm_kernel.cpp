@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdint>
 #include <type_traits>
 #include <vector>
 
@@ -19,17 +18,13 @@ namespace {
 // fp32 outputs at least this large are written with non-temporal stores (see vstream).
 constexpr int64_t kStreamBytes = int64_t(16) << 20;
 
-bool aligned_for_vectors(const void* p) { return reinterpret_cast<uintptr_t>(p) % sizeof(vf) == 0; }
-
 template <typename T>
 void forward(const T* x, const T* res, const T* w, const T* b, T* y, T* s, float* mean, float* rstd, int64_t rows,
              int64_t n, float eps) {
   // Large fp32 outputs whose rows are whole aligned vectors skip the read-for-ownership of every line.
-  bool stream = false;
-  if constexpr (std::is_same_v<T, float>) {
-    stream = rows * n * int64_t(sizeof(float)) >= kStreamBytes && n % kWidth == 0 && aligned_for_vectors(y) &&
-             (!res || aligned_for_vectors(s));
-  }
+  constexpr bool is_fp32 = std::is_same<T, float>::value;
+  const bool stream = is_fp32 && rows * n * int64_t(sizeof(T)) >= kStreamBytes && n % kWidth == 0 &&
+                      stream_aligned(y) && (!res || stream_aligned(s));
 #pragma omp parallel
   {
     std::vector<float> buf(size_t(n + kWidth));
@@ -41,13 +36,12 @@ void forward(const T* x, const T* res, const T* w, const T* b, T* y, T* s, float
       for (; i < n; i += kWidth) {  // stage the row (rounded like x + residual in T) and sum it
         const int64_t c = std::min<int64_t>(kWidth, n - i);
         vf v = ld(x + o + i, c);
-        if (res) {
-          if constexpr (std::is_same_v<T, float>) {
-            v = vadd(v, ld(res + o + i, c));  // fp32: the sum is already rounded like x + r
-            if (stream) vstream(reinterpret_cast<float*>(s) + o + i, v); else st(s + o + i, v, c);
+        if (res) {  // the statistics use the sum rounded to T, as F.layer_norm(x + r) does
+          if (stream) {
+            v = vstream(reinterpret_cast<float*>(s) + o + i, vadd(v, ld(res + o + i, c)));
           } else {
             st(s + o + i, vadd(v, ld(res + o + i, c)), c);
-            v = ld(s + o + i, c);  // re-read: the statistics use the sum rounded to T, as F.layer_norm(x + r)
+            v = ld(s + o + i, c);
           }
         }
         vstore(buf.data() + i, v);  // zero-padded tail lanes add nothing to the sum
