@@ -184,8 +184,14 @@ def init_distributed(backend: Optional[str] = None, init_method: Optional[str] =
     elif kind == "file":
         store = rendezvous.file_store(path, launch.world_size)
     else:
+        # torchrun's agent serves the store on MASTER_PORT itself and keeps it across worker restarts,
+        # so every rank is a client there and the keys of each restart attempt get their own prefix.
+        agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
         store = rendezvous.tcp_store(launch.master_addr, launch.master_port, launch.rank, launch.world_size,
-                                     timeout, seen)
+                                     timeout, seen, agent_store=agent_store)
+        if agent_store:
+            attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+            store = dist.PrefixStore(f"accelops/attempt_{attempt}", store)
     where = reported if kind == "file" else f"{launch.master_addr}:{launch.master_port} via {reported}"
     hint = ""
     if launch.source == "slurm":

@@ -32,15 +32,16 @@ def free_port(host: str = "") -> int:
         return sock.getsockname()[1]
 
 
-def tcp_store(addr: str, port: int, rank: int, world_size: int, timeout: timedelta, seen):
+def tcp_store(addr: str, port: int, rank: int, world_size: int, timeout: timedelta, seen, agent_store: bool = False):
     """Rank 0 serves a ``TCPStore`` on ``port``; the others connect to ``addr:port``.
 
-    Rank 0 first checks that the port can be bound. Raises :class:`DistributedInitError` when the
-    port is in use or the master cannot be reached within ``timeout``.
+    Rank 0 first checks that the port can be bound. With ``agent_store`` (torchrun's agent already
+    serves the store on ``port``) every rank connects as a client. Raises :class:`DistributedInitError`
+    when the port is in use or the master cannot be reached within ``timeout``.
     """
     import torch.distributed as dist
 
-    if rank == 0:
+    if rank == 0 and not agent_store:
         why = port_in_use(port)
         if why is not None:
             advice = ("another job or an earlier run holds it. Set MASTER_PORT to a free port or stop the other "
