@@ -119,12 +119,16 @@ def _export(launch: LaunchEnv) -> None:
             os.environ[name] = str(value)
 
 
-def _set_device(local_rank: int) -> None:
+def _set_device(local_rank: int, seen) -> None:
     from accelops.accelerator import get_accelerator
 
     accelerator = get_accelerator()
-    if local_rank < accelerator.device_count():
+    count = accelerator.device_count()
+    if local_rank < count:
         accelerator.set_device(local_rank)
+    elif accelerator.name != "cpu":  # the CPU is one shared device; elsewhere ranks would share a device
+        raise DistributedInitError(f"local rank {local_rank} has no {accelerator.name} device: {count} visible "
+                                   f"on this host; start at most {count} processes per host", seen)
 
 
 def init_distributed(backend: Optional[str] = None, init_method: Optional[str] = None,
@@ -140,11 +144,12 @@ def init_distributed(backend: Optional[str] = None, init_method: Optional[str] =
     for peers and is passed to ``init_process_group``.
 
     Side effects: imports torch.distributed; selects the accelerator and, when it has more than
-    ``local_rank`` devices, calls ``set_device(local_rank)`` (CPU with one device: no call); when
-    the values came from Open MPI, PMI or SLURM, writes RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR
-    and MASTER_PORT into ``os.environ`` so later code sees a torchrun-like environment; with
-    mpi4py installed and no master address/port, an MPI job broadcasts rank 0's host name and a
-    free port (this initialises MPI). Rank 0 serves the rendezvous store.
+    ``local_rank`` devices, calls ``set_device(local_rank)`` (CPU with one device: no call; another
+    accelerator with too few devices: an error); when the values came from Open MPI, PMI or SLURM,
+    writes RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT into ``os.environ`` so later
+    code sees a torchrun-like environment; with mpi4py installed and no master address/port, an
+    Open MPI or PMI job broadcasts rank 0's host name and a free port (this initialises MPI). Rank 0
+    serves the rendezvous store (under torchrun, its agent does).
 
     Calling it again returns the same :class:`DistributedInfo` and does nothing. If the user already
     initialised the default group, nothing is changed and the info is read from torch.distributed
@@ -164,16 +169,17 @@ def init_distributed(backend: Optional[str] = None, init_method: Optional[str] =
     launch = resolve_launch_env(os.environ)
     seen = launch.seen
     kind, launch, path, reported = _parse_init_method(init_method, launch, seen)
-    local_world = launch.world_size == 1 and init_method is None
+    local_world = launch.world_size == 1 and (init_method is None
+                                              or (init_method == "env://" and launch.master_port is None))
     if kind == "tcp" and not local_world:
-        if launch.master_addr is None or launch.master_port is None:
+        if (launch.master_addr is None or launch.master_port is None) and launch.source in ("openmpi", "pmi"):
             launch = _fill_master_from_mpi(launch)
         _require_master(launch, seen)
     if launch.source in _EXPORTED_SOURCES:
         _export(launch)
         seen = launcher_vars(os.environ)
 
-    _set_device(launch.local_rank)
+    _set_device(launch.local_rank, seen)
     if backend is None:
         from accelops.accelerator import get_accelerator
 

@@ -77,6 +77,20 @@ def test_device_is_set_only_when_the_accelerator_has_it(monkeypatch, local_rank,
     assert seen == calls
 
 
+def test_a_local_rank_without_its_accelerator_device_is_an_error(monkeypatch):
+    accelerator = get_accelerator()
+    monkeypatch.setattr(accelerator, "name", "fakegpu")  # one device, and not the shared CPU
+    os.environ.update(RANK="1", WORLD_SIZE="2", LOCAL_RANK="1", MASTER_ADDR="127.0.0.1", MASTER_PORT="1")
+    with pytest.raises(comm.DistributedInitError, match="local rank 1 has no fakegpu device: 1 visible"):
+        comm.init_distributed(timeout=5)
+    assert not comm.is_initialized()
+
+
+def test_explicit_env_init_method_is_a_world_of_one_without_master_port():
+    info = comm.init_distributed(init_method="env://", timeout=10)
+    assert (info.world_size, info.init_method, info.source) == (1, "local", "single")
+
+
 class _FakeWorld:
     """Stands in for mpi4py's COMM_WORLD: a world of 2 seen from one rank."""
 
