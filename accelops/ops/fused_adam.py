@@ -234,9 +234,40 @@ class FusedAdam(torch.optim.Optimizer):
         state["exp_avg"] = torch.zeros_like(p, dtype=want, memory_format=torch.contiguous_format)
         state["exp_avg_sq"] = torch.zeros_like(p, dtype=want, memory_format=torch.contiguous_format)
 
+    def __setstate__(self, state):
+        """Fill in FusedAdam's group keys for groups that come from torch.optim.Adam/AdamW state_dicts."""
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("bias_correction", True)
+            group.setdefault("decoupled_weight_decay", self.defaults["decoupled_weight_decay"])
+
+    def _refuse_foreign_state(self, state_dict) -> None:
+        """Raise before anything is loaded for options FusedAdam cannot honour or state of other params."""
+        for g, group in enumerate(state_dict["param_groups"]):
+            for option in ("amsgrad", "maximize"):
+                if group.get(option):
+                    raise ValueError(f"FusedAdam: group {g} of the state_dict has {option}=True, which FusedAdam "
+                                     f"does not support")
+        ids = [i for group in state_dict["param_groups"] for i in group["params"]]
+        params = [p for group in self.param_groups for p in group["params"]]
+        for pid, p in zip(ids, params):
+            saved = state_dict["state"].get(pid)
+            if saved is None:
+                continue
+            missing = {"step", "exp_avg", "exp_avg_sq"} - set(saved)
+            if missing:
+                raise ValueError(f"FusedAdam: state of param {pid} lacks {sorted(missing)}: a state_dict of "
+                                 f"another optimizer?")
+            for key in ("exp_avg", "exp_avg_sq"):
+                if tuple(saved[key].shape) != tuple(p.shape):
+                    raise ValueError(f"FusedAdam: state {key!r} of param {pid} has shape {tuple(saved[key].shape)}, "
+                                     f"the param {tuple(p.shape)}: a state_dict of another model?")
+
     def load_state_dict(self, state_dict):
         """Load like torch, but keep the saved state's precision: torch casts state to the param dtype,
-        which would round fp32 state of 16-bit params; ``step`` goes to the param's device."""
+        which would round fp32 state of 16-bit params; ``step`` goes to the param's device. State of
+        other params, or options FusedAdam lacks (amsgrad, maximize), are refused before anything changes."""
+        self._refuse_foreign_state(state_dict)
         ids = [i for group in state_dict["param_groups"] for i in group["params"]]
         saved = state_dict["state"]
         super().load_state_dict(state_dict)

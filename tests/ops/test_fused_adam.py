@@ -450,11 +450,40 @@ def test_step_rejects_grad_of_another_size():
         opt.step()
 
 
-def test_load_state_dict_of_another_model_is_rejected():
+def test_load_state_dict_of_another_model_is_rejected_before_anything_changes():
     params, opt = _stepped_optimizer()
-    other = FusedAdam([torch.zeros(s[::-1] + (2,), requires_grad=True) for s in SHAPES])
-    with pytest.raises(ValueError, match="loaded state_dict.*shape"):
+    other = FusedAdam([torch.zeros(s[::-1] + (2,), requires_grad=True) for s in SHAPES], lr=0.5)
+    with pytest.raises(ValueError, match="has shape .*a state_dict of another model"):
         other.load_state_dict(copy.deepcopy(opt.state_dict()))
+    assert other.param_groups[0]["lr"] == 0.5 and not other.state
+
+
+def test_torch_adamw_state_dict_loads_into_fused_adam():
+    ref = make_params(torch.float32)
+    ours = clone_params(ref)
+    ref_opt = torch.optim.AdamW(ref, lr=1e-2, weight_decay=0.01, foreach=False)
+    for step in range(3):
+        set_grads([ref], step)
+        ref_opt.step()
+    with torch.no_grad():
+        for p, r in zip(ours, ref):
+            p.copy_(r)
+    opt = FusedAdam(ours, lr=0.5)
+    opt.load_state_dict(copy.deepcopy(ref_opt.state_dict()))  # torch's groups lack bias_correction
+    for step in range(3, 5):
+        set_grads([ours, ref], step)
+        opt.step()
+        ref_opt.step()
+    for p, r in zip(ours, ref):
+        torch.testing.assert_close(p, r, **TOL[torch.float32])
+
+
+@pytest.mark.parametrize("option", ["amsgrad", "maximize"])
+def test_state_dict_with_options_fused_adam_lacks_is_refused(option):
+    ref = make_params(torch.float32)
+    ref_opt = torch.optim.Adam(ref, **{option: True})
+    with pytest.raises(ValueError, match=f"{option}=True, which FusedAdam does not support"):
+        FusedAdam(clone_params(ref)).load_state_dict(ref_opt.state_dict())
 
 
 @pytest.mark.parametrize("attr, value", [("grad_scale", torch.ones(2)), ("found_inf", torch.zeros(3))])
