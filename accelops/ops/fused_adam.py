@@ -400,6 +400,7 @@ class FusedAdam(torch.optim.Optimizer):
                 raise
             finally:
                 _tls.fast_path = False
-            if fi is not None:
-                torch._foreach_sub_(steps, [fi] * len(steps))
+            if fi is not None:  # a skipped step is not counted (GradScaler may sum flags: 2.0 is one skip)
+                skipped = (fi != 0).to(torch.float32)
+                torch._foreach_sub_(steps, [skipped] * len(steps))
         return loss
