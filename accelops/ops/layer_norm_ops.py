@@ -12,7 +12,7 @@ Schema (shared by every device):
 
 The CPU kernel is the ``cpu_layer_norm`` extension (built on first use); when it cannot be loaded, or
 ``ACCELOPS_CPU_OPS_FALLBACK=1`` is set, a pure-torch implementation gives the same results. CUDA kernels
-are registered by ``accelops.ops.layer_norm_cuda`` (imported lazily when a CUDA tensor shows up).
+are registered by ``accelops.ops.layer_norm_cuda``, imported with this module when torch has CUDA or ROCm.
 Importing this module only defines the ops; it builds nothing.
 """
 import math
@@ -27,7 +27,6 @@ __all__ = ["add_layer_norm_fwd", "add_layer_norm_bwd", "fused_add_layer_norm", "
 
 _BUILDER = "CPULayerNormBuilder"
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-_cuda_import_tried = False
 
 
 def layer_norm_path() -> str:
@@ -106,17 +105,6 @@ def _bwd_torch(grad_y, inp, mean, rstd, weight):
     grad_in = rstd.unsqueeze(-1) * (g - (g.sum(-1, keepdim=True) + xhat * (g * xhat).sum(-1, keepdim=True)) / n)
     return (grad_in.to(inp.dtype).reshape(inp.shape), (dy * xhat).sum(0).to(weight.dtype),
             dy.sum(0).to(weight.dtype))
-
-
-def _maybe_register_cuda(t: Tensor) -> None:
-    """Import the optional CUDA registration the first time a CUDA tensor shows up."""
-    global _cuda_import_tried
-    if t.is_cuda and not _cuda_import_tried:
-        _cuda_import_tried = True
-        try:
-            from . import layer_norm_cuda  # noqa: F401  (registers the "cuda" kernels on import)
-        except ImportError:
-            pass
 
 
 @torch.library.custom_op("accelops::add_layer_norm_fwd", mutates_args=())
@@ -200,10 +188,13 @@ def fused_add_layer_norm(x: Tensor, residual: Optional[Tensor], weight: Tensor, 
     inputs are read through a contiguous copy (inputs are never written).
     """
     _check_arguments(x, residual, weight, bias, eps)
-    _maybe_register_cuda(x)
     x = x.contiguous()
     residual = residual.contiguous() if residual is not None else None
     y, s, _mean, _rstd = add_layer_norm_fwd(x, residual, weight, bias, float(eps))
     if return_sum:
         return y, (s if residual is not None else x)
     return y
+
+
+if torch.version.cuda or torch.version.hip:  # register the CUDA kernels too, so direct torch.ops calls use them
+    from . import layer_norm_cuda  # noqa: E402,F401  (builds nothing until a CUDA call)
