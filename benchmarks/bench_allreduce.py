@@ -50,18 +50,21 @@ def _launch(args) -> int:
                    LOCAL_WORLD_SIZE=str(args.nprocs), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
         procs.append(subprocess.Popen([sys.executable, os.path.abspath(__file__)] + sys.argv[1:], env=env,
                                       start_new_session=True))
-    deadline, codes = time.monotonic() + args.timeout, []
-    for proc in procs:
-        try:
-            codes.append(proc.wait(timeout=max(0.1, deadline - time.monotonic())))
-        except subprocess.TimeoutExpired:
-            codes.append(124)
-    for proc in procs:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    if 124 in codes:
-        print(f"ranks killed after {args.timeout:g} s", file=sys.stderr)
+    deadline = time.monotonic() + args.timeout
+    try:  # poll all ranks: the first failure (or the deadline, or Ctrl-C) ends the whole job
+        while any(proc.poll() is None for proc in procs):
+            if any(proc.poll() not in (None, 0) for proc in procs):
+                break
+            if time.monotonic() > deadline:
+                print(f"ranks killed after {args.timeout:g} s", file=sys.stderr)
+                break
+            time.sleep(0.1)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    codes = [proc.returncode for proc in procs]
     return max(codes, key=abs)
 
 

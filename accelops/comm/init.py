@@ -246,7 +246,10 @@ def get_local_rank() -> int:
 
 
 def destroy() -> None:
-    """Destroy the default process group if there is one, and forget the cached info. Idempotent."""
+    """Destroy the default process group if there is one, and forget the cached info. Idempotent.
+
+    To initialise again on the same MASTER_PORT, every rank must have called this first (rank 0's store
+    lives until then); otherwise use a new port."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():

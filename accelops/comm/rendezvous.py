@@ -9,6 +9,7 @@ from .errors import DistributedInitError
 
 JOIN_KEY = "accelops/joined"
 _POLL_S = 0.02
+_MAX_POLL_S = 0.5
 
 
 def port_in_use(port: int, host: str = "") -> Optional[str]:
@@ -101,11 +102,14 @@ def wait_for_peers(store, rank: int, world_size: int, timeout: timedelta, where:
     on timeout with "k of n ranks joined after t s" and the ranks still missing.
     """
     if _store_op(lambda: store.add(f"{JOIN_KEY}/{rank}", 1), where, seen) > 1:
+        stale = (f", or the store file holds an earlier run's keys (delete it or use a new path)"
+                 if where.startswith("file://") else "")
         raise DistributedInitError(f"another process already joined as rank {rank}: every process needs its own "
-                                   f"rank (rendezvous {where})", seen)
+                                   f"rank{stale} (rendezvous {where})", seen)
     _store_op(lambda: store.add(JOIN_KEY, 1), where, seen)
     start = time.monotonic()
     limit = timeout.total_seconds()
+    pause = _POLL_S
     while True:
         joined = _store_op(lambda: store.add(JOIN_KEY, 0), where, seen)
         if joined >= world_size:
@@ -116,4 +120,5 @@ def wait_for_peers(store, rank: int, world_size: int, timeout: timedelta, where:
             raise DistributedInitError(
                 f"timed out waiting for peers: {joined} of {world_size} ranks joined after {waited:.1f} s, "
                 f"missing rank(s) {missing} (rank {rank}, rendezvous {where}){hint}", seen)
-        time.sleep(_POLL_S)
+        time.sleep(min(pause, max(limit - waited, 0.0)))
+        pause = min(pause * 1.5, _MAX_POLL_S)  # large jobs: thousands of ranks must not flood rank 0's store
