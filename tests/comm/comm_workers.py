@@ -48,6 +48,24 @@ def run_ranks(world_size, scenario, env_for_rank, timeout_s=90):
     return results
 
 
+def run_launcher(cmd, env, result_dir, timeout_s=120):
+    """Run a launcher command (mpirun, torchrun) that starts ``launched_allreduce`` workers writing
+    ``result_dir/result-<rank>.json``; kill its whole process group after ``timeout_s``. Returns the
+    results in rank order; AssertionError when it fails or times out."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise AssertionError(f"{cmd[0]} did not finish within {timeout_s} s") from None
+    assert proc.returncode == 0, err[-3000:]
+    files = sorted(result_dir.glob("result-*.json"))  # per-rank files: launchers may interleave stdout
+    assert [f.name for f in files] == [f"result-{r}.json" for r in range(len(files))] and files, out
+    return [json.loads(f.read_text()) for f in files]
+
+
 def torchrun_env(rank, world_size, port, **extra):
     env = {"RANK": rank, "WORLD_SIZE": world_size, "LOCAL_RANK": rank, "LOCAL_WORLD_SIZE": world_size,
            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}

@@ -1,14 +1,12 @@
 """Two ranks started by Open MPI's mpirun: init_distributed maps OMPI_* variables and all_reduce works."""
-import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 
 import pytest
 
-from comm_workers import HERE, _LAUNCH_VARS, free_port
+from comm_workers import HERE, _LAUNCH_VARS, free_port, run_launcher
 
 MPIRUN = shutil.which("mpirun")
 
@@ -32,19 +30,8 @@ def _mpirun(tmp_path, extra_env):
         cmd.append("--allow-run-as-root")
         env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     cmd += [sys.executable, os.path.join(HERE, "comm_workers.py"), "launched_allreduce"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=90)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        pytest.fail("mpirun did not finish within 90 s")
-    assert proc.returncode == 0, err[-3000:]
-    # Read the per-rank files: mpirun may interleave the two ranks' stdout.
-    files = sorted(tmp_path.glob("result-*.json"))
-    assert [f.name for f in files] == ["result-0.json", "result-1.json"], out
-    results = [json.loads(f.read_text()) for f in files]
+    results = run_launcher(cmd, env, tmp_path, timeout_s=90)
+    assert len(results) == 2
     for rank, res in enumerate(results):
         assert res["info"] == {"rank": rank, "world_size": 2, "local_rank": rank, "backend": "gloo",
                                "init_method": "env://", "source": "openmpi"}
