@@ -8,29 +8,27 @@ from __future__ import annotations
 import os
 import platform
 import shutil
-import subprocess
 import sys
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
-TOOL_TIMEOUT_S = 10
+def _not_found(reason: str, path: Optional[str] = None) -> Dict[str, Any]:
+    return {"found": False, "path": path, "version": None, "reason": reason}
 
 
-def tool_version(command: List[str]) -> Dict[str, Any]:
-    """Run ``command`` (e.g. ``["nvcc", "--version"]``) once and return path, version line or reason."""
-    path = shutil.which(command[0])
+def tool_version(command: List[str], path: Optional[str] = None) -> Dict[str, Any]:
+    """Run ``command --version`` once (cached with the op builders' probe) and return path, version line or
+    reason. ``path`` is where ``command[0]`` lives, for the report (looked up on PATH when not given)."""
+    from accelops.op_builder.builder import probe_version
+
+    path = path or shutil.which(command[0])
     if path is None:
-        return {"found": False, "path": None, "version": None, "reason": f"{command[0]} not found on PATH"}
-    try:
-        result = subprocess.run([path, *command[1:]], capture_output=True, text=True, errors="replace",
-                                timeout=TOOL_TIMEOUT_S, stdin=subprocess.DEVNULL)
-    except Exception as exc:  # OSError, a timeout, anything else: the row carries the reason
-        return {"found": False, "path": path, "version": None, "reason": f"{command[0]} failed to run: {exc}"}
-    lines = [line.strip() for line in (result.stdout + result.stderr).splitlines() if line.strip()]
-    if result.returncode != 0 or not lines:
-        return {"found": False, "path": path, "version": None, "reason": f"{command[0]} exited {result.returncode}"}
+        return _not_found(f"{command[0]} not found on PATH")
+    problem, output = probe_version(tuple(command))  # the same call (and cached result) as the builders
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    if problem or not lines:
+        return _not_found(problem or f"`{command[0]} --version` printed nothing", path)
     release = [line for line in lines if "release" in line.lower()]  # nvcc/hipcc put the version there
-    version = release[0] if release else lines[0]
-    return {"found": True, "path": path, "version": version, "reason": None}
+    return {"found": True, "path": path, "version": release[0] if release else lines[0], "reason": None}
 
 
 def cpu_model() -> str:
@@ -116,28 +114,21 @@ def cpu_facts() -> Dict[str, Any]:
 def cuda_compiler_facts(torch_info: Dict[str, Any]) -> Dict[str, Any]:
     """hipcc on ROCm builds of torch, else the nvcc the op builders would use (CUDA_HOME, PATH, ...)."""
     if torch_info.get("hip"):
-        return {"name": "hipcc", **tool_version(["hipcc", "--version"])}
+        return {"name": "hipcc", **tool_version(["hipcc"])}
     from accelops.op_builder import cuda_checks
 
     nvcc = cuda_checks.nvcc_path()
     if nvcc is None:
-        return {"name": "nvcc", "found": False, "path": None, "version": None,
-                "reason": f"nvcc not found (CUDA toolkit folder: {cuda_checks.cuda_home()!r})"}
-    return {"name": "nvcc", **tool_version([nvcc, "--version"])}
+        return {"name": "nvcc", **_not_found(f"nvcc not found (CUDA toolkit folder: {cuda_checks.cuda_home()!r})")}
+    return {"name": "nvcc", **tool_version([nvcc])}
 
 
 def cxx_compiler_facts() -> Dict[str, Any]:
-    """The C++ compiler op builds use, probed the way the builders probe it (one ``--version`` run)."""
-    from accelops.op_builder.builder import compiler_command, compiler_executable, probe_compiler
+    """The C++ compiler op builds use (``$CXX`` may carry arguments), probed as the builders probe it."""
+    from accelops.op_builder.builder import compiler_executable, compiler_words
 
-    path = shutil.which(compiler_executable())
-    if path is None:
-        return {"found": False, "path": None, "version": None, "reason": f"{compiler_executable()} not found on PATH"}
-    problem, output = probe_compiler(compiler_command())
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
-    if problem:
-        return {"found": False, "path": path, "version": None, "reason": problem}
-    return {"found": True, "path": path, "version": lines[0] if lines else "", "reason": None}
+    words = compiler_words()
+    return tool_version(list(words), path=shutil.which(compiler_executable()))
 
 
 def environment_facts() -> Dict[str, Any]:
@@ -154,7 +145,7 @@ def environment_facts() -> Dict[str, Any]:
         "torch": torch_info,
         "cuda_compiler": guarded(lambda: cuda_compiler_facts(torch_info)),
         "cxx_compiler": {"command": cxx, **guarded(cxx_compiler_facts)},
-        "ninja": guarded(lambda: tool_version(["ninja", "--version"])),
+        "ninja": guarded(lambda: tool_version(["ninja"])),
         "cpu": guarded(cpu_facts, model="unknown", cores=os.cpu_count(), tier=None, tiers=[]),
         "accelerator": guarded(accelerator_facts, name=None),
     }
@@ -165,5 +156,5 @@ def guarded(probe, **when_failed: Any) -> Dict[str, Any]:
     try:
         return probe()
     except Exception as exc:
-        fields = when_failed or {"found": False, "path": None, "version": None}
-        return {**fields, "reason": f"probe failed: {type(exc).__name__}: {exc}"}
+        reason = f"probe failed: {type(exc).__name__}: {exc}"
+        return {**when_failed, "reason": reason} if when_failed else _not_found(reason)

@@ -67,26 +67,28 @@ def compiler_command() -> str:
 
 def compiler_executable() -> str:
     """The program of ``compiler_command()`` (``ccache`` for ``CXX="ccache g++"``)."""
-    words = shlex.split(compiler_command(), posix=os.name != "nt")
-    return words[0] if words else compiler_command()
+    return compiler_words()[0]
 
 
 @functools.lru_cache(maxsize=None)
-def probe_compiler(command: str) -> Tuple[Optional[str], str]:
-    """``(problem, output)`` of running ``<command> --version`` once per process: ``problem`` is None when
-    the compiler runs, else why it does not. Not on MSVC (``cl`` has no ``--version``): ``(None, "")``."""
-    if _is_msvc():
-        return None, ""
-    words = shlex.split(command)
+def probe_version(command: Tuple[str, ...]) -> Tuple[Optional[str], str]:
+    """``(problem, output)`` of running ``command + ("--version",)`` once per process: ``problem`` is None
+    when it ran and exited 0, else why not. Used for the C++ compiler here and by ds_report's tool rows."""
+    shown = " ".join(command)
     try:
-        result = subprocess.run([*words, "--version"], capture_output=True, text=True, errors="replace",
+        result = subprocess.run([*command, "--version"], capture_output=True, text=True, errors="replace",
                                 timeout=60, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"`{command} --version` failed: {exc}", ""
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"`{shown} --version` failed: {exc}", ""
     output = (result.stdout + result.stderr).strip()
     if result.returncode != 0:
-        return f"`{command} --version` exited {result.returncode}", output
+        return f"`{shown} --version` exited {result.returncode}", output
     return None, output
+
+
+def compiler_words() -> Tuple[str, ...]:
+    """``compiler_command()`` split into words (``("ccache", "g++")``)."""
+    return tuple(shlex.split(compiler_command(), posix=os.name != "nt")) or (compiler_command(),)
 
 
 def _tool_identity(path: Optional[str]) -> str:
@@ -226,8 +228,8 @@ class OpBuilder:
         if shutil.which(compiler) is None:
             reasons.append(f"no C++ compiler: `{compiler}` (from CXX or the default) is not on PATH; install one "
                            f"(e.g. g++) or set CXX to its path")
-        else:
-            problem, _ = probe_compiler(compiler_command())
+        elif not _is_msvc():  # cl has no --version
+            problem, _ = probe_version(compiler_words())
             if problem:
                 reasons.append(f"the C++ compiler does not run: {problem}; fix it or set CXX to a working one")
         if shutil.which("ninja") is None:

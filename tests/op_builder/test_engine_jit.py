@@ -144,7 +144,7 @@ def test_compiler_that_does_not_run_is_a_reason(cache_dir, tiny_csrc, monkeypatc
     broken.write_text("#!/bin/sh\nexit 3\n")
     broken.chmod(0o755)
     monkeypatch.setenv("CXX", str(broken))
-    builder_module.probe_compiler.cache_clear()
+    builder_module.probe_version.cache_clear()
     reasons = TinyBuilder().is_compatible().reasons
     assert any("C++ compiler does not run" in r and "exited 3" in r for r in reasons), reasons
 
