@@ -5,20 +5,20 @@ with its reason instead of a crash.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 
-def _prebuilt(builder) -> Dict[str, Any]:
-    from accelops.op_builder import prebuilt
-
-    return prebuilt.prebuilt_status(builder)
+def _row(name: str, builder: Optional[str], kind: Optional[str]) -> Dict[str, Any]:
+    """A row with nothing known yet: not compatible, not cached, no reasons."""
+    return {"name": name, "builder": builder, "kind": kind, "variant": None, "prebuilt": None, "compatible": False,
+            "reasons": [], "warnings": [], "cached": False, "cache_detail": None}
 
 
 def op_row(name: str, cls: type) -> Dict[str, Any]:
     """One op's facts; every probe that raises leaves its reason in the row."""
-    row: Dict[str, Any] = {"name": name, "builder": cls.__name__, "kind": getattr(cls, "KIND", None),
-                           "variant": None, "prebuilt": None, "compatible": False, "reasons": [], "warnings": [],
-                           "cached": False, "cache_detail": None}
+    from accelops.op_builder.prebuilt import prebuilt_status
+
+    row = _row(name, cls.__name__, getattr(cls, "KIND", None))
     try:
         builder = cls()
         row["variant"] = builder.variant()
@@ -26,7 +26,7 @@ def op_row(name: str, cls: type) -> Dict[str, Any]:
         row["reasons"] = [f"builder failed: {exc}"]
         return row
     try:
-        row["prebuilt"] = _prebuilt(builder)
+        row["prebuilt"] = prebuilt_status(builder)
     except Exception as exc:
         row["prebuilt"] = {"installed": False, "variants": [], "torch": None, "usable": False,
                            "reason": f"cannot read the build info: {exc}"}
@@ -52,7 +52,5 @@ def op_rows() -> List[Dict[str, Any]]:
 
         ops = all_ops()
     except Exception as exc:
-        return [{"name": "(registry)", "builder": None, "kind": None, "variant": None, "prebuilt": None,
-                 "compatible": False, "reasons": [f"cannot list the ops: {exc}"], "warnings": [], "cached": False,
-                 "cache_detail": None}]
+        return [{**_row("(registry)", None, None), "reasons": [f"cannot list the ops: {exc}"]}]
     return [op_row(name, cls) for name, cls in ops.items()]

@@ -35,6 +35,10 @@ class Painter:
         return self._paint(YELLOW, text)
 
 
+def _section(title: str) -> List[str]:
+    return ["-" * 72, title, "-" * 72]
+
+
 def _tool_line(label: str, tool: Optional[Dict[str, Any]]) -> str:
     if not tool:
         return f"{label:<22} n/a"
@@ -48,10 +52,7 @@ def environment_lines(env: Dict[str, Any], paint: Painter) -> List[str]:
     torch_info = env["torch"]
     accel = env["accelerator"]
     cpu = env["cpu"]
-    lines = [
-        "-" * 72,
-        "accelops environment",
-        "-" * 72,
+    lines = _section("accelops environment") + [
         f"{'accelops':<22} {env['accelops']['version']} ({env['accelops']['path']})",
         f"{'python':<22} {env['python']['version']} ({env['python']['executable']})",
         f"{'platform':<22} {env['platform']}",
@@ -69,7 +70,7 @@ def environment_lines(env: Dict[str, Any], paint: Painter) -> List[str]:
     tier = cpu.get("tier") or paint.bad(f"unknown ({cpu.get('tier_error')})")
     lines.append(f"{'cpu':<22} {cpu['model']}, {cpu['cores']} cores")
     lines.append(f"{'cpu op tier':<22} {tier} (this CPU runs: {', '.join(cpu.get('tiers') or []) or '-'})")
-    lines += ["-" * 72, "accelerator", "-" * 72]
+    lines += _section("accelerator")
     if accel.get("name") is None:
         lines.append(f"{'accelerator':<22} {paint.bad('selection failed')}: {accel.get('reason')}")
         return lines
@@ -95,8 +96,8 @@ def _prebuilt_cell(prebuilt: Optional[Dict[str, Any]]) -> str:
 
 def op_lines(rows: List[Dict[str, Any]], paint: Painter, show_reasons: bool = True) -> List[str]:
     """The op table: one row per op, reasons and warnings indented below it unless hidden."""
-    lines = ["-" * 72, "ops (JIT: built on first use into the cache; prebuilt: installed with the wheel)",
-             "-" * 72, f"{'op':<18} {'kind':<5} {'variant':<8} {'prebuilt':<18} {'compatible':<11} cached"]
+    lines = _section("ops (JIT: built on first use into the cache; prebuilt: installed with the wheel)") + [
+        f"{'op':<18} {'kind':<5} {'variant':<8} {'prebuilt':<18} {'compatible':<11} cached"]
     for row in rows:
         compatible = paint.ok("[OKAY]".ljust(11)) if row["compatible"] else paint.bad("[NO]".ljust(11))
         cached = "yes" if row.get("cached") else ("no" if row["compatible"] else "-")
@@ -130,7 +131,7 @@ def build_info_lines(info: Optional[Dict[str, Any]]) -> List[str]:
 
 def verify_lines(results: List[Dict[str, Any]], paint: Painter) -> List[str]:
     """One line per op verified: PASS/FAIL/SKIP, load and check seconds, and what was compared or why."""
-    lines = ["-" * 72, "verify (build or load each op, compare with its torch reference)", "-" * 72]
+    lines = _section("verify (build or load each op, compare with its torch reference)")
     colour = {"PASS": paint.ok, "FAIL": paint.bad, "SKIP": paint.warn}
     for result in results:
         times = [f"{key[:-2]} {result[key]:.2f} s" for key in ("load_s", "check_s") if result.get(key) is not None]
@@ -147,7 +148,7 @@ def warning_lines(messages: List[str], paint: Painter) -> List[str]:
     """Warnings raised while the report gathered its facts."""
     if not messages:
         return []
-    return ["-" * 72, paint.warn("warnings while probing"), "-" * 72] + [f"  {m}" for m in messages]
+    return _section(paint.warn("warnings while probing")) + [f"  {m}" for m in messages]
 
 
 def write_lines(lines: List[str], stream: TextIO = sys.stdout) -> None:

@@ -1,8 +1,8 @@
 """``ds_report --verify``: build (or load) each compatible op and check it against its torch reference.
 
 Each check runs the op through its public front end on small inputs and compares elementwise with
-``torch.testing.assert_close``; it fails when the front end fell back to its pure-torch path, since
-then the op itself was not exercised. Every op is verified in its own child process
+``torch.testing.assert_close``; it fails when the front end fell back to its pure-torch path (each
+check asks the front end which path ran), since then the op itself was not exercised. Every op is verified in its own child process
 (``python -m accelops.report_verify <op>``), so a crashing kernel becomes a FAIL row, not a dead
 report. May compile ops (progress goes to stderr).
 """
@@ -14,8 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-import warnings
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 CHILD_TIMEOUT_S = 3600  # a cold CUDA build on a small machine takes minutes
 
@@ -24,7 +23,8 @@ SIZES = (7, 1025)  # one shorter than a vector, one with a tail
 
 
 def _pairs(make_ours, make_ref, device: str = "cpu"):
-    """Run ours and the reference optimizer on identical params and grads; returns (ours, ref) params."""
+    """Run ours and the reference optimizer on identical params and grads; returns (our optimizer, our
+    params, the reference's params)."""
     import torch
 
     gen = torch.Generator().manual_seed(0)
@@ -183,26 +183,18 @@ CHECKS: Dict[str, tuple] = {
 }
 
 
-def _run_check(check: Callable[[], str]) -> str:
-    """Run ``check``; a RuntimeWarning saying an op is unavailable (front-end fallback) is a failure."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        detail = check()
-    fallbacks = [str(w.message) for w in caught
-                 if issubclass(w.category, RuntimeWarning) and ("unavailable" in str(w.message)
-                                                                or "fallback" in str(w.message))]
-    if fallbacks:
-        raise AssertionError(f"the front end fell back to pure torch: {fallbacks[0]}")
-    return detail
+def _result(name: str, status: str, detail: str, load_s: Optional[float] = None,
+            check_s: Optional[float] = None) -> Dict[str, Any]:
+    return {"name": name, "status": status, "load_s": load_s, "check_s": check_s, "detail": detail}
 
 
 def verify_op(row: Dict[str, Any]) -> Dict[str, Any]:
-    """Build/load one op and check it: ``{"name", "status": PASS|FAIL|SKIP, "load_s", "check_s", "detail"}``."""
+    """Build/load one op and check it: ``{"name", "status": PASS|FAIL|SKIP, "load_s", "check_s", "detail"}``.
+
+    Every check also fails when the front end ran its pure-torch fallback instead of the op."""
     name = row["name"]
-    result: Dict[str, Any] = {"name": name, "status": "SKIP", "load_s": None, "check_s": None, "detail": None}
     if not row.get("compatible"):
-        result["detail"] = "not compatible: " + "; ".join(row.get("reasons") or ["unknown reason"])
-        return result
+        return _result(name, "SKIP", "not compatible: " + "; ".join(row.get("reasons") or ["unknown reason"]))
     try:
         import torch  # noqa: F401  (imported before the clock starts: load_s is the op's own load)
 
@@ -210,24 +202,20 @@ def verify_op(row: Dict[str, Any]) -> Dict[str, Any]:
 
         start = time.perf_counter()
         get_builder_class(name)().load(verbose=False)
-        result["load_s"] = round(time.perf_counter() - start, 3)
+        load_s = round(time.perf_counter() - start, 3)
     except Exception as exc:
-        result.update(status="FAIL", detail=f"build/load failed: {exc}")
-        return result
+        return _result(name, "FAIL", f"build/load failed: {exc}")
     check, needs_cuda = CHECKS.get(name, (None, False))
     if check is None:
-        result.update(status="PASS", detail="loaded; no numerical check is defined for this op")
-        return result
+        return _result(name, "PASS", "loaded; no numerical check is defined for this op", load_s)
     if needs_cuda and _cuda_device() is None:
-        result["detail"] = "built and loaded; numerical check skipped: no CUDA device here"
-        return result
+        return _result(name, "SKIP", "built and loaded; numerical check skipped: no CUDA device here", load_s)
     start = time.perf_counter()
     try:
-        result.update(status="PASS", detail=_run_check(check))
+        status, detail = "PASS", check()
     except Exception as exc:
-        result.update(status="FAIL", detail=f"{type(exc).__name__}: {exc}")
-    result["check_s"] = round(time.perf_counter() - start, 3)
-    return result
+        status, detail = "FAIL", f"{type(exc).__name__}: {exc}"
+    return _result(name, status, detail, load_s, round(time.perf_counter() - start, 3))
 
 
 def _verify_in_child(row: Dict[str, Any]) -> Dict[str, Any]:
@@ -238,8 +226,7 @@ def _verify_in_child(row: Dict[str, Any]) -> Dict[str, Any]:
         child = subprocess.run(command, stdout=subprocess.PIPE, text=True, timeout=CHILD_TIMEOUT_S,
                                stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
-        return {"name": name, "status": "FAIL", "load_s": None, "check_s": None,
-                "detail": f"no result after {CHILD_TIMEOUT_S} s (hung build or check)"}
+        return _result(name, "FAIL", f"no result after {CHILD_TIMEOUT_S} s (hung build or check)")
     lines = child.stdout.strip().splitlines()
     if child.returncode == 0 and lines:
         try:
@@ -248,8 +235,7 @@ def _verify_in_child(row: Dict[str, Any]) -> Dict[str, Any]:
             pass
     how = (f"was killed by {signal.Signals(-child.returncode).name}" if child.returncode < 0
            else f"exited {child.returncode} without a result")
-    return {"name": name, "status": "FAIL", "load_s": None, "check_s": None,
-            "detail": f"the check process {how} (its messages are on stderr above)"}
+    return _result(name, "FAIL", f"the check process {how} (its messages are on stderr above)")
 
 
 def verify_ops(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:

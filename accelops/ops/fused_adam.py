@@ -44,10 +44,11 @@ def _load_cuda_module():
     return _cuda_module
 
 
-def _one_element_fp32(t, name, device) -> None:
+def _one_element_fp32(t, what, device) -> None:
+    """ValueError "<what> must be a one-element float32 tensor on <device>, got ..." unless ``t`` is one."""
     if not isinstance(t, Tensor) or t.numel() != 1 or t.dtype != torch.float32 or t.device != device:
-        what = f"{tuple(t.shape)} {t.dtype} on {t.device}" if isinstance(t, Tensor) else type(t).__name__
-        raise ValueError(f"fused_adam: {name} must be a one-element float32 tensor on {device}, got {what}")
+        got = f"{tuple(t.shape)} {t.dtype} on {t.device}" if isinstance(t, Tensor) else type(t).__name__
+        raise ValueError(f"{what} must be a one-element float32 tensor on {device}, got {got}")
 
 
 def _validate_step_args(params, grads, exp_avgs, exp_avg_sqs, steps, grad_scale=None, found_inf=None) -> None:
@@ -86,11 +87,11 @@ def _validate_step_args(params, grads, exp_avgs, exp_avg_sqs, steps, grad_scale=
         if g.shape != p.shape or m.shape != p.shape or v.shape != p.shape:
             raise ValueError(f"fused_adam: params[{i}] has shape {tuple(p.shape)} but its grad/exp_avg/exp_avg_sq "
                              f"have {tuple(g.shape)}/{tuple(m.shape)}/{tuple(v.shape)}")
-        _one_element_fp32(steps[i], f"steps[{i}]", device)
+        _one_element_fp32(steps[i], f"fused_adam: steps[{i}]", device)
     if grad_scale is not None:
-        _one_element_fp32(grad_scale, "grad_scale", device)
+        _one_element_fp32(grad_scale, "fused_adam: grad_scale", device)
     if found_inf is not None:
-        _one_element_fp32(found_inf, "found_inf", device)
+        _one_element_fp32(found_inf, "fused_adam: found_inf", device)
 
 
 # fast_path is set (per thread) by FusedAdam.step around its own op calls. Then the CUDA kernel does not
@@ -318,9 +319,7 @@ class FusedAdam(torch.optim.Optimizer):
                                 f"or the param dtype")
             if not t.is_contiguous():
                 raise ValueError(f"{where}: {key} must be contiguous")
-        if not isinstance(s, Tensor) or s.numel() != 1 or s.dtype != torch.float32 or s.device != p.device:
-            what = f"{tuple(s.shape)} {s.dtype} on {s.device}" if isinstance(s, Tensor) else type(s).__name__
-            raise ValueError(f"{where}: step must be a one-element float32 tensor on the param's device, got {what}")
+        _one_element_fp32(s, f"{where}: step", p.device)
 
     def _group_tensors(self, group):
         """(params, grads, exp_avgs, exp_avg_sqs, steps) of a group's params that have grads, unchecked:
