@@ -2,15 +2,12 @@
 float64; GPU tests are skipped without CUDA."""
 import pytest
 import torch
-import torch.nn.functional as F
+from layer_norm_reference import EPS, check, reference
+from layer_norm_reference import inputs as reference_inputs
 
 layer_norm_ops = pytest.importorskip("accelops.ops.layer_norm_ops")
 from accelops.ops import layer_norm_cuda  # noqa: E402  (registers the CUDA kernels)
 
-EPS = 1e-5
-# Tolerances against float64, for outputs stored in each dtype.
-TOL = {torch.float32: dict(rtol=1e-4, atol=1e-4), torch.bfloat16: dict(rtol=2e-2, atol=2e-2),
-       torch.float16: dict(rtol=5e-3, atol=5e-3)}
 # Row sizes: 1, odd (scalar path), small, cached in registers, and streamed (65536 and beyond).
 ROW_SIZES = [1, 7, 64, 1000, 1024, 4096, 8192, 16392, 65536, 70001]
 
@@ -33,28 +30,7 @@ def rows_for(n):
 
 
 def inputs(rows, n, dtype, seed=0):
-    gen = torch.Generator(device="cuda").manual_seed(seed)
-
-    def rnd(*shape, scale=1.0, shift=0.0):
-        return (torch.randn(*shape, generator=gen, device="cuda") * scale + shift).to(dtype)
-
-    return rnd(rows, n, shift=0.5), rnd(rows, n), rnd(n, scale=0.5, shift=1.0), rnd(n, scale=0.1), rnd(rows, n)
-
-
-def reference(x, r, w, b, dy):
-    """float64 forward and autograd backward of layer_norm(x + r) with the sum rounded like torch's."""
-    s = x + r if r is not None else x
-    s64 = s.double().requires_grad_()
-    w64, b64 = w.double().requires_grad_(), b.double().requires_grad_()
-    y = F.layer_norm(s64, (s.shape[-1],), w64, b64, EPS)
-    y.backward(dy.double())
-    var, mean = torch.var_mean(s.double(), dim=-1, unbiased=False)
-    return s, y.detach(), mean, torch.rsqrt(var + EPS), s64.grad, w64.grad, b64.grad
-
-
-def check(got, want, dtype, what, scale=1.0):
-    tol = {k: v * scale for k, v in TOL[dtype].items()}
-    torch.testing.assert_close(got.double(), want.double(), **tol, msg=lambda m: f"{what}: {m}")
+    return reference_inputs(rows, n, dtype, seed, device="cuda")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])

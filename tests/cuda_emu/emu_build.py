@@ -1,0 +1,50 @@
+"""Builds the accelops CUDA kernel sources for the host emulation in include/ and loads them.
+
+The .cu files are copied with each ``kernel<<<config>>>(`` launch rewritten to
+``::cuda_emu::Launch(config)(kernel, `` and compiled with g++ together with emu_api.cpp into one
+shared library, loaded with ctypes. Nothing here needs CUDA, a GPU or a CUDA build of torch.
+"""
+import ctypes
+import hashlib
+import re
+import subprocess
+from pathlib import Path
+
+from torch.utils.cpp_extension import include_paths
+
+HERE = Path(__file__).resolve().parent
+CSRC = HERE.parent.parent / "csrc"
+KERNEL_SOURCES = [CSRC / "cuda" / "layer_norm" / "layer_norm_kernel.cu"]
+LAUNCH = re.compile(r"([A-Za-z_][\w:]*(?:<[^;()]*?>)?)\s*<<<(.*?)>>>\s*\(", re.S)
+
+
+def translate(source):
+    """The .cu text with every triple-chevron launch turned into a cuda_emu::Launch call."""
+    out = LAUNCH.sub(lambda m: f"::cuda_emu::Launch({m.group(2)})({m.group(1)}, ", source)
+    if "<<<" in out:
+        raise RuntimeError("cuda_emu: a kernel launch was not rewritten")
+    return out
+
+
+def build(work_dir):
+    """Compile (once per source content) into ``work_dir`` and return the loaded ctypes library."""
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    units = [HERE / "emu_api.cpp"]
+    for src in KERNEL_SOURCES:
+        unit = work_dir / (src.stem + ".cpp")
+        unit.write_text(f'#line 1 "{src}"\n' + translate(src.read_text()))
+        units.append(unit)
+    inputs = [u.read_bytes() for u in units] + [p.read_bytes() for p in sorted((HERE / "include").iterdir())]
+    inputs += [p.read_bytes() for p in sorted((CSRC / "includes").glob("cuda_*"))]
+    digest = hashlib.sha256(b"\0".join(inputs)).hexdigest()[:16]
+    lib = work_dir / f"libaccelops_cuda_emu_{digest}.so"
+    if not lib.exists():
+        includes = [f"-I{HERE / 'include'}", f"-I{CSRC / 'includes'}"] + [f"-I{p}" for p in include_paths()]
+        cmd = ["g++", "-std=c++17", "-O2", "-g", "-U_FORTIFY_SOURCE", "-fPIC", "-shared", "-Wall", "-Wno-unknown-pragmas",
+               *includes, *map(str, units), "-o", str(lib) + ".tmp"]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"cuda_emu build failed:\n{' '.join(cmd)}\n{done.stderr}")
+        Path(str(lib) + ".tmp").rename(lib)
+    return ctypes.CDLL(str(lib))

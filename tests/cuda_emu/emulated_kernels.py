@@ -1,0 +1,110 @@
+"""Python calls into the emulated CUDA layer norm kernels (see emu_build.py), on CPU tensors.
+
+Every tensor handed to a kernel is a view into a larger buffer with guard elements on both sides:
+NaN before and after inputs (an out-of-bounds read turns a result into NaN) and a sentinel around
+outputs (an out-of-bounds write is reported). Views keep 16-byte alignment unless asked otherwise.
+"""
+import ctypes
+
+import torch
+
+DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+GUARD = 64            # elements on each side of every tensor
+SENTINEL = 12345.0
+_P = ctypes.c_void_p
+
+
+class GuardedTensor:
+    """A contiguous tensor placed inside a guarded buffer; ``misalign`` shifts it by elements."""
+
+    def __init__(self, values, fill, misalign=0):
+        flat = values.reshape(-1)
+        self.buffer = torch.full((2 * GUARD + flat.numel() + misalign,), fill, dtype=values.dtype)
+        self.start = GUARD + misalign
+        self.tensor = self.buffer[self.start:self.start + flat.numel()].view(values.shape)
+        self.tensor.copy_(values)
+        self.fill = fill
+
+    def ptr(self):
+        return _P(self.tensor.data_ptr())
+
+    def check_guards(self, what):
+        before, after = self.buffer[:self.start], self.buffer[self.start + self.tensor.numel():]
+        for part in (before, after):
+            same = torch.isnan(part) if self.fill != self.fill else part == self.fill
+            if not bool(same.all()):
+                raise AssertionError(f"{what}: the kernel wrote outside the tensor")
+
+
+def _guard_input(t, misalign=0):
+    return GuardedTensor(t.contiguous(), float("nan"), misalign)
+
+
+def _guard_output(shape, dtype, misalign=0):
+    return GuardedTensor(torch.full(shape, SENTINEL, dtype=dtype), SENTINEL, misalign)
+
+
+class EmulatedLayerNorm:
+    """accelops' add + layer norm launchers (plan, forward, backward) run under the host emulation."""
+
+    def __init__(self, lib):
+        self.lib = lib
+        lib.emu_ln_plan.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int, ctypes.c_int,
+                                    ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
+        lib.emu_ln_fwd.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_int)] + [_P] * 8 + [
+            ctypes.c_int64, ctypes.c_int, ctypes.c_float]
+        lib.emu_ln_bwd.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_int)] + [_P] * 9 + [
+            ctypes.c_int64, ctypes.c_int]
+        lib.emu_switches.restype = ctypes.c_longlong
+
+    def set_reverse_order(self, reverse):
+        """Run each block's threads in reverse index order between barriers."""
+        self.lib.emu_set_reverse_order(int(reverse))
+
+    def plan(self, dtype, rows, n, sm_count, backward, aligned=True):
+        """The launcher's plan as a dict (vec, cached, bx, by, grid, parts)."""
+        out = (ctypes.c_int * 6)()
+        self.lib.emu_ln_plan(torch.tensor([], dtype=dtype).element_size(), int(aligned), rows, n, sm_count,
+                             int(backward), out)
+        return dict(zip(("vec", "cached", "bx", "by", "grid", "parts"), list(out)))
+
+    def forward(self, x, r, w, b, eps, sm_count, misalign=0):
+        """(y, s, mean, rstd) like accelops::add_layer_norm_fwd; r may be None."""
+        rows, n = x.shape
+        gx, gw, gb = _guard_input(x, misalign), _guard_input(w), _guard_input(b)
+        gr = _guard_input(r) if r is not None else None
+        gs = _guard_output(x.shape, x.dtype) if r is not None else None
+        gy = _guard_output(x.shape, x.dtype)
+        gmean, grstd = _guard_output((rows,), torch.float32), _guard_output((rows,), torch.float32)
+        plan = self.plan(x.dtype, rows, n, sm_count, False, aligned=misalign == 0)
+        err = self.lib.emu_ln_fwd(DTYPE_CODES[x.dtype], _plan_array(plan), gx.ptr(),
+                                  gr.ptr() if gr else None, gs.ptr() if gs else None, gy.ptr(), gw.ptr(),
+                                  gb.ptr(), gmean.ptr(), grstd.ptr(), rows, n, eps)
+        if err != 0:
+            raise RuntimeError(f"forward launch failed with cudaError {err}")
+        for name, g in (("s", gs), ("y", gy), ("mean", gmean), ("rstd", grstd)):
+            if g is not None:
+                g.check_guards(name)
+        s = gs.tensor.clone() if gs else torch.empty(0, dtype=x.dtype)
+        return gy.tensor.clone(), s, gmean.tensor.clone(), grstd.tensor.clone()
+
+    def backward(self, dy, inp, mean, rstd, w, sm_count):
+        """(grad_input, grad_weight, grad_bias) like accelops::add_layer_norm_bwd."""
+        rows, n = inp.shape
+        plan = self.plan(inp.dtype, rows, n, sm_count, True)
+        gdy, ginp, gw = _guard_input(dy), _guard_input(inp), _guard_input(w)
+        gmean, grstd = _guard_input(mean), _guard_input(rstd)
+        gdx = _guard_output(inp.shape, inp.dtype)
+        ggw, ggb = _guard_output((n,), w.dtype), _guard_output((n,), w.dtype)
+        gws = _guard_output((2 * plan["parts"] * n,), torch.float32)
+        err = self.lib.emu_ln_bwd(DTYPE_CODES[inp.dtype], _plan_array(plan), gdy.ptr(), ginp.ptr(), gmean.ptr(),
+                                  grstd.ptr(), gw.ptr(), gdx.ptr(), ggw.ptr(), ggb.ptr(), gws.ptr(), rows, n)
+        if err != 0:
+            raise RuntimeError(f"backward launch failed with cudaError {err}")
+        for name, g in (("grad_input", gdx), ("grad_weight", ggw), ("grad_bias", ggb), ("workspace", gws)):
+            g.check_guards(name)
+        return gdx.tensor.clone(), ggw.tensor.clone(), ggb.tensor.clone()
+
+
+def _plan_array(plan):
+    return (ctypes.c_int * 6)(*(plan[k] for k in ("vec", "cached", "bx", "by", "grid", "parts")))

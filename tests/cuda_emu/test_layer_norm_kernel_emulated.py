@@ -1,0 +1,75 @@
+"""The CUDA add + layer norm kernels (csrc/cuda/layer_norm) run on the CPU under the host emulation
+against F.layer_norm in float64: every code path of the kernel source (cached and streamed rows,
+vector and scalar accesses, grid-stride loops, column partials), without a GPU. Timing and the memory
+model are not emulated: the GPU tests in tests/ops and the benchmarks cover those."""
+import pytest
+import torch
+from layer_norm_reference import EPS, check, inputs, reference
+
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+H100_SMS = 132
+
+
+def run_and_check(kernels, rows, n, dtype, with_residual=True, sm_count=H100_SMS, misalign=0, seed=0):
+    x, r, w, b, dy = inputs(rows, n, dtype, seed)
+    r = r if with_residual else None
+    y, s, mean, rstd = kernels.forward(x, r, w, b, EPS, sm_count, misalign)
+    s_ref, y_ref, mean_ref, rstd_ref, gx_ref, gw_ref, gb_ref = reference(x, r, w, b, dy)
+    if with_residual:
+        assert torch.equal(s, s_ref), "s must be x + r rounded to the dtype, as torch rounds it"
+    check(y, y_ref, dtype, "y")
+    torch.testing.assert_close(mean.double(), mean_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(rstd.double(), rstd_ref, rtol=1e-4, atol=1e-4)
+    gx, gw, gb = kernels.backward(dy, s if with_residual else x, mean, rstd, w, sm_count)
+    check(gx, gx_ref, dtype, "grad_input")
+    scale = max(1.0, rows**0.5)   # column sums of `rows` terms
+    check(gw, gw_ref, dtype, "grad_weight", scale)
+    check(gb, gb_ref, dtype, "grad_bias", scale)
+
+
+@pytest.fixture(params=["forward order", "reverse order"])
+def kernels(request, emulated_layer_norm):
+    """The emulated kernels, with each block's threads run in index order, then in reverse order."""
+    emulated_layer_norm.set_reverse_order(request.param == "reverse order")
+    yield emulated_layer_norm
+    emulated_layer_norm.set_reverse_order(False)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [1, 7, 64, 1000, 1024, 4096])
+@pytest.mark.parametrize("with_residual", [True, False])
+def test_rows_held_in_registers(kernels, dtype, n, with_residual):
+    assert kernels.plan(dtype, 37, n, H100_SMS, backward=False)["cached"]
+    run_and_check(kernels, 37, n, dtype, with_residual)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [16392, 65536])
+def test_streamed_rows(kernels, dtype, n):
+    for backward in (False, True):
+        assert not kernels.plan(dtype, 3, n, H100_SMS, backward)["cached"]
+    run_and_check(kernels, 3, n, dtype)
+
+
+def test_streamed_scalar_rows(kernels):
+    """An odd row size longer than the register cache: element-wise accesses, several passes."""
+    plan = kernels.plan(torch.float32, 2, 70001, H100_SMS, backward=False)
+    assert plan["vec"] == 1 and not plan["cached"]
+    run_and_check(kernels, 2, 70001, torch.float32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("n", [64, 1024, 8192])
+def test_grid_stride_over_many_rows(kernels, dtype, n):
+    """One SM: every block loops over many row groups and sums its column partials across them
+    (for 8192, streamed backward rows: the column kernel sums several rows per part and lane)."""
+    rows = 300
+    plan = kernels.plan(dtype, rows, n, 1, backward=True)
+    assert plan["grid"] < rows and rows >= 8 * plan["parts"]
+    run_and_check(kernels, rows, n, dtype, sm_count=1, seed=1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_misaligned_rows_use_the_scalar_path(kernels, dtype):
+    assert kernels.plan(dtype, 9, 512, H100_SMS, backward=False, aligned=False)["vec"] == 1
+    run_and_check(kernels, 9, 512, dtype, misalign=1)
