@@ -79,44 +79,22 @@ void check_launch(cudaError_t err) {
     }
 }
 
-// Fills tables with the tensors at `idx` and launches whenever a table is full.
+// Launches the tensors at `idx` (one dtype pair) in as many tables as they need.
 void run_bucket(int param_code, int state_code, const std::vector<size_t>& idx,
                 const std::vector<at::Tensor>& params, const std::vector<at::Tensor>& grads,
                 const std::vector<at::Tensor>& exp_avgs, const std::vector<at::Tensor>& exp_avg_sqs,
                 const std::vector<at::Tensor>& steps, const AdamHyper& hyper, cudaStream_t stream) {
-    AdamTable tab{};
-    auto launch = [&]() {
-        check_launch(accelops::launch_fused_adam(param_code, state_code, tab, hyper, stream));
-        tab.num_blocks = 0;
-        tab.num_tensors = 0;
-    };
-    auto add_tensor = [&](size_t i) {
-        const int k = tab.num_tensors++;
-        tab.param[k] = params[i].data_ptr();
-        tab.grad[k] = grads[i].data_ptr();
-        tab.exp_avg[k] = exp_avgs[i].data_ptr();
-        tab.exp_avg_sq[k] = exp_avg_sqs[i].data_ptr();
-        tab.step[k] = steps[i].data_ptr<float>();
-        tab.numel[k] = params[i].numel();
-    };
+    std::vector<accelops::AdamTensor> tensors;
+    tensors.reserve(idx.size());
     for (size_t i : idx) {
-        const int64_t numel = params[i].numel();
-        if (numel == 0) continue;
-        const int64_t chunks = (numel + accelops::kAdamChunk - 1) / accelops::kAdamChunk;
-        TORCH_CHECK(chunks <= INT32_MAX, "fused_adam: a param is too large (over 2**31 chunks)");
-        if (tab.num_tensors == accelops::kAdamMaxTensors) launch();
-        add_tensor(i);
-        for (int64_t c = 0; c < chunks; ++c) {
-            if (tab.num_blocks == accelops::kAdamMaxBlocks) {
-                launch();
-                add_tensor(i);
-            }
-            tab.tensor[tab.num_blocks] = static_cast<uint8_t>(tab.num_tensors - 1);
-            tab.chunk[tab.num_blocks] = static_cast<int32_t>(c);
-            ++tab.num_blocks;
-        }
+        tensors.push_back({params[i].data_ptr(), grads[i].data_ptr(), exp_avgs[i].data_ptr(),
+                           exp_avg_sqs[i].data_ptr(), steps[i].data_ptr<float>(), params[i].numel()});
     }
-    if (tab.num_blocks > 0) launch();
+    const int err = accelops::fill_adam_tables(tensors.data(), tensors.size(), [&](const AdamTable& tab) {
+        return accelops::launch_fused_adam(param_code, state_code, tab, hyper, stream);
+    });
+    TORCH_CHECK(err != accelops::kAdamTooLarge, "fused_adam: a param is too large (over 2**31 chunks)");
+    check_launch(static_cast<cudaError_t>(err));
 }
 
 }  // namespace
