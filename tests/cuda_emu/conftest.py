@@ -2,11 +2,24 @@
 import pytest
 
 from emu_build import build
-from emulated_kernels import EmulatedLayerNorm
+from emulated_kernels import EmulatedFusedAdam, EmulatedLayerNorm
 
 
 @pytest.fixture(scope="session")
-def emulated_layer_norm(tmp_path_factory):
-    kernels = EmulatedLayerNorm(build(tmp_path_factory.mktemp("cuda_emu")))
+def emulated_library(tmp_path_factory):
+    """The shared library of every emulated kernel source (see emu_build.KERNEL_SOURCES)."""
+    return build(tmp_path_factory.mktemp("cuda_emu"))
+
+
+@pytest.fixture(scope="session")
+def emulated_layer_norm(emulated_library):
+    kernels = EmulatedLayerNorm(emulated_library)
+    yield kernels
+    kernels.set_reverse_order(False)
+
+
+@pytest.fixture(scope="session")
+def emulated_fused_adam(emulated_library):
+    kernels = EmulatedFusedAdam(emulated_library)
     yield kernels
     kernels.set_reverse_order(False)

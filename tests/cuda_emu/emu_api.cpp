@@ -1,7 +1,9 @@
 // C entry points (for ctypes) around the accelops CUDA launchers, built against the host emulation in
 // include/: the tests call these with CPU pointers. Plans cross the boundary as 6 ints.
 #include <cstdint>
+#include <vector>
 
+#include "cuda_fused_adam.h"
 #include "cuda_layer_norm.h"
 #include "cuda_runtime.h"
 
@@ -43,6 +45,28 @@ int emu_ln_bwd(int dtype, const int* plan, const void* grad_y, const void* input
                float* workspace, int64_t rows, int n) {
     return accelops::launch_layer_norm_bwd(dtype, unpack(plan), grad_y, input, mean, rstd, weight, grad_input,
                                            grad_weight, grad_bias, workspace, rows, n, nullptr);
+}
+
+// One Adam step over `count` tensors of one dtype pair, through the binding's table filler
+// (max_blocks < kAdamMaxBlocks splits tables sooner). Returns 0, a cudaError_t or kAdamTooLarge;
+// *launches counts the kernel launches.
+int emu_adam_step(int param_dtype, int state_dtype, int count, void* const* params, const void* const* grads,
+                  void* const* exp_avgs, void* const* exp_avg_sqs, const float* const* steps,
+                  const int64_t* numels, float lr, float beta1, float beta2, float eps, float weight_decay,
+                  int adam_w_mode, int bias_correction, const float* grad_scale, const float* found_inf,
+                  int max_blocks, int* launches) {
+    std::vector<accelops::AdamTensor> tensors(count);
+    for (int i = 0; i < count; ++i) {
+        tensors[i] = {params[i], grads[i], exp_avgs[i], exp_avg_sqs[i], steps[i], numels[i]};
+    }
+    const accelops::AdamHyper hyper{lr, beta1, beta2, eps, weight_decay, adam_w_mode, bias_correction,
+                                    grad_scale, found_inf};
+    *launches = 0;
+    auto launch = [&](const accelops::AdamTable& tab) {
+        ++*launches;
+        return accelops::launch_fused_adam(param_dtype, state_dtype, tab, hyper, nullptr);
+    };
+    return accelops::fill_adam_tables(tensors.data(), tensors.size(), launch, max_blocks);
 }
 
 }  // extern "C"

@@ -1,4 +1,4 @@
-"""Python calls into the emulated CUDA layer norm kernels (see emu_build.py), on CPU tensors.
+"""Python calls into the emulated CUDA kernels (see emu_build.py), on CPU tensors.
 
 Every tensor handed to a kernel is a view into a larger buffer with guard elements on both sides:
 NaN before and after inputs (an out-of-bounds read turns a result into NaN) and a sentinel around
@@ -108,3 +108,57 @@ class EmulatedLayerNorm:
 
 def _plan_array(plan):
     return (ctypes.c_int * 6)(*(plan[k] for k in ("vec", "cached", "bx", "by", "grid", "parts")))
+
+
+class EmulatedFusedAdam:
+    """accelops' multi-tensor fused Adam (the binding's table filler and the kernel) under the emulation."""
+
+    def __init__(self, lib):
+        self.lib = lib
+        lib.emu_adam_step.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int] + [ctypes.POINTER(_P)] * 5 + [
+            ctypes.POINTER(ctypes.c_int64)] + [ctypes.c_float] * 5 + [ctypes.c_int, ctypes.c_int, _P, _P,
+                                                                      ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
+
+    def set_reverse_order(self, reverse):
+        """Run each block's threads in reverse index order."""
+        self.lib.emu_set_reverse_order(int(reverse))
+
+    def step(self, params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2, eps, weight_decay,
+             adam_w_mode=True, bias_correction=True, grad_scale=None, found_inf=None, misalign=None,
+             max_blocks=0, numels=None):
+        """One step like accelops' fused_adam_step over tensors of one (param, state) dtype pair.
+
+        params, exp_avgs and exp_avg_sqs are updated in place (through guarded copies); steps are
+        one-element float32 tensors (already incremented); grad_scale/found_inf are optional ones.
+        misalign maps "param", "grad", "exp_avg" or "exp_avg_sq" to an element shift of those tensors.
+        max_blocks > 0 makes tables hold fewer chunks; numels replaces the element counts passed to
+        the launcher. Returns the number of kernel launches; raises on a nonzero result.
+        """
+        misalign = misalign or {}
+        written = {"param": params, "exp_avg": exp_avgs, "exp_avg_sq": exp_avg_sqs}
+        guarded = {k: [GuardedTensor(t.contiguous(), SENTINEL, misalign.get(k, 0)) for t in ts]
+                   for k, ts in written.items()}
+        guarded["grad"] = [_guard_input(g, misalign.get("grad", 0)) for g in grads]
+        guarded["step"] = [_guard_input(s.reshape(1)) for s in steps]
+        scalars = [_guard_input(t.reshape(1)) if t is not None else None for t in (grad_scale, found_inf)]
+        n = len(params)
+        ptrs = {k: (_P * n)(*(g.tensor.data_ptr() for g in gs)) for k, gs in guarded.items()}
+        sizes = numels if numels is not None else [p.numel() for p in params]
+        launches = ctypes.c_int(0)
+        err = self.lib.emu_adam_step(
+            DTYPE_CODES[params[0].dtype], DTYPE_CODES[exp_avgs[0].dtype], n, ptrs["param"], ptrs["grad"],
+            ptrs["exp_avg"], ptrs["exp_avg_sq"], ptrs["step"], (ctypes.c_int64 * n)(*sizes), lr, beta1, beta2,
+            eps, weight_decay, int(adam_w_mode), int(bias_correction), *(g.ptr() if g else None for g in scalars),
+            max_blocks, ctypes.byref(launches))
+        if err != 0:
+            raise RuntimeError(f"fused Adam step failed with result {err}")
+        for name, gs in guarded.items():
+            for i, g in enumerate(gs):
+                g.check_guards(f"{name}[{i}]")
+        for g in scalars:
+            if g is not None:
+                g.check_guards("grad_scale/found_inf")
+        for k, ts in written.items():
+            for t, g in zip(ts, guarded[k]):
+                t.copy_(g.tensor.view(t.shape))
+        return launches.value
