@@ -13,7 +13,7 @@ struct LnPlan {
     bool cached;     // row held in registers (else streamed from memory in several passes)
     int bx, by;      // block shape: bx threads per row, by rows per block
     int grid;        // blocks of the row kernels
-    int parts;       // rows of the fp32 grad_weight/grad_bias partial workspace (backward)
+    int parts;       // rows of the fp32 grad_weight/grad_bias partials (backward)
 };
 
 // elem_size: bytes per element; aligned: every pointer is 16-byte aligned.
@@ -24,7 +24,12 @@ cudaError_t launch_add_layer_norm_fwd(int dtype, const LnPlan& plan, const void*
                                       void* s, void* y, const void* weight, const void* bias, float* mean,
                                       float* rstd, int64_t rows, int n, float eps, cudaStream_t stream);
 
-// grad_input plus grad_weight/grad_bias (weight dtype); workspace: 2 * plan.parts * n floats.
+// fp32 elements of the workspace launch_layer_norm_bwd needs: grad_weight/grad_bias partials, plus
+// two sums per row when the plan streams rows.
+int64_t layer_norm_bwd_workspace_floats(const LnPlan& plan, int64_t rows, int n);
+
+// grad_input plus grad_weight/grad_bias (weight dtype), using layer_norm_bwd_workspace_floats floats of
+// workspace.
 cudaError_t launch_layer_norm_bwd(int dtype, const LnPlan& plan, const void* grad_y, const void* input,
                                   const float* mean, const float* rstd, const void* weight,
                                   void* grad_input, void* grad_weight, void* grad_bias, float* workspace,

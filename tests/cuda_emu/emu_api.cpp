@@ -40,6 +40,10 @@ int emu_ln_fwd(int dtype, const int* plan, const void* x, const void* residual, 
                                                rows, n, eps, nullptr);
 }
 
+long long emu_ln_bwd_workspace_floats(const int* plan, int64_t rows, int n) {
+    return accelops::layer_norm_bwd_workspace_floats(unpack(plan), rows, n);
+}
+
 int emu_ln_bwd(int dtype, const int* plan, const void* grad_y, const void* input, const float* mean,
                const float* rstd, const void* weight, void* grad_input, void* grad_weight, void* grad_bias,
                float* workspace, int64_t rows, int n) {

@@ -55,6 +55,8 @@ class EmulatedLayerNorm:
             ctypes.c_int64, ctypes.c_int, ctypes.c_float]
         lib.emu_ln_bwd.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_int)] + [_P] * 9 + [
             ctypes.c_int64, ctypes.c_int]
+        lib.emu_ln_bwd_workspace_floats.argtypes = [ctypes.POINTER(ctypes.c_int), ctypes.c_int64, ctypes.c_int]
+        lib.emu_ln_bwd_workspace_floats.restype = ctypes.c_longlong
         lib.emu_switches.restype = ctypes.c_longlong
 
     def set_reverse_order(self, reverse):
@@ -96,7 +98,7 @@ class EmulatedLayerNorm:
         gmean, grstd = _guard_input(mean), _guard_input(rstd)
         gdx = _guard_output(inp.shape, inp.dtype)
         ggw, ggb = _guard_output((n,), w.dtype), _guard_output((n,), w.dtype)
-        gws = _guard_output((2 * plan["parts"] * n,), torch.float32)
+        gws = _guard_output((self.lib.emu_ln_bwd_workspace_floats(_plan_array(plan), rows, n),), torch.float32)
         err = self.lib.emu_ln_bwd(DTYPE_CODES[inp.dtype], _plan_array(plan), gdy.ptr(), ginp.ptr(), gmean.ptr(),
                                   grstd.ptr(), gw.ptr(), gdx.ptr(), ggw.ptr(), ggb.ptr(), gws.ptr(), rows, n)
         if err != 0:

@@ -4,6 +4,7 @@ vector and scalar accesses, grid-stride loops, column partials), without a GPU. 
 model are not emulated: the GPU tests in tests/ops and the benchmarks cover those."""
 import pytest
 import torch
+import torch.nn.functional as F
 from layer_norm_reference import EPS, check, inputs, reference
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
@@ -73,3 +74,25 @@ def test_grid_stride_over_many_rows(kernels, dtype, n):
 def test_misaligned_rows_use_the_scalar_path(kernels, dtype):
     assert kernels.plan(dtype, 9, 512, H100_SMS, backward=False, aligned=False)["vec"] == 1
     run_and_check(kernels, 9, 512, dtype, misalign=1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_streamed_backward_with_uneven_row_parts(kernels, dtype):
+    """More column-kernel parts than rows / 3, so the last parts are short or empty."""
+    plan = kernels.plan(dtype, 37, 16392, H100_SMS, backward=True)
+    assert not plan["cached"] and 37 % plan["parts"] != 0 and plan["parts"] * 3 > 37
+    run_and_check(kernels, 37, 16392, dtype, seed=2)
+
+
+@pytest.mark.parametrize("n", [4096, 65536])
+def test_rows_far_from_zero_are_as_accurate_as_torch(emulated_layer_norm, n):
+    """Statistics are summed relative to each row's first element (cached rows) and merged a vector
+    at a time (streamed rows), so a large offset costs no more accuracy than in torch's fp32."""
+    for offset in (1e3, 1e4):
+        x, r, w, b, _ = inputs(2, n, torch.float32, seed=3)
+        x = x + offset
+        y, _, _, _ = emulated_layer_norm.forward(x, r, w, b, EPS, H100_SMS)
+        _, exact, *_ = reference(x, r, w, b, torch.zeros_like(x))
+        torch_error = (F.layer_norm(x + r, (n,), w, b, EPS).double() - exact).abs().max().item()
+        our_error = (y.double() - exact).abs().max().item()
+        assert our_error <= 1.5 * torch_error + 1e-6, (offset, our_error, torch_error)

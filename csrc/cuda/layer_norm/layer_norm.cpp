@@ -127,7 +127,8 @@ std::vector<at::Tensor> add_layer_norm_bwd(const at::Tensor& grad_y, const at::T
     const bool aligned = aligned16({grad_y.data_ptr(), input.data_ptr(), weight.data_ptr(), grad_input.data_ptr()});
     const accelops::LnPlan plan = accelops::plan_layer_norm(static_cast<int>(input.element_size()), aligned, rows,
                                                             static_cast<int>(n), sm_count(input.device()), true);
-    at::Tensor workspace = at::empty({2 * static_cast<int64_t>(plan.parts) * n}, input.options().dtype(at::kFloat));
+    at::Tensor workspace = at::empty({accelops::layer_norm_bwd_workspace_floats(plan, rows, static_cast<int>(n))},
+                                     input.options().dtype(at::kFloat));
     check_launch(accelops::launch_layer_norm_bwd(dtype_code(input.scalar_type()), plan, grad_y.data_ptr(),
                                                  input.data_ptr(), mean.data_ptr<float>(), rstd.data_ptr<float>(),
                                                  weight.data_ptr(), grad_input.data_ptr(), grad_weight.data_ptr(),
