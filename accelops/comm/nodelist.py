@@ -4,6 +4,7 @@ import re
 from typing import Iterator, List
 
 _BRACKET = re.compile(r"\[([^\[\]]*)\]")
+_ASCII_DIGITS = re.compile(r"[0-9]+")   # str.isdigit also accepts "²" and other scripts' digits
 
 
 def _split_top_level(nodelist: str) -> List[str]:
@@ -33,7 +34,7 @@ def _expand_ranges(spec: str, nodelist: str) -> List[str]:
     for part in spec.split(","):
         part = part.strip()
         lo, sep, hi = part.partition("-")
-        if not lo.isdigit() or (sep and not hi.isdigit()):
+        if not _ASCII_DIGITS.fullmatch(lo) or (sep and not _ASCII_DIGITS.fullmatch(hi)):
             raise ValueError(f"bad range {part!r} in SLURM node list {nodelist!r}")
         if not sep:
             values.append(lo)

@@ -22,7 +22,8 @@ def test_first_host_of_a_huge_list_is_lazy():
     assert first_host("n[0000000-9999999]") == "n0000000"
 
 
-@pytest.mark.parametrize("bad", ["", "n[1-", "n1-]", "n[a-b]", "n[3-1]", "n[[1]]", "n[1--2]"])
+@pytest.mark.parametrize("bad", ["", "n[1-", "n1-]", "n[a-b]", "n[3-1]", "n[[1]]", "n[1--2]", "n[1-\u00b2]",
+                                 "n[\u0661-\u0663]", "n[\uff11]"])
 def test_malformed_lists_raise_value_error(bad):
     with pytest.raises(ValueError):
         expand_nodelist(bad) if bad else first_host(bad)
