@@ -36,15 +36,16 @@ def _load():
     return _module
 
 
-_INT_MAX = 2**31 - 1
+# Longest row the CUDA kernels take: their launch planning and loops use 32-bit indices with headroom.
+_MAX_ROW = 2**30
 
 
 def _check_cuda_fwd(x, residual, weight, bias) -> None:
     """Every input the CUDA forward does not take raises a clear Python error here, so that bad input
     never reaches the extension (its own checks are a constant-message last line)."""
     layer_norm_ops._check_fwd(x, residual, weight, bias)  # dtypes, shapes, devices, layouts (any device)
-    if x.shape[-1] > _INT_MAX:
-        raise ValueError(f"add_layer_norm (cuda): the row size (x's last dim) must be at most 2**31 - 1, "
+    if x.shape[-1] > _MAX_ROW:
+        raise ValueError(f"add_layer_norm (cuda): the row size (x's last dim) must be at most 2**30, "
                          f"got {x.shape[-1]}")
     if x.device.type != "cuda":
         raise ValueError(f"add_layer_norm (cuda): x must be a CUDA tensor, got one on {x.device}")
@@ -54,8 +55,8 @@ def _check_cuda_bwd(grad_y, inp, mean, rstd, weight) -> None:
     """The backward's counterpart of _check_cuda_fwd (the op's own check does not cover devices)."""
     if inp.dtype not in layer_norm_ops._DTYPES:
         raise TypeError(f"add_layer_norm backward (cuda): input must be float32, bfloat16 or float16, got {inp.dtype}")
-    if inp.dim() < 1 or inp.shape[-1] == 0 or inp.shape[-1] > _INT_MAX:
-        raise ValueError(f"add_layer_norm backward (cuda): input must have shape [..., N] with 0 < N < 2**31, "
+    if inp.dim() < 1 or inp.shape[-1] == 0 or inp.shape[-1] > _MAX_ROW:
+        raise ValueError(f"add_layer_norm backward (cuda): input must have shape [..., N] with 0 < N <= 2**30, "
                          f"got {tuple(inp.shape)}")
     layer_norm_ops._check_bwd(grad_y, inp, mean, rstd, weight)
     for name, t in (("grad_y", grad_y), ("input", inp), ("mean", mean), ("rstd", rstd), ("weight", weight)):

@@ -7,6 +7,9 @@
 
 namespace accelops {
 
+// Longest row the kernels take: plan and loop arithmetic is 32-bit with headroom (callers check).
+constexpr int kMaxRowSize = 1 << 30;
+
 // How rows are spread over the GPU: blocks of (bx, by) threads, by rows at a time.
 struct LnPlan {
     int vec;         // elements per vector access (1 when unaligned or row size not a multiple)

@@ -70,6 +70,10 @@ class EmulatedLayerNorm:
                              int(backward), out)
         return dict(zip(("vec", "cached", "bx", "by", "grid", "parts"), list(out)))
 
+    def workspace_floats(self, plan, rows, n):
+        """fp32 elements of the backward's workspace for this plan (layer_norm_bwd_workspace_floats)."""
+        return self.lib.emu_ln_bwd_workspace_floats(_plan_array(plan), rows, n)
+
     def forward(self, x, r, w, b, eps, sm_count, misalign=0):
         """(y, s, mean, rstd) like accelops::add_layer_norm_fwd; r may be None."""
         rows, n = x.shape
@@ -90,15 +94,15 @@ class EmulatedLayerNorm:
         s = gs.tensor.clone() if gs else torch.empty(0, dtype=x.dtype)
         return gy.tensor.clone(), s, gmean.tensor.clone(), grstd.tensor.clone()
 
-    def backward(self, dy, inp, mean, rstd, w, sm_count):
+    def backward(self, dy, inp, mean, rstd, w, sm_count, misalign=0):
         """(grad_input, grad_weight, grad_bias) like accelops::add_layer_norm_bwd."""
         rows, n = inp.shape
-        plan = self.plan(inp.dtype, rows, n, sm_count, True)
-        gdy, ginp, gw = _guard_input(dy), _guard_input(inp), _guard_input(w)
+        plan = self.plan(inp.dtype, rows, n, sm_count, True, aligned=misalign == 0)
+        gdy, ginp, gw = _guard_input(dy), _guard_input(inp, misalign), _guard_input(w)
         gmean, grstd = _guard_input(mean), _guard_input(rstd)
         gdx = _guard_output(inp.shape, inp.dtype)
         ggw, ggb = _guard_output((n,), w.dtype), _guard_output((n,), w.dtype)
-        gws = _guard_output((self.lib.emu_ln_bwd_workspace_floats(_plan_array(plan), rows, n),), torch.float32)
+        gws = _guard_output((self.workspace_floats(plan, rows, n),), torch.float32)
         err = self.lib.emu_ln_bwd(DTYPE_CODES[inp.dtype], _plan_array(plan), gdy.ptr(), ginp.ptr(), gmean.ptr(),
                                   grstd.ptr(), gw.ptr(), gdx.ptr(), ggw.ptr(), ggb.ptr(), gws.ptr(), rows, n)
         if err != 0:

@@ -21,7 +21,7 @@ def run_and_check(kernels, rows, n, dtype, with_residual=True, sm_count=H100_SMS
     check(y, y_ref, dtype, "y")
     torch.testing.assert_close(mean.double(), mean_ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(rstd.double(), rstd_ref, rtol=1e-4, atol=1e-4)
-    gx, gw, gb = kernels.backward(dy, s if with_residual else x, mean, rstd, w, sm_count)
+    gx, gw, gb = kernels.backward(dy, s if with_residual else x, mean, rstd, w, sm_count, misalign)
     check(gx, gx_ref, dtype, "grad_input")
     scale = max(1.0, rows**0.5)   # column sums of `rows` terms
     check(gw, gw_ref, dtype, "grad_weight", scale)
@@ -72,16 +72,52 @@ def test_grid_stride_over_many_rows(kernels, dtype, n):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_misaligned_rows_use_the_scalar_path(kernels, dtype):
-    assert kernels.plan(dtype, 9, 512, H100_SMS, backward=False, aligned=False)["vec"] == 1
+    for backward in (False, True):
+        assert kernels.plan(dtype, 9, 512, H100_SMS, backward, aligned=False)["vec"] == 1
     run_and_check(kernels, 9, 512, dtype, misalign=1)
+
+
+def test_misaligned_streamed_16bit_rows(kernels):
+    """Element-wise accesses in the streamed forward, row-sums and column kernels."""
+    for backward in (False, True):
+        plan = kernels.plan(torch.float16, 5, 20000, H100_SMS, backward, aligned=False)
+        assert plan["vec"] == 1 and not plan["cached"]
+    run_and_check(kernels, 5, 20000, torch.float16, misalign=1)
+
+
+def test_streamed_forward_without_residual_over_more_rows_than_blocks(kernels):
+    plan = kernels.plan(torch.bfloat16, 40, 16392, 1, backward=False)
+    assert not plan["cached"] and plan["grid"] < 40
+    run_and_check(kernels, 40, 16392, torch.bfloat16, with_residual=False, sm_count=1)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_streamed_backward_with_uneven_row_parts(kernels, dtype):
-    """More column-kernel parts than rows / 3, so the last parts are short or empty."""
+    """Several column-kernel parts over rows that do not divide evenly: the last part is short."""
     plan = kernels.plan(dtype, 37, 16392, H100_SMS, backward=True)
-    assert not plan["cached"] and 37 % plan["parts"] != 0 and plan["parts"] * 3 > 37
+    assert not plan["cached"] and plan["parts"] > 1 and 37 % plan["parts"] != 0
     run_and_check(kernels, 37, 16392, dtype, seed=2)
+
+
+def test_streamed_backward_with_several_rows_per_lane(kernels):
+    """Parts of more than kColThreadsY (8) rows: each row lane of the column kernel sums several."""
+    plan = kernels.plan(torch.bfloat16, 150, 16392, H100_SMS, backward=True)
+    assert not plan["cached"] and plan["parts"] > 1 and 150 / plan["parts"] > 8
+    run_and_check(kernels, 150, 16392, torch.bfloat16, seed=4)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("aligned", [True, False])
+@pytest.mark.parametrize("backward", [False, True])
+def test_plans_for_the_longest_rows_are_valid_launches(emulated_layer_norm, dtype, aligned, backward):
+    """Rows of 2**30 elements (the largest the front end accepts): streamed, legal block shapes and grid,
+    a workspace size that is positive (no 32-bit overflow in the planning)."""
+    for rows in (1, 3, 10_000):
+        plan = emulated_layer_norm.plan(dtype, rows, 2**30, H100_SMS, backward, aligned)
+        assert not plan["cached"] and plan["bx"] * plan["by"] <= 1024, plan
+        assert 1 <= plan["grid"] <= rows and 1 <= plan["parts"] <= 1024, plan
+        if backward:
+            assert emulated_layer_norm.workspace_floats(plan, rows, 2**30) >= 2 * plan["parts"] * 2**30
 
 
 @pytest.mark.parametrize("n", [4096, 65536])

@@ -144,7 +144,8 @@ BAD_FWD = {
     "weight dtype": (lambda t: (t(4, 8, dtype=torch.bfloat16), None, t(8), t(8, dtype=torch.bfloat16)), TypeError,
                      "weight has dtype"),
     "weight on cpu": (lambda t: (t(4, 8), None, torch.ones(8), t(8)), ValueError, "weight is on cpu"),
-    "row too large": (lambda t: (_meta(1, 2**31), None, _meta(2**31), _meta(2**31)), ValueError, "at most 2\\*\\*31"),
+    "row too large": (lambda t: (_meta(1, 2**30 + 1), None, _meta(2**30 + 1), _meta(2**30 + 1)), ValueError,
+                      "at most 2\\*\\*30"),
 }
 
 
@@ -177,6 +178,8 @@ BAD_BWD = {
     "weight shape": (dict(weight=(9,)), ValueError, "weight must be"),
     "input dtype": (dict(inp=((4, 8), torch.float64)), TypeError, "input must be float32"),
     "empty rows": (dict(inp=(4, 0), grad_y=(4, 0), weight=(0,)), ValueError, "0 < N"),
+    "row too large": (dict(inp=(1, 2**30 + 1), grad_y=(1, 2**30 + 1), weight=(2**30 + 1,), mean=(1,), rstd=(1,)),
+                      ValueError, "0 < N <= 2\\*\\*30"),
 }
 
 

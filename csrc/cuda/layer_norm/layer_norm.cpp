@@ -4,7 +4,6 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/extension.h>
 
-#include <climits>
 #include <cstdio>
 #include <cstdint>
 #include <vector>
@@ -40,7 +39,7 @@ int64_t row_size(const at::Tensor& x, const at::Tensor& weight, const at::Tensor
     TORCH_CHECK(x.dim() >= 1, "add_layer_norm (cuda): x must have at least one dimension");
     TORCH_CHECK(x.is_contiguous(), "add_layer_norm (cuda): x must be contiguous");
     const int64_t n = x.size(-1);
-    TORCH_CHECK(n >= 1 && n <= INT_MAX, "add_layer_norm (cuda): the row size must be in [1, 2**31 - 1]");
+    TORCH_CHECK(n >= 1 && n <= accelops::kMaxRowSize, "add_layer_norm (cuda): the row size must be in [1, 2**30]");
     check_like(weight, x);
     check_like(bias, x);
     TORCH_CHECK(weight.dim() == 1 && weight.size(0) == n && bias.dim() == 1 && bias.size(0) == n,

@@ -417,13 +417,15 @@ cudaError_t bwd_typed(const LnPlan& p, const BwdArgs<T>& a, T* gw, T* gb, cudaSt
 
 int round_up(int v, int m) { return (v + m - 1) / m * m; }
 
-// Row ranges of the streamed backward's column kernel: enough blocks for about two waves of
-// 256-thread blocks at 8 per SM, at most one part per row and 1024 parts.
+// Row ranges of the streamed backward's column kernel: about two waves of blocks (4 of its 256-thread
+// blocks fit an SM at 64 registers), at least one row per row lane (kColThreadsY per part), and at
+// most 1024 parts.
 int column_parts(int64_t rows, int nvec, int sm_count) {
     const int64_t col_tiles = (nvec + kColThreadsX - 1) / kColThreadsX;
-    const int64_t target_blocks = static_cast<int64_t>(sm_count > 0 ? sm_count : 1) * 16;
+    const int64_t target_blocks = static_cast<int64_t>(sm_count > 0 ? sm_count : 1) * 8;
     int64_t parts = (target_blocks + col_tiles - 1) / col_tiles;
-    if (parts > rows) parts = rows;
+    const int64_t lane_filling = (rows + kColThreadsY - 1) / kColThreadsY;
+    if (parts > lane_filling) parts = lane_filling;
     if (parts > 1024) parts = 1024;
     return static_cast<int>(parts < 1 ? 1 : parts);
 }
