@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every GPU check of this repo in one go, for a short lent GPU session (about 5-8 minutes on an H100):
-# install, build both CUDA ops, ds_report --verify, the GPU tests, then the GPU benchmarks (add + layer
-# norm in bf16, fp16 and fp32; FusedAdam). Each step's output goes to ${OUT:-gpu_logs}/<step>.log and a
+# install, build both CUDA ops, ds_report --verify, the GPU tests, compute-sanitizer's racecheck and
+# synccheck over a few layer norm tests (where compute-sanitizer is installed), then the GPU benchmarks
+# (add + layer norm in bf16, fp16 and fp32; FusedAdam). Each step's output goes to ${OUT:-gpu_logs}/<step>.log and a
 # summary line per step to summary.txt; a failing step does not stop the later ones.
 # Usage, from the repo root on the GPU machine: bash benchmarks/gpu_session.sh
 set -uo pipefail
@@ -32,6 +33,16 @@ for name in ('FusedAdamBuilder', 'FusedLayerNormBuilder'):
 step ds_report 180 "$py" -m accelops.report --verify
 step gpu_tests 420 "$py" -m pytest -q -m gpu tests/ops tests/comm -k "not last_line" -p no:cacheprovider
 step last_line_checks 120 "$py" -m pytest -q -m gpu tests/ops -k last_line -p no:cacheprovider
+sanitizer="$(command -v compute-sanitizer || ls "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer" 2>/dev/null)"
+if [ -n "$sanitizer" ]; then
+    # Shared-memory races and barrier misuse, which the CPU emulation in tests/cuda_emu cannot show.
+    for tool in racecheck synccheck; do
+        step "sanitizer_$tool" 240 "$sanitizer" --tool "$tool" --error-exitcode 9 "$py" -m pytest -q -m gpu \
+            tests/ops/test_cuda_layer_norm.py -k "forward_and_backward and (1024 or 16392) and True" -p no:cacheprovider
+    done
+else
+    echo "sanitizer: compute-sanitizer not found, skipped" | tee -a "$out/summary.txt"
+fi
 for dtype in bf16 fp16 fp32; do
     step "bench_layer_norm_$dtype" 180 "$py" benchmarks/bench_gpu_layer_norm.py --dtype "$dtype"
 done

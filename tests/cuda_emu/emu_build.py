@@ -19,11 +19,20 @@ KERNEL_SOURCES = [CSRC / "cuda" / "layer_norm" / "layer_norm_kernel.cu",
 LAUNCH = re.compile(r"([A-Za-z_][\w:]*(?:<[^;()]*?>)?)\s*<<<(.*?)>>>\s*\(", re.S)
 
 
+# A __shared__ array declaration: its name is group 2.
+SHARED = re.compile(r"(__shared__\s[^;{}]*?\b([A-Za-z_]\w*)\s*(?:\[[^\];]*\]\s*)+;)")
+
+
 def translate(source):
-    """The .cu text with every triple-chevron launch turned into a cuda_emu::Launch call."""
+    """The .cu text with every triple-chevron launch turned into a cuda_emu::Launch call and every
+    __shared__ array poisoned once per block (cuda_emu::poison_shared)."""
     out = LAUNCH.sub(lambda m: f"::cuda_emu::Launch({m.group(2)})({m.group(1)}, ", source)
     if "<<<" in out:
         raise RuntimeError("cuda_emu: a kernel launch was not rewritten")
+    out, count = SHARED.subn(lambda m: f"{m.group(1)} ::cuda_emu::poison_shared({m.group(2)}, sizeof({m.group(2)}));",
+                             out)
+    if count != out.count("__shared__"):
+        raise RuntimeError("cuda_emu: a __shared__ declaration was not recognised")
     return out
 
 
@@ -42,7 +51,9 @@ def build(work_dir):
     lib = work_dir / f"libaccelops_cuda_emu_{digest}.so"
     if not lib.exists():
         includes = [f"-I{HERE / 'include'}", f"-I{CSRC / 'includes'}"] + [f"-I{p}" for p in include_paths()]
-        cmd = ["g++", "-std=c++17", "-O2", "-g", "-U_FORTIFY_SOURCE", "-fPIC", "-shared", "-Wall", "-Wno-unknown-pragmas",
+        # -fsanitize=alignment: a vector access through a misaligned pointer aborts with a message.
+        cmd = ["g++", "-std=c++17", "-O2", "-g", "-U_FORTIFY_SOURCE", "-fsanitize=alignment",
+               "-fno-sanitize-recover=alignment", "-fPIC", "-shared", "-Wall", "-Wno-unknown-pragmas",
                *includes, *map(str, units), "-o", str(lib) + ".tmp"]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:

@@ -3,12 +3,13 @@
 //
 // A launch runs its blocks one after another; the threads of a block are fibers (ucontext) on the
 // calling thread, switched at __syncthreads and warp shuffles. Each warp runs alone up to the next
-// __syncthreads; warps and lanes take turns in index order, or in reverse order after
-// cuda_emu::set_reverse_order(true), so code that needs a
-// missing barrier gives a different answer under one of the orders. A shuffle that some lanes of a
-// warp never reach is reported as a divergence error instead of hanging. Threads that have returned
-// do not hold up __syncthreads (as on current GPUs).
-// Shared memory (`__shared__`) is a static variable: one copy, reused by each block in turn.
+// __syncthreads; blocks, warps and lanes take turns in index order, or in reverse order after
+// cuda_emu::set_reverse_order(true), so code that needs a missing barrier gives a different answer
+// under one of the orders. A shuffle that some lanes of a warp never reach, or threads waiting at
+// different counts of __syncthreads, are reported as a divergence error instead of hanging. Threads
+// that have returned do not hold up __syncthreads (as on current GPUs).
+// Shared memory (`__shared__`) is a static variable: one copy, reused by each block in turn and
+// poisoned (0xFF bytes) at the start of each block by cuda_emu::poison_shared.
 #pragma once
 
 #include <setjmp.h>
@@ -18,7 +19,9 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <tuple>
@@ -57,6 +60,7 @@ struct Fiber {
     dim3 tid;
     State state = State::kRunnable;
     int shuffle_phase = 0;
+    long long syncs = 0;   // __syncthreads calls so far in this block
 };
 
 struct Runtime {
@@ -71,6 +75,8 @@ struct Runtime {
     std::string divergence;   // set when a barrier cannot be released
     bool reverse_order = false;
     long long switches = 0;
+    long long block_serial = 0;                    // blocks started so far (all launches)
+    std::map<const void*, long long> poisoned_in;   // shared array -> block_serial of its last poisoning
 };
 
 inline Runtime& rt() {
@@ -141,6 +147,7 @@ inline bool run_block(int threads) {
         Fiber& f = r.fibers[i];
         f.state = State::kRunnable;
         f.shuffle_phase = 0;
+        f.syncs = 0;
         f.started = false;
         getcontext(&f.start);
         f.start.uc_stack.ss_sp = r.stacks[i].get();
@@ -155,13 +162,18 @@ inline bool run_block(int threads) {
             const int w0 = w * kWarp;
             if (!run_warp(w0, w0 + kWarp < threads ? w0 + kWarp : threads)) return false;
         }
-        bool released = false;
+        long long syncs = -1;
         for (int i = 0; i < threads; ++i) {
             if (r.fibers[i].state != State::kAtBlockBarrier) continue;
+            if (syncs >= 0 && r.fibers[i].syncs != syncs) {
+                r.divergence = where() + ": threads wait at different __syncthreads (call " +
+                               std::to_string(syncs) + " and call " + std::to_string(r.fibers[i].syncs) + ")";
+                return false;
+            }
+            syncs = r.fibers[i].syncs;
             r.fibers[i].state = State::kRunnable;
-            released = true;
         }
-        if (!released) return true;   // every thread has returned
+        if (syncs < 0) return true;   // every thread has returned
     }
 }
 
@@ -192,15 +204,14 @@ struct Launch {
         r.body = [&]() { std::apply(kernel, copies); };
         blockDim = block;
         gridDim = grid;
-        for (unsigned bz = 0; bz < grid.z; ++bz) {
-            for (unsigned by = 0; by < grid.y; ++by) {
-                for (unsigned bx = 0; bx < grid.x; ++bx) {
-                    blockIdx = dim3(bx, by, bz);
-                    if (!run_block(n)) {
-                        std::fprintf(stderr, "cuda_emu: %s\n", r.divergence.c_str());
-                        std::abort();
-                    }
-                }
+        const long long blocks = static_cast<long long>(grid.x) * grid.y * grid.z;
+        for (long long k = 0; k < blocks; ++k) {
+            const long long b = r.reverse_order ? blocks - 1 - k : k;
+            blockIdx = dim3(b % grid.x, (b / grid.x) % grid.y, b / (static_cast<long long>(grid.x) * grid.y));
+            ++r.block_serial;
+            if (!run_block(n)) {
+                std::fprintf(stderr, "cuda_emu: %s\n", r.divergence.c_str());
+                std::abort();
             }
         }
         r.body = nullptr;
@@ -209,7 +220,26 @@ struct Launch {
 
 }  // namespace cuda_emu
 
-inline void __syncthreads() { cuda_emu::wait_at(cuda_emu::State::kAtBlockBarrier); }
+inline void __syncthreads() {
+    cuda_emu::Runtime& r = cuda_emu::rt();
+    ++r.fibers[r.current].syncs;
+    cuda_emu::wait_at(cuda_emu::State::kAtBlockBarrier);
+}
+
+namespace cuda_emu {
+
+// Called (by the rewritten source) right after each __shared__ declaration: the first thread of a
+// block to get there fills the array with 0xFF bytes (NaN as floats), so a read of shared memory the
+// block has not written does not see an earlier block's values.
+inline void poison_shared(void* array, size_t bytes) {
+    Runtime& r = rt();
+    long long& last = r.poisoned_in[array];
+    if (last == r.block_serial) return;
+    last = r.block_serial;
+    std::memset(array, 0xFF, bytes);
+}
+
+}  // namespace cuda_emu
 
 inline float __shfl_xor_sync(unsigned, float v, int lane_mask) {
     cuda_emu::Runtime& r = cuda_emu::rt();
