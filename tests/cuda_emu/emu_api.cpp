@@ -26,8 +26,6 @@ extern "C" {
 
 void emu_set_reverse_order(int reverse) { cuda_emu::set_reverse_order(reverse != 0); }
 
-long long emu_switches() { return cuda_emu::rt().switches; }
-
 void emu_ln_plan(int elem_size, int aligned, int64_t rows, int n, int sm_count, int backward, int* out) {
     const accelops::LnPlan p = accelops::plan_layer_norm(elem_size, aligned != 0, rows, n, sm_count, backward != 0);
     const int fields[6] = {p.vec, p.cached ? 1 : 0, p.bx, p.by, p.grid, p.parts};

@@ -57,7 +57,6 @@ class EmulatedLayerNorm:
             ctypes.c_int64, ctypes.c_int]
         lib.emu_ln_bwd_workspace_floats.argtypes = [ctypes.POINTER(ctypes.c_int), ctypes.c_int64, ctypes.c_int]
         lib.emu_ln_bwd_workspace_floats.restype = ctypes.c_longlong
-        lib.emu_switches.restype = ctypes.c_longlong
 
     def set_reverse_order(self, reverse):
         """Run each block's threads in reverse index order between barriers."""

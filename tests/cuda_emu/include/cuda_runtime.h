@@ -74,7 +74,6 @@ struct Runtime {
     cudaError_t last_error = cudaSuccess;
     std::string divergence;   // set when a barrier cannot be released
     bool reverse_order = false;
-    long long switches = 0;
     long long block_serial = 0;                    // blocks started so far (all launches)
     std::map<const void*, long long> poisoned_in;   // shared array -> block_serial of its last poisoning
 };
@@ -89,7 +88,6 @@ inline void set_reverse_order(bool reverse) { rt().reverse_order = reverse; }
 inline void wait_at(State s) {
     Runtime& r = rt();
     r.fibers[r.current].state = s;
-    ++r.switches;
     if (_setjmp(r.fibers[r.current].ctx) == 0) _longjmp(r.scheduler, 1);
 }
 
