@@ -2,7 +2,9 @@
 # Every GPU check of this repo in one go, for a short lent GPU session (about 5-8 minutes on an H100):
 # install, build both CUDA ops, ds_report --verify, the GPU tests, compute-sanitizer's racecheck and
 # synccheck over a few layer norm tests (where compute-sanitizer is installed), then the GPU benchmarks
-# (add + layer norm in bf16, fp16 and fp32; FusedAdam). Each step's output goes to ${OUT:-gpu_logs}/<step>.log and a
+# (add + layer norm in bf16, fp16 and fp32; FusedAdam). When .baseline/csrc exists (another version's
+# sources, e.g. `mkdir -p .baseline && git archive a300e3b csrc | tar -x -C .baseline`), the layer
+# norm benchmark also builds and times that version in the same run. Each step's output goes to ${OUT:-gpu_logs}/<step>.log and a
 # summary line per step to summary.txt; a failing step does not stop the later ones.
 # Usage, from the repo root on the GPU machine: bash benchmarks/gpu_session.sh
 set -uo pipefail
@@ -43,8 +45,10 @@ if [ -n "$sanitizer" ]; then
 else
     echo "sanitizer: compute-sanitizer not found, skipped" | tee -a "$out/summary.txt"
 fi
+baseline=()
+[ -d .baseline/csrc ] && baseline=(--baseline .baseline)
 for dtype in bf16 fp16 fp32; do
-    step "bench_layer_norm_$dtype" 180 "$py" benchmarks/bench_gpu_layer_norm.py --dtype "$dtype"
+    step "bench_layer_norm_$dtype" 240 "$py" benchmarks/bench_gpu_layer_norm.py --dtype "$dtype" "${baseline[@]}"
 done
 step bench_fused_adam 180 "$py" benchmarks/bench_gpu_fused_adam.py
 cat "$out/summary.txt"
