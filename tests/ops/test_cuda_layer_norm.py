@@ -78,6 +78,40 @@ def test_many_rows_and_leading_dims(dtype):
     check(gb, gb_ref, dtype, "grad_bias", scale=6000**0.5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.usefixtures("kernel")
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_many_streamed_rows(dtype):
+    """Streamed rows over many row groups: the backward's column kernel sums several rows per lane
+    in several parts."""
+    x, r, w, b, dy = inputs(600, 16392, dtype, seed=5)
+    y, s, mean, rstd = torch.ops.accelops.add_layer_norm_fwd(x, r, w, b, EPS)
+    _, y_ref, _, _, gx_ref, gw_ref, gb_ref = reference(x, r, w, b, dy)
+    check(y, y_ref, dtype, "y")
+    gx, gw, gb = torch.ops.accelops.add_layer_norm_bwd(dy, s, mean, rstd, w)
+    check(gx, gx_ref, dtype, "grad_input")
+    check(gw, gw_ref, dtype, "grad_weight", scale=600**0.5)
+    check(gb, gb_ref, dtype, "grad_bias", scale=600**0.5)
+
+
+@pytest.mark.usefixtures("kernel")
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_misaligned_streamed_16bit_rows():
+    buf = torch.randn(5 * 20000 + 1, device="cuda", dtype=torch.float16)
+    x = buf[1:].view(5, 20000)  # contiguous, 2 bytes past an aligned address: element-wise streamed paths
+    _, r, w, b, dy = inputs(5, 20000, torch.float16, seed=6)
+    y, s, mean, rstd = torch.ops.accelops.add_layer_norm_fwd(x, r, w, b, EPS)
+    _, y_ref, _, _, gx_ref, gw_ref, _ = reference(x, r, w, b, dy)
+    check(y, y_ref, torch.float16, "y")
+    s_misaligned = torch.empty_like(buf)[1:].view(5, 20000)
+    s_misaligned.copy_(s)
+    gx, gw, _ = torch.ops.accelops.add_layer_norm_bwd(dy, s_misaligned, mean, rstd, w)
+    check(gx, gx_ref, torch.float16, "grad_input")
+    check(gw, gw_ref, torch.float16, "grad_weight", scale=3.0)
+
+
 @pytest.mark.usefixtures("kernel")
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
