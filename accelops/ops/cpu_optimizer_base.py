@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from ._cpu_loader import cpu_op_path
+from ._distinct_params import DistinctParamsMixin
 
 __all__ = ["CPUOptimizerBase"]
 
@@ -20,7 +21,7 @@ _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _LOW = (torch.bfloat16, torch.float16)
 
 
-class CPUOptimizerBase(torch.optim.Optimizer):
+class CPUOptimizerBase(DistinctParamsMixin, torch.optim.Optimizer):
     """Base of the CPU optimizers; not used directly."""
 
     _BUILDER: str = ""

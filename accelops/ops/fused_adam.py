@@ -16,6 +16,8 @@ from typing import List, Optional
 import torch
 from torch import Tensor
 
+from ._distinct_params import DistinctParamsMixin
+
 __all__ = ["FusedAdam", "fused_adam_step_"]
 
 _SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -191,7 +193,7 @@ def _fused_adam_step_fake(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1
     return None
 
 
-class FusedAdam(torch.optim.Optimizer):
+class FusedAdam(DistinctParamsMixin, torch.optim.Optimizer):
     """Adam/AdamW that updates all parameters of a group with one multi-tensor kernel.
 
     Args mirror DeepSpeed's FusedAdam: ``adam_w_mode=True`` decays weights decoupled (AdamW),

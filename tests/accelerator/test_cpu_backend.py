@@ -1,4 +1,5 @@
 """The CPU backend, method by method, against what torch and the OS report."""
+import mmap
 import os
 import time
 
@@ -99,12 +100,15 @@ def test_memory_figures_follow_the_process(cpu):
     before = cpu.memory_allocated()
     assert isinstance(before, int) and before > 0
     cpu.reset_peak_memory_stats()
-    block = torch.ones(64 * 1024 * 1024 // 4)  # 64 MiB, touched by ones()
+    # 64 MiB of fresh pages, touched: a tensor could be served from heap memory that earlier tests freed
+    # but the allocator kept resident, and then the resident set would not grow.
+    block = mmap.mmap(-1, 64 * 1024 * 1024)
+    block.write(b"\x01" * len(block))
     after = cpu.memory_allocated()
     assert after - before > 48 * 1024 * 1024
     assert cpu.max_memory_allocated() >= after
     assert cpu.memory_reserved() > 0 and cpu.max_memory_reserved() >= cpu.memory_reserved() - 4096 * 1024
-    del block
+    block.close()
     total, available = cpu.total_memory(), cpu.available_memory()
     assert 0 < available <= total
     stats = cpu.memory_stats()
