@@ -5,10 +5,11 @@ from emu_build import build
 from emulated_kernels import EmulatedFusedAdam, EmulatedLayerNorm
 
 
-@pytest.fixture(scope="session")
-def emulated_library(tmp_path_factory):
-    """The shared library of every emulated kernel source (see emu_build.KERNEL_SOURCES)."""
-    return build(tmp_path_factory.mktemp("cuda_emu"))
+@pytest.fixture(scope="session", params=["cuda", "rocm"])
+def emulated_library(request, tmp_path_factory):
+    """The shared library of every emulated kernel source (see emu_build.KERNEL_SOURCES), built from
+    the sources' CUDA branches and then from their ROCm branches (64-lane wavefronts)."""
+    return build(tmp_path_factory.mktemp(f"{request.param}_emu"), rocm=request.param == "rocm")
 
 
 @pytest.fixture(scope="session")

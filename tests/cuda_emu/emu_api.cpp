@@ -49,6 +49,8 @@ int emu_ln_bwd(int dtype, const int* plan, const void* grad_y, const void* input
                                            grad_weight, grad_bias, workspace, rows, n, nullptr);
 }
 
+int emu_adam_max_tensors() { return accelops::kAdamMaxTensors; }
+
 // One Adam step over `count` tensors of one dtype pair, through the binding's table filler
 // (max_blocks < kAdamMaxBlocks splits tables sooner). Returns 0, a cudaError_t or kAdamTooLarge;
 // *launches counts the kernel launches.

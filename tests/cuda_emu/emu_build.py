@@ -36,8 +36,10 @@ def translate(source):
     return out
 
 
-def build(work_dir):
-    """Compile (once per source content) into ``work_dir`` and return the loaded ctypes library."""
+def build(work_dir, rocm=False):
+    """Compile (once per source content and flavour) into ``work_dir`` and return the loaded ctypes
+    library. ``rocm``: build the kernels' ROCm branches (``-DUSE_ROCM``: 64-lane wavefronts, HIP's
+    launch-table limits) instead of the CUDA ones."""
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     units = [HERE / "emu_api.cpp"]
@@ -48,13 +50,13 @@ def build(work_dir):
     inputs = [u.read_bytes() for u in units] + [p.read_bytes() for p in sorted((HERE / "include").iterdir())]
     inputs += [p.read_bytes() for p in sorted((CSRC / "includes").glob("cuda_*"))]
     digest = hashlib.sha256(b"\0".join(inputs)).hexdigest()[:16]
-    lib = work_dir / f"libaccelops_cuda_emu_{digest}.so"
+    lib = work_dir / f"libaccelops_{'rocm' if rocm else 'cuda'}_emu_{digest}.so"
     if not lib.exists():
         includes = [f"-I{HERE / 'include'}", f"-I{CSRC / 'includes'}"] + [f"-I{p}" for p in include_paths()]
         # -fsanitize=alignment: a vector access through a misaligned pointer aborts with a message.
         cmd = ["g++", "-std=c++17", "-O2", "-g", "-U_FORTIFY_SOURCE", "-fsanitize=alignment",
                "-fno-sanitize-recover=alignment", "-fPIC", "-shared", "-Wall", "-Wno-unknown-pragmas",
-               *includes, *map(str, units), "-o", str(lib) + ".tmp"]
+               *(["-DUSE_ROCM"] if rocm else []), *includes, *map(str, units), "-o", str(lib) + ".tmp"]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"cuda_emu build failed:\n{' '.join(cmd)}\n{done.stderr}")

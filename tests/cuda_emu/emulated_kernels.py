@@ -124,6 +124,8 @@ class EmulatedFusedAdam:
             ctypes.POINTER(ctypes.c_int64)] + [ctypes.c_float] * 5 + [ctypes.c_int, ctypes.c_int, _P, _P,
                                                                       ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
 
+        self.max_tensors = lib.emu_adam_max_tensors()   # tensors per launch table (128 CUDA, 32 ROCm)
+
     def set_reverse_order(self, reverse):
         """Run each block's threads in reverse index order."""
         self.lib.emu_set_reverse_order(int(reverse))

@@ -11,7 +11,6 @@ LR, BETAS, EPS, WD = 1e-2, (0.8, 0.95), 1e-6, 0.05
 TOL = {torch.float32: dict(rtol=1e-5, atol=1e-6), torch.bfloat16: dict(rtol=1.6e-2, atol=8e-3),
        torch.float16: dict(rtol=2e-3, atol=1e-3)}
 CHUNK = 65536
-MAX_TENSORS = 128
 MAX_NUMEL = (2**31 - 1) * CHUNK
 # Odd sizes, vector tails, chunk edges, a tensor of three chunks and an empty one.
 SHAPES = [(1,), (7,), (1023,), (33, 65), (CHUNK - 3,), (CHUNK,), (CHUNK + 3,), (2 * CHUNK + 1,), (0,)]
@@ -139,11 +138,12 @@ def test_misaligned_tensors_take_the_scalar_path(adam, dtype, state_dtype, shift
         step_kwargs=dict(misalign={k: 1 for k in shifted}))
 
 
-@pytest.mark.parametrize("count,launches", [(2 * MAX_TENSORS, 2), (2 * MAX_TENSORS + 5, 3)])
-def test_more_tensors_than_one_table_holds(adam, count, launches):
-    """Tables of 128 tensors, full ones ending with a tensor of two chunks."""
-    shapes = [(i * 37 % 300 + 1,) for i in range(count)]
-    shapes[MAX_TENSORS - 1] = shapes[2 * MAX_TENSORS - 1] = (CHUNK + 5,)
+@pytest.mark.parametrize("extra,launches", [(0, 2), (5, 3)])
+def test_more_tensors_than_one_table_holds(adam, extra, launches):
+    """Tables of kAdamMaxTensors tensors (128 CUDA, 32 ROCm), full ones ending with a tensor of two chunks."""
+    per_table = adam.max_tensors
+    shapes = [(i * 37 % 300 + 1,) for i in range(2 * per_table + extra)]
+    shapes[per_table - 1] = shapes[2 * per_table - 1] = (CHUNK + 5,)
     assert run(adam, shapes, torch.float32, steps=2) == [launches] * 2
 
 

@@ -48,7 +48,11 @@ inline float rsqrtf(float v) { return 1.f / std::sqrt(v); }
 
 namespace cuda_emu {
 
+#if defined(USE_ROCM)
+constexpr int kWarp = 64;   // the kernels' ROCm branches (built with -DUSE_ROCM) assume 64-lane wavefronts
+#else
 constexpr int kWarp = 32;
+#endif
 constexpr size_t kStackBytes = 256 * 1024;
 
 enum class State { kRunnable, kAtBlockBarrier, kAtWarpBarrier, kDone };
@@ -250,6 +254,9 @@ inline float __shfl_xor_sync(unsigned, float v, int lane_mask) {
     r.fibers[self].shuffle_phase ^= 1;
     return r.shuffle_slots[phase][partner];
 }
+
+// HIP's spelling (the kernels' ROCm branch).
+inline float __shfl_xor(float v, int lane_mask, int = cuda_emu::kWarp) { return __shfl_xor_sync(0u, v, lane_mask); }
 
 template <typename T>
 inline T atomicAdd(T* address, T v) {
