@@ -6,13 +6,15 @@
 // __syncthreads; blocks, warps and lanes take turns in index order, or in reverse order after
 // cuda_emu::set_reverse_order(true), so code that needs a missing barrier gives a different answer
 // under one of the orders. A shuffle that some lanes of a warp never reach, or threads waiting at
-// different counts of __syncthreads, are reported as a divergence error instead of hanging. Threads
-// that have returned do not hold up __syncthreads (as on current GPUs).
+// different __syncthreads (count or source line), are reported as a divergence error instead of
+// hanging. Threads that have returned do not hold up __syncthreads (as on current GPUs).
 // Shared memory (`__shared__`) is a static variable: one copy, reused by each block in turn and
 // poisoned (0xFF bytes) at the start of each block by cuda_emu::poison_shared.
 #pragma once
 
 #include <setjmp.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <ucontext.h>
 
 #include <cmath>
@@ -65,11 +67,34 @@ struct Fiber {
     State state = State::kRunnable;
     int shuffle_phase = 0;
     long long syncs = 0;   // __syncthreads calls so far in this block
+    int sync_line = 0;     // source line of the __syncthreads this thread waits at
+};
+
+// A fiber's stack with an inaccessible page below it, so an overflow faults instead of corrupting memory.
+class Stack {
+public:
+    Stack() : guard_(static_cast<size_t>(sysconf(_SC_PAGESIZE))) {
+        void* p = mmap(nullptr, guard_ + kStackBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) {
+            std::fprintf(stderr, "cuda_emu: cannot map a fiber stack\n");
+            std::abort();
+        }
+        base_ = static_cast<char*>(p);
+        mprotect(base_, guard_, PROT_NONE);
+    }
+    ~Stack() { munmap(base_, guard_ + kStackBytes); }
+    Stack(const Stack&) = delete;
+    Stack& operator=(const Stack&) = delete;
+    char* top_region() const { return base_ + guard_; }   // kStackBytes usable bytes
+
+private:
+    size_t guard_;
+    char* base_;
 };
 
 struct Runtime {
     std::vector<Fiber> fibers;
-    std::vector<std::unique_ptr<char[]>> stacks;
+    std::vector<std::unique_ptr<Stack>> stacks;
     jmp_buf scheduler;
     ucontext_t scheduler_start;
     int current = -1;
@@ -152,7 +177,7 @@ inline bool run_block(int threads) {
         f.syncs = 0;
         f.started = false;
         getcontext(&f.start);
-        f.start.uc_stack.ss_sp = r.stacks[i].get();
+        f.start.uc_stack.ss_sp = r.stacks[i]->top_region();
         f.start.uc_stack.ss_size = kStackBytes;
         f.start.uc_link = nullptr;
         makecontext(&f.start, fiber_entry, 0);
@@ -165,15 +190,21 @@ inline bool run_block(int threads) {
             if (!run_warp(w0, w0 + kWarp < threads ? w0 + kWarp : threads)) return false;
         }
         long long syncs = -1;
+        int line = 0;
         for (int i = 0; i < threads; ++i) {
-            if (r.fibers[i].state != State::kAtBlockBarrier) continue;
-            if (syncs >= 0 && r.fibers[i].syncs != syncs) {
-                r.divergence = where() + ": threads wait at different __syncthreads (call " +
-                               std::to_string(syncs) + " and call " + std::to_string(r.fibers[i].syncs) + ")";
+            const Fiber& f = r.fibers[i];
+            if (f.state != State::kAtBlockBarrier) continue;
+            if (syncs >= 0 && (f.syncs != syncs || f.sync_line != line)) {
+                r.divergence = where() + ": threads wait at different __syncthreads (call " + std::to_string(syncs) +
+                               " at line " + std::to_string(line) + ", call " + std::to_string(f.syncs) +
+                               " at line " + std::to_string(f.sync_line) + ")";
                 return false;
             }
-            syncs = r.fibers[i].syncs;
-            r.fibers[i].state = State::kRunnable;
+            syncs = f.syncs;
+            line = f.sync_line;
+        }
+        for (int i = 0; i < threads; ++i) {
+            if (r.fibers[i].state == State::kAtBlockBarrier) r.fibers[i].state = State::kRunnable;
         }
         if (syncs < 0) return true;   // every thread has returned
     }
@@ -196,7 +227,7 @@ struct Launch {
         }
         const int n = static_cast<int>(threads);
         r.fibers.assign(n, Fiber{});
-        while (static_cast<int>(r.stacks.size()) < n) r.stacks.emplace_back(new char[kStackBytes]);
+        while (static_cast<int>(r.stacks.size()) < n) r.stacks.emplace_back(new Stack());
         for (int i = 0; i < n; ++i) {
             r.fibers[i].tid = dim3(i % block.x, (i / block.x) % block.y, i / (block.x * block.y));
         }
@@ -222,11 +253,19 @@ struct Launch {
 
 }  // namespace cuda_emu
 
-inline void __syncthreads() {
-    cuda_emu::Runtime& r = cuda_emu::rt();
+namespace cuda_emu {
+
+inline void syncthreads_at(int line) {
+    Runtime& r = rt();
     ++r.fibers[r.current].syncs;
-    cuda_emu::wait_at(cuda_emu::State::kAtBlockBarrier);
+    r.fibers[r.current].sync_line = line;
+    wait_at(State::kAtBlockBarrier);
 }
+
+}  // namespace cuda_emu
+
+// A macro, so each call records its source line: threads at two different barriers are a divergence.
+#define __syncthreads() ::cuda_emu::syncthreads_at(__LINE__)
 
 namespace cuda_emu {
 
