@@ -14,13 +14,17 @@ def emulated_library(request, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def emulated_layer_norm(emulated_library):
-    kernels = EmulatedLayerNorm(emulated_library)
-    yield kernels
-    kernels.set_reverse_order(False)
+    return EmulatedLayerNorm(emulated_library)
 
 
 @pytest.fixture(scope="session")
 def emulated_fused_adam(emulated_library):
-    kernels = EmulatedFusedAdam(emulated_library)
-    yield kernels
-    kernels.set_reverse_order(False)
+    return EmulatedFusedAdam(emulated_library)
+
+
+@pytest.fixture(params=["forward order", "reverse order"])
+def thread_order(request, emulated_library):
+    """Blocks, warps and lanes run in index order, then (second parametrisation) in reverse order."""
+    emulated_library.emu_set_reverse_order(int(request.param == "reverse order"))
+    yield request.param
+    emulated_library.emu_set_reverse_order(0)

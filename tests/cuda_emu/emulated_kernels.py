@@ -5,6 +5,7 @@ NaN before and after inputs (an out-of-bounds read turns a result into NaN) and 
 outputs (an out-of-bounds write is reported). Views keep 16-byte alignment unless asked otherwise.
 """
 import ctypes
+import math
 
 import torch
 
@@ -31,7 +32,7 @@ class GuardedTensor:
     def check_guards(self, what):
         before, after = self.buffer[:self.start], self.buffer[self.start + self.tensor.numel():]
         for part in (before, after):
-            same = torch.isnan(part) if self.fill != self.fill else part == self.fill
+            same = torch.isnan(part) if math.isnan(self.fill) else part == self.fill
             if not bool(same.all()):
                 raise AssertionError(f"{what}: the kernel wrote outside the tensor")
 
@@ -57,10 +58,6 @@ class EmulatedLayerNorm:
             ctypes.c_int64, ctypes.c_int]
         lib.emu_ln_bwd_workspace_floats.argtypes = [ctypes.POINTER(ctypes.c_int), ctypes.c_int64, ctypes.c_int]
         lib.emu_ln_bwd_workspace_floats.restype = ctypes.c_longlong
-
-    def set_reverse_order(self, reverse):
-        """Run each block's threads in reverse index order between barriers."""
-        self.lib.emu_set_reverse_order(int(reverse))
 
     def plan(self, dtype, rows, n, sm_count, backward, aligned=True):
         """The launcher's plan as a dict (vec, cached, bx, by, grid, parts)."""
@@ -123,12 +120,8 @@ class EmulatedFusedAdam:
         lib.emu_adam_step.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int] + [ctypes.POINTER(_P)] * 5 + [
             ctypes.POINTER(ctypes.c_int64)] + [ctypes.c_float] * 5 + [ctypes.c_int, ctypes.c_int, _P, _P,
                                                                       ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
-
         self.max_tensors = lib.emu_adam_max_tensors()   # tensors per launch table (128 CUDA, 32 ROCm)
 
-    def set_reverse_order(self, reverse):
-        """Run each block's threads in reverse index order."""
-        self.lib.emu_set_reverse_order(int(reverse))
 
     def step(self, params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2, eps, weight_decay,
              adam_w_mode=True, bias_correction=True, grad_scale=None, found_inf=None, misalign=None,

@@ -17,12 +17,10 @@ SHAPES = [(1,), (7,), (1023,), (33, 65), (CHUNK - 3,), (CHUNK,), (CHUNK + 3,), (
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 
 
-@pytest.fixture(params=["forward order", "reverse order"])
-def adam(request, emulated_fused_adam):
-    """The emulated kernel, with each block's threads run in index order, then in reverse order."""
-    emulated_fused_adam.set_reverse_order(request.param == "reverse order")
-    yield emulated_fused_adam
-    emulated_fused_adam.set_reverse_order(False)
+@pytest.fixture
+def adam(thread_order, emulated_fused_adam):
+    """The emulated kernel, under both thread orders."""
+    return emulated_fused_adam
 
 
 class Run:

@@ -28,12 +28,10 @@ def run_and_check(kernels, rows, n, dtype, with_residual=True, sm_count=H100_SMS
     check(gb, gb_ref, dtype, "grad_bias", scale)
 
 
-@pytest.fixture(params=["forward order", "reverse order"])
-def kernels(request, emulated_layer_norm):
-    """The emulated kernels, with each block's threads run in index order, then in reverse order."""
-    emulated_layer_norm.set_reverse_order(request.param == "reverse order")
-    yield emulated_layer_norm
-    emulated_layer_norm.set_reverse_order(False)
+@pytest.fixture
+def kernels(thread_order, emulated_layer_norm):
+    """The emulated kernels, under both thread orders."""
+    return emulated_layer_norm
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
