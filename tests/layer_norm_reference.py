@@ -35,3 +35,25 @@ def check(got, want, dtype, what, scale=1.0):
     """Elementwise closeness to the float64 reference within dtype's tolerance times scale."""
     tol = {k: v * scale for k, v in TOL[dtype].items()}
     torch.testing.assert_close(got.double(), want.double(), **tol, msg=lambda m: f"{what}: {m}")
+
+
+def check_forward_and_backward(forward, backward, x, r, w, b, dy):
+    """Run ``forward(x, r, w, b) -> (y, s, mean, rstd)`` and ``backward(dy, input, mean, rstd, w) ->
+    (grad_input, grad_weight, grad_bias)`` (r may be None) and compare everything with the float64
+    reference: s exactly, the rest within the dtype's tolerance (weight/bias grads scaled by
+    sqrt(rows), as column sums of that many terms). Returns forward's outputs."""
+    dtype = x.dtype
+    y, s, mean, rstd = forward(x, r, w, b)
+    s_ref, y_ref, mean_ref, rstd_ref, gx_ref, gw_ref, gb_ref = reference(x, r, w, b, dy)
+    if r is not None:
+        assert torch.equal(s, s_ref), "s must be x + r rounded to the dtype, as torch rounds it"
+    check(y, y_ref, dtype, "y")
+    torch.testing.assert_close(mean.double(), mean_ref.reshape(-1), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(rstd.double(), rstd_ref.reshape(-1), rtol=1e-4, atol=1e-4)
+    gx, gw, gb = backward(dy, s if r is not None else x, mean, rstd, w)
+    assert gw.dtype == w.dtype and gb.dtype == w.dtype
+    check(gx, gx_ref, dtype, "grad_input")
+    scale = max(1.0, (x.numel() // x.shape[-1]) ** 0.5)
+    check(gw, gw_ref, dtype, "grad_weight", scale)
+    check(gb, gb_ref, dtype, "grad_bias", scale)
+    return y, s, mean, rstd
