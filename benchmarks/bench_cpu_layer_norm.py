@@ -16,7 +16,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from accelops.ops.layer_norm_ops import fused_add_layer_norm, layer_norm_path
+from accelops.ops.layer_norm.ops import fused_add_layer_norm, layer_norm_path
 
 
 def timeit(fn, repeats):

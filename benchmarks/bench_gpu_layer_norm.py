@@ -25,7 +25,7 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 def load_ops():
     """Import the op definitions and the CUDA registration; None when the ops are not part of this tree."""
     try:
-        from accelops.ops import layer_norm_cuda  # noqa: F401  (defines and registers the ops)
+        import accelops.ops.layer_norm  # noqa: F401  (defines the ops and registers the CUDA kernels)
     except ImportError as exc:
         print(f"bench_gpu_layer_norm: accelops layer-norm ops unavailable ({exc})")
         return None
@@ -118,7 +118,7 @@ def main():
     if not torch.cuda.is_available():
         print("bench_gpu_layer_norm: no CUDA device; CPU-side checks passed, GPU timings skipped")
         return 0
-    from accelops.ops import layer_norm_cuda
+    from accelops.ops.layer_norm import cuda as layer_norm_cuda
 
     if layer_norm_cuda._load() is None:
         raise SystemExit("the fused_layer_norm CUDA op did not build")

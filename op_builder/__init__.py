@@ -1,32 +1,34 @@
-"""accelops.op_builder: one builder per op plus the build engine (``builder.py``).
+"""accelops.op_builder: the build engine; each op declares its builder in its own folder of ``accelops.ops``.
 
-``ALL_OPS`` (op name -> builder class) is collected on first access by importing every module of this
-package and keeping the ``OpBuilder`` subclasses that set ``NAME``; importing the package does nothing.
+The engine: ``builder`` (op declarations: ``OpBuilder`` and its CPU and CUDA flavours), ``pipeline`` (load:
+prebuilt, then JIT cache, then JIT build), ``errors``, plus ``jit_cache``, ``prebuilt``, ``cpu_tier``,
+``cuda_checks``, ``toolchain`` and ``messages`` (the ``accelops`` logger).
+
+``ALL_OPS`` (op name -> builder class) is collected on first access: every package ``accelops.ops.<op>`` with
+a ``build`` module is imported and its ``OpBuilder`` subclasses that set ``NAME`` are kept. Builder classes
+also import by name (``from accelops.op_builder import CPUAdamBuilder``). Importing this package does nothing.
 """
 from __future__ import annotations
 
 import importlib
-import pkgutil
 from typing import Dict, Optional, Type
 
-from .builder import Compatibility, CPUOpBuilder, CUDAOpBuilder, OpBuilder, OpBuildError
+from .builder import CPUOpBuilder, CUDAOpBuilder, OpBuilder
+from .errors import Compatibility, OpBuildError
 
 __all__ = ["ALL_OPS", "Compatibility", "CPUOpBuilder", "CUDAOpBuilder", "OpBuildError", "OpBuilder",
            "all_ops", "get_builder_class"]
 
-_ENGINE_MODULES = {"builder", "cpu_tier", "cuda_checks", "jit_cache", "prebuilt", "progress", "setup_support"}
 _all_ops: Optional[Dict[str, Type[OpBuilder]]] = None
 
 
 def all_ops() -> Dict[str, Type[OpBuilder]]:
-    """Op name -> builder class for every op file in this package (imported once, sorted by name)."""
+    """Op name -> builder class for every op folder (``accelops/ops/<op>/build.py``), sorted by name."""
     global _all_ops
     if _all_ops is None:
+        registry = importlib.import_module("accelops.ops.registry")
         found = {}
-        for info in pkgutil.iter_modules(__path__):
-            if info.name in _ENGINE_MODULES:
-                continue
-            module = importlib.import_module(f"{__name__}.{info.name}")
+        for module in registry.op_modules("build"):
             for value in vars(module).values():
                 if isinstance(value, type) and issubclass(value, OpBuilder) and value.__dict__.get("NAME"):
                     found[value.NAME] = value
@@ -52,4 +54,8 @@ def get_builder_class(class_name: str, accelerator_name: Optional[str] = None) -
 def __getattr__(name: str):
     if name == "ALL_OPS":
         return all_ops()
+    if name.endswith("Builder") and not name.startswith("_"):
+        cls = next((c for c in all_ops().values() if c.__name__ == name), None)
+        if cls is not None:
+            return cls
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

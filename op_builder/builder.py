@@ -1,110 +1,36 @@
-"""The build engine: ``OpBuilder`` and its CPU and CUDA (also ROCm) flavours.
+"""Op declarations: ``OpBuilder`` and its CPU and CUDA (also ROCm) flavours.
 
-An op file declares sources, include folders and op-specific flags; the engine adds the CPU-tier or
-CUDA arch flags and loads the op in a fixed order:
-
-1. a prebuilt module from the wheel (``accelops/build_info.json``), only when its recorded torch
-   major.minor, accelerator, CUDA/HIP version, Python and CPU tier match this machine;
-2. a JIT cache hit: the shared object is imported directly (no ninja, no compiler, no subprocess);
-3. a JIT build under the cache key's lock, in a temporary folder published by atomic rename;
-4. ``OpBuildError`` naming the cause (incompatibility reasons, or the compiler output's tail + log path).
+An op declares its sources, include folders and op-specific flags. Its flavour adds the engine's flags
+(CPU tier + OpenMP, or the CUDA/HIP ones), says which variants exist and how a prebuilt module must match
+this machine. ``build_args`` is the one function that makes the flags: builds use it and both keys hash
+it, so a key cannot miss a flag. GPU arches are a property of the target machine, kept apart
+(``arch_flags`` for builds, ``arch_key`` for the cache key). Loading is ``pipeline.load``.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
 import platform
-import shlex
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, List, Optional
 
-from . import cpu_tier, jit_cache
-from .progress import Progress
+from . import cpu_tier, toolchain
+from .errors import Compatibility, OpBuildError
 
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
 HEADER_SUFFIXES = (".h", ".hpp", ".cuh", ".inc")
-LOG_TAIL_LINES = 40
-
-#: Modules loaded in this process, by module name (one key -> one import per process).
-_loaded: Dict[str, ModuleType] = {}
-
-
-class OpBuildError(RuntimeError):
-    """An op could not be loaded: not compatible, failed to compile, or failed to import."""
-
-
-class Compatibility:
-    """Truthy when the op can be built here; ``reasons`` says why not, ``warnings`` what to watch."""
-
-    def __init__(self, reasons: Iterable[str] = (), warnings: Iterable[str] = ()) -> None:
-        self.reasons: List[str] = list(reasons)
-        self.warnings: List[str] = list(warnings)
-
-    def __bool__(self) -> bool:
-        return not self.reasons
-
-    def __repr__(self) -> str:
-        return f"Compatibility(ok={bool(self)}, reasons={self.reasons!r}, warnings={self.warnings!r})"
-
-
-def _is_msvc() -> bool:
-    return os.name == "nt"
-
-
-def compiler_command() -> str:
-    """The host compiler torch's extension builder uses: ``$CXX``, else ``c++`` (``cl`` on Windows).
-
-    May hold arguments (``ccache g++``); ``compiler_executable()`` is its first word.
-    """
-    return os.environ.get("CXX") or ("cl" if _is_msvc() else "c++")
-
-
-def compiler_executable() -> str:
-    """The program of ``compiler_command()`` (``ccache`` for ``CXX="ccache g++"``)."""
-    return compiler_words()[0]
-
-
-@functools.lru_cache(maxsize=None)
-def probe_version(command: Tuple[str, ...]) -> Tuple[Optional[str], str]:
-    """``(problem, output)`` of running ``command + ("--version",)`` once per process: ``problem`` is None
-    when it ran and exited 0, else why not. Used for the C++ compiler here and by ds_report's tool rows."""
-    shown = " ".join(command)
-    try:
-        result = subprocess.run([*command, "--version"], capture_output=True, text=True, errors="replace",
-                                timeout=60, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.SubprocessError) as exc:
-        return f"`{shown} --version` failed: {exc}", ""
-    output = (result.stdout + result.stderr).strip()
-    if result.returncode != 0:
-        return f"`{shown} --version` exited {result.returncode}", output
-    return None, output
-
-
-def compiler_words() -> Tuple[str, ...]:
-    """``compiler_command()`` split into words (``("ccache", "g++")``)."""
-    return tuple(shlex.split(compiler_command(), posix=os.name != "nt")) or (compiler_command(),)
-
-
-def _tool_identity(path: Optional[str]) -> str:
-    """Cheap identity of an executable (resolved path, size, mtime): no subprocess."""
-    if not path:
-        return "missing"
-    real = os.path.realpath(path)
-    try:
-        st = os.stat(real)
-    except OSError:
-        return f"{real}:unreadable"
-    return f"{real}:{st.st_size}:{st.st_mtime_ns}"
 
 
 def _file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _digest(payload: dict) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
 def _version() -> str:
@@ -113,28 +39,33 @@ def _version() -> str:
     return __version__
 
 
+def _strip_flags() -> List[str]:
+    """Linker flags that leave out the static symbol table (the exported ones stay): smaller objects."""
+    return ["-s"] if sys.platform.startswith("linux") else []
+
+
 class OpBuilder:
-    """Base of every op builder; op files subclass ``CPUOpBuilder`` or ``CUDAOpBuilder``.
+    """Base of every op builder; ops subclass ``CPUOpBuilder`` or ``CUDAOpBuilder``.
 
     Subclasses set ``NAME`` (``DS_BUILD_<NAME>`` selects it for prebuilds) and implement ``sources()``;
-    ``include_paths()``, ``cxx_args()`` and ``extra_requirements()`` are optional.
+    ``include_paths()``, ``cxx_args()``, ``msvc_args()`` and ``extra_requirements()`` are optional.
     """
 
     NAME: str = ""
-    KIND: str = ""  # "cpu" or "cuda", set by the flavours
+    KIND: str = ""  # "cpu" or "cuda": a label for reports; behaviour lives in the flavours' methods
 
     def __init__(self, accelerator_name: Optional[str] = None) -> None:
         if not self.NAME:
             raise TypeError(f"{type(self).__name__} is not an op builder (no NAME); use a subclass")
         self.accelerator_name = accelerator_name
 
-    # ------------------------------------------------------------------ declared by op files
+    # ------------------------------------------------------------------ declared by ops
     def sources(self) -> List[str]:
-        """Source files, relative to ``csrc/``."""
+        """Source files, relative to ``csrc()``."""
         raise NotImplementedError
 
     def include_paths(self) -> List[str]:
-        """Header folders, relative to ``csrc/``."""
+        """Header folders, relative to ``csrc()``."""
         return []
 
     def cxx_args(self) -> List[str]:
@@ -145,29 +76,62 @@ class OpBuilder:
         """Op-specific extra host-compiler flags for MSVC (used instead of ``cxx_args`` on Windows)."""
         return []
 
-    def host_args(self) -> List[str]:
-        """The op's host-compiler flags for the compiler in use."""
-        return self.msvc_args() if _is_msvc() else self.cxx_args()
-
     def extra_requirements(self) -> List[str]:
         """Op-specific reasons the op cannot be built here (e.g. a missing library); empty when fine."""
         return []
 
-    # ------------------------------------------------------------------ engine
     def csrc(self) -> Path:
+        """The folder ``sources()`` and ``include_paths()`` are relative to."""
         return CSRC
 
+    # ------------------------------------------------------------------ flavour (CPU or CUDA)
     def variant(self) -> str:
-        """What the object is specialised for: the CPU tier, or ``cuda``/``hip``."""
+        """What a build on this machine is specialised for: the CPU tier, or ``cuda``/``hip``."""
         raise NotImplementedError
 
     def build_args(self, variant: str) -> Dict[str, List[str]]:
-        """Flags for one build: ``cflags``, ``cuda_cflags`` and ``ldflags`` (engine + op flags)."""
+        """Flags of one build: ``cflags``, ``cuda_cflags`` and ``ldflags`` (engine + op flags, no GPU arches)."""
         raise NotImplementedError
 
-    def key_args(self, variant: str) -> Dict[str, object]:
-        """What the cache key hashes of the build flags (all of ``build_args`` unless a flavour says less)."""
-        return self.build_args(variant)
+    def arch_flags(self, variant: str) -> List[str]:
+        """GPU arch flags of a build on this machine (may run nvcc); none for CPU ops."""
+        return []
+
+    def arch_key(self, variant: str) -> str:
+        """What ``arch_flags`` would resolve from, without running anything (part of the cache key)."""
+        return ""
+
+    def uses_cuda(self) -> bool:
+        """Whether the build compiles ``.cu`` sources (torch's ``with_cuda``)."""
+        return False
+
+    def prebuild_variants(self, cpu_tiers: List[str]) -> List[str]:
+        """The variants a prebuild makes: every tier of ``cpu_tiers`` for CPU ops, this machine's for GPU ops."""
+        raise NotImplementedError
+
+    def prebuilt_candidates(self) -> List[str]:
+        """Installed variants this machine may load, best first."""
+        return [self.variant()]
+
+    def prebuilt_mismatch(self, info: dict) -> Optional[str]:
+        """Why a prebuild recorded in ``info`` (``build_info.json``) cannot load here, beyond torch and Python;
+        None when it can."""
+        return None
+
+    def setuptools_extension(self, module: str, variant: str, csrc_rel: str):
+        """The setuptools extension that prebuilds ``variant`` as ``module``; paths relative to setup.py."""
+        raise NotImplementedError
+
+    def _extension_kwargs(self, module: str, variant: str, csrc_rel: str) -> dict:
+        args = self.build_args(variant)
+        return dict(name=module, sources=[f"{csrc_rel}/{s}" for s in self.sources()],
+                    include_dirs=[os.path.abspath(f"{csrc_rel}/{p}") for p in self.include_paths()],
+                    extra_compile_args={"cxx": args["cflags"]}, extra_link_args=args["ldflags"])
+
+    # ------------------------------------------------------------------ flags and keys
+    def host_args(self) -> List[str]:
+        """The op's host-compiler flags for the compiler in use."""
+        return self.msvc_args() if toolchain.is_msvc() else self.cxx_args()
 
     def module_name(self, variant: str, key: str = "") -> str:
         """``accelops_<op>_<variant>[_<key prefix>]``: also the ``TORCH_EXTENSION_NAME``."""
@@ -183,159 +147,102 @@ class OpBuilder:
                 files.update(p for p in folder.rglob("*") if p.suffix in HEADER_SUFFIXES)
         return sorted(files)
 
-    def toolchain_identity(self) -> Dict[str, str]:
-        """Compiler identities that go into the cache key (no subprocess)."""
-        return {"cxx": _tool_identity(shutil.which(compiler_executable())), "cxx_command": compiler_command()}
+    def source_key(self, variant: Optional[str] = None) -> str:
+        """sha256 of what a build is made from: sources and headers, include folders and ``build_args``.
 
-    def cache_key(self, variant: Optional[str] = None) -> str:
-        """sha256 over sources and headers, flags, torch/CUDA/HIP versions, compilers, tier, Python, accelops."""
-        import torch
-
+        Recorded for each prebuilt module; a prebuilt module whose key differs from the installed tree's
+        (an edited source after an editable prebuild) is not used.
+        """
         variant = variant or self.variant()
         root = self.csrc()
         missing = [str(p) for p in (root / s for s in self.sources()) if not p.is_file()]
         if missing:
             raise OpBuildError(f"accelops: op {self.NAME}: source files not found: {', '.join(missing)}")
-        payload = {
+        return _digest({
             "op": self.NAME,
+            "variant": variant,
+            "files": [(p.relative_to(root).as_posix(), _file_digest(p)) for p in self._hashed_files()],
+            "include_paths": self.include_paths(),
+            "args": self.build_args(variant),
+        })
+
+    def toolchain_identity(self) -> Dict[str, str]:
+        """Compiler identities that go into the cache key (no subprocess)."""
+        return {"cxx": toolchain.tool_identity(shutil.which(toolchain.compiler_executable())),
+                "cxx_command": toolchain.compiler_command()}
+
+    def cache_key(self, variant: Optional[str] = None) -> str:
+        """sha256 of the source key, GPU arch inputs, torch/CUDA/HIP versions, compilers, Python, platform and
+        accelops' version: one JIT cache entry per key."""
+        import torch
+
+        variant = variant or self.variant()
+        return _digest({
+            "source": self.source_key(variant),
             "builder": f"{type(self).__module__}.{type(self).__qualname__}",
             "accelops": _version(),
-            "files": [(str(p.relative_to(root)), _file_digest(p)) for p in self._hashed_files()],
-            "include_paths": self.include_paths(),
-            "args": self.key_args(variant),
-            "variant": variant,
+            "arches": self.arch_key(variant),
             "torch": torch.__version__,
             "cuda": torch.version.cuda,
             "hip": torch.version.hip,
             "toolchain": self.toolchain_identity(),
             "python": sys.implementation.cache_tag,
             "platform": f"{sys.platform}-{platform.machine()}",
-        }
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-    def cache_entry(self) -> Tuple[Path, Optional[str]]:
-        """``(folder, problem)`` of this machine's JIT cache entry for the op; ``problem`` is None when an
-        intact object is there, else why not (``"not built"``, truncated, ...). Compiles nothing."""
-        variant = self.variant()
-        name = self.module_name(variant, self.cache_key(variant))
-        folder = jit_cache.cache_root(create=False) / name
-        return folder, jit_cache.verified_object(folder, name)
+        })
 
     # ------------------------------------------------------------------ compatibility
     def _common_reasons(self) -> List[str]:
         reasons = []
-        compiler = compiler_executable()
+        compiler = toolchain.compiler_executable()
         if shutil.which(compiler) is None:
             reasons.append(f"no C++ compiler: `{compiler}` (from CXX or the default) is not on PATH; install one "
                            f"(e.g. g++) or set CXX to its path")
-        elif not _is_msvc():  # cl has no --version
-            problem, _ = probe_version(compiler_words())
+        elif not toolchain.is_msvc():  # cl has no --version
+            problem, _ = toolchain.probe_version(toolchain.compiler_words())
             if problem:
                 reasons.append(f"the C++ compiler does not run: {problem}; fix it or set CXX to a working one")
         if shutil.which("ninja") is None:
             reasons.append("ninja is not installed (`pip install ninja`); torch's extension builder needs it")
         return reasons + self.extra_requirements()
 
+    def flavour_reasons(self) -> Compatibility:
+        """The flavour's own reasons and warnings (a CUDA toolkit that fits torch, ...)."""
+        return Compatibility()
+
     def is_compatible(self, verbose: bool = False) -> Compatibility:
         """Whether the op can be built here, with the reasons when not. Runs the C++ compiler once per process
-        (``--version``) and, for CUDA ops, nvcc."""
-        raise NotImplementedError
+        (``--version``) and, for CUDA ops, nvcc. With ``verbose`` the reasons are logged."""
+        flavour = self.flavour_reasons()
+        compat = Compatibility(flavour.reasons + self._common_reasons(), flavour.warnings)
+        if verbose and not compat:
+            from .messages import log
 
-    # ------------------------------------------------------------------ loading
+            log.warning("accelops: op %s is not compatible: %s", self.NAME, "; ".join(compat.reasons))
+        return compat
+
+    # ------------------------------------------------------------------ loading (see pipeline.py)
     def load(self, verbose: bool = True) -> ModuleType:
         """The op's extension module: prebuilt -> JIT cache -> JIT build; ``OpBuildError`` with the cause.
 
-        May compile (minutes for CUDA ops), printing one progress line to stderr while it does.
+        May compile (minutes for CUDA ops), logging one progress line while it does.
         """
-        from . import prebuilt
+        from . import pipeline
 
-        module, skipped = prebuilt.load_prebuilt(self)
-        if module is not None:
-            return module
-        if skipped and verbose:
-            print(f"accelops: {self.NAME}: prebuilt module not used: {skipped}", file=sys.stderr)
-        variant = self.variant()
-        name = self.module_name(variant, self.cache_key(variant))
-        if name in _loaded:
-            return _loaded[name]
-        root = jit_cache.cache_root()
-        entry = root / name
-        if jit_cache.verified_object(entry, name) is None:  # warm hit: import the object directly
-            return self._import(entry, name)
-        compat = self.is_compatible(verbose=verbose)
-        if not compat:
-            note = f" (prebuilt module skipped: {skipped})" if skipped else ""
-            raise OpBuildError(f"accelops: cannot build op {self.NAME}: {'; '.join(compat.reasons)}{note}")
-        for warning in compat.warnings:
-            print(f"accelops: {self.NAME}: {warning}", file=sys.stderr)
-        what = f"op {self.NAME} ({variant})"
-        with jit_cache.build_lock(root, name, what):
-            problem = jit_cache.verified_object(entry, name)
-            if problem is None:  # another process built it while we waited
-                return self._import(entry, name)
-            if entry.exists():  # unusable: corrupt, truncated, or a folder without a manifest
-                print(f"accelops: rebuilding {what}: cached object unusable ({problem})", file=sys.stderr)
-                jit_cache.discard_entry(root, name)
-            jit_cache.remove_leftovers(root, name)
-            build_dir = jit_cache.new_build_dir(root, name)
-            try:
-                with Progress(f"accelops: building {what}"):
-                    module = self._compile(build_dir, variant, name, verbose, root)
-                jit_cache.write_manifest(build_dir, name, {"op": self.NAME, "variant": variant})
-                jit_cache.publish(build_dir, root, name)
-            except BaseException:
-                shutil.rmtree(build_dir, ignore_errors=True)
-                raise
-        module.__file__ = str(entry / f"{name}{jit_cache.EXT}")  # same inode, renamed with its folder
-        _loaded[name] = module
-        return module
+        return pipeline.load(self, verbose).module
 
-    def _import(self, folder: Path, name: str) -> ModuleType:
-        try:
-            module = jit_cache.import_object(folder, name)
-        except ImportError as exc:
-            raise OpBuildError(f"accelops: op {self.NAME}: cannot import {folder / name}{jit_cache.EXT}: {exc}. "
-                               f"Delete that folder to force a rebuild") from exc
-        _loaded[name] = module
-        return module
+    def load_with_origin(self, verbose: bool = True):
+        """``pipeline.Loaded``: the module plus where it came from (``prebuilt``, ``cache``, ``build``) and its
+        variant."""
+        from . import pipeline
 
-    def _compile(self, build_dir: Path, variant: str, name: str, verbose: bool, root: Path) -> ModuleType:
-        """Compile a private copy of csrc/ into ``build_dir/<name><ext>`` and import it."""
-        from torch.utils.cpp_extension import load as torch_load
+        return pipeline.load(self, verbose)
 
-        src = build_dir / "src"
-        shutil.copytree(self.csrc(), src)  # hermetic; hipify writes next to these copies, not the package
-        work = build_dir / "build"
-        work.mkdir()
-        args = self.build_args(variant)
-        try:
-            module = torch_load(
-                name=name,
-                sources=[str(src / s) for s in self.sources()],
-                extra_cflags=args["cflags"],
-                extra_cuda_cflags=args["cuda_cflags"] or None,
-                extra_ldflags=args["ldflags"],
-                extra_include_paths=[str(src / p) for p in self.include_paths()],
-                build_directory=str(work),
-                verbose=verbose,
-                with_cuda=self.KIND == "cuda",
-            )
-        except Exception as exc:
-            raise self._compile_error(exc, root, name) from None
-        os.replace(work / f"{name}{jit_cache.EXT}", build_dir / f"{name}{jit_cache.EXT}")
-        shutil.rmtree(src, ignore_errors=True)
-        shutil.rmtree(work, ignore_errors=True)
-        return module
+    def cache_entry(self):
+        """``(folder, problem)`` of this machine's JIT cache entry; ``problem`` is None when an intact object is
+        there, else why not. Compiles nothing."""
+        from . import pipeline
 
-    def _compile_error(self, exc: Exception, root: Path, name: str) -> OpBuildError:
-        logs = root / "logs"
-        logs.mkdir(mode=0o700, exist_ok=True)
-        log = logs / f"{name}.log"
-        text = str(exc)
-        log.write_text(text)
-        tail = "\n".join(text.splitlines()[-LOG_TAIL_LINES:])
-        return OpBuildError(f"accelops: building op {self.NAME} failed; compiler output (tail):\n{tail}\n"
-                            f"full log: {log}")
+        return pipeline.cache_entry(self)
 
 
 class CPUOpBuilder(OpBuilder):
@@ -347,20 +254,28 @@ class CPUOpBuilder(OpBuilder):
         return cpu_tier.detect_tier()
 
     def build_args(self, variant: str) -> Dict[str, List[str]]:
-        msvc = _is_msvc()
+        msvc = toolchain.is_msvc()
         omp = cpu_tier.openmp_flags(msvc=msvc)
         optimise = ["/O2"] if msvc else ["-O3"]
         return {
             "cflags": optimise + cpu_tier.tier_flags(variant, msvc=msvc) + omp["cflags"] + self.host_args(),
             "cuda_cflags": [],
-            "ldflags": omp["ldflags"],
+            "ldflags": omp["ldflags"] + ([] if msvc else _strip_flags()),
         }
 
-    def is_compatible(self, verbose: bool = False) -> Compatibility:
-        compat = Compatibility(self._common_reasons())
-        if verbose and not compat:
-            print(f"accelops: op {self.NAME} is not compatible: {'; '.join(compat.reasons)}", file=sys.stderr)
-        return compat
+    def prebuild_variants(self, cpu_tiers: List[str]) -> List[str]:
+        return list(cpu_tiers)
+
+    def prebuilt_candidates(self) -> List[str]:
+        """A forced ``ACCELOPS_CPU_TIER`` only, else every tier this CPU runs, best first."""
+        if os.environ.get("ACCELOPS_CPU_TIER", "").strip():
+            return [self.variant()]
+        return cpu_tier.supported_tiers()
+
+    def setuptools_extension(self, module: str, variant: str, csrc_rel: str):
+        from torch.utils.cpp_extension import CppExtension
+
+        return CppExtension(**self._extension_kwargs(module, variant, csrc_rel))
 
 
 class CUDAOpBuilder(OpBuilder):
@@ -381,35 +296,63 @@ class CUDAOpBuilder(OpBuilder):
 
         return "hip" if torch.version.hip else "cuda"
 
+    def uses_cuda(self) -> bool:
+        return True
+
     def build_args(self, variant: str) -> Dict[str, List[str]]:
+        device = self.hipcc_args() if variant == "hip" else self.nvcc_args()
+        msvc = toolchain.is_msvc()
+        return {"cflags": ["/O2" if msvc else "-O3"] + self.host_args(), "cuda_cflags": ["-O3"] + device,
+                "ldflags": [] if msvc else _strip_flags()}
+
+    def arch_flags(self, variant: str) -> List[str]:
+        """nvcc ``-gencode`` flags (runs nvcc for its defaults); none on ROCm, where torch passes
+        ``PYTORCH_ROCM_ARCH`` itself."""
         from . import cuda_checks
 
-        if variant == "hip":  # torch passes PYTORCH_ROCM_ARCH itself
-            cuda_cflags = ["-O3"] + self.hipcc_args()
-        else:
-            arches, _ = cuda_checks.arch_list(cuda_checks.nvcc_path())
-            cuda_cflags = cuda_checks.gencode_flags(arches) + ["-O3"] + self.nvcc_args()
-        return {"cflags": ["/O2" if _is_msvc() else "-O3"] + self.host_args(), "cuda_cflags": cuda_cflags,
-                "ldflags": []}
-
-    def key_args(self, variant: str) -> Dict[str, object]:
-        """The build flags with the GPU arches as their inputs (``TORCH_CUDA_ARCH_LIST``, the visible devices,
-        or nvcc's defaults, keyed by nvcc's identity; ``PYTORCH_ROCM_ARCH`` on ROCm), so a warm load runs
-        no nvcc."""
-        from . import cuda_checks
-
-        host = {"cflags": ["/O2" if _is_msvc() else "-O3"] + self.host_args(), "ldflags": []}
         if variant == "hip":
-            return {**host, "cuda_cflags": ["-O3"] + self.hipcc_args(),
-                    "rocm_arch": os.environ.get("PYTORCH_ROCM_ARCH", "")}
-        return {**host, "cuda_cflags": ["-O3"] + self.nvcc_args(), "arches": cuda_checks.arch_inputs()}
+            return []
+        arches, _ = cuda_checks.arch_list(cuda_checks.nvcc_path())
+        return cuda_checks.gencode_flags(arches)
+
+    def arch_key(self, variant: str) -> str:
+        """``TORCH_CUDA_ARCH_LIST``, the visible devices, or nvcc's defaults (then nvcc's identity in the key
+        decides); ``PYTORCH_ROCM_ARCH`` on ROCm. Runs nothing, so a warm load runs no nvcc."""
+        from . import cuda_checks
+
+        if variant == "hip":
+            return "PYTORCH_ROCM_ARCH=" + os.environ.get("PYTORCH_ROCM_ARCH", "")
+        return cuda_checks.arch_inputs()
 
     def toolchain_identity(self) -> Dict[str, str]:
         from . import cuda_checks
 
-        return {**super().toolchain_identity(), "nvcc": _tool_identity(cuda_checks.nvcc_path())}
+        return {**super().toolchain_identity(), "nvcc": toolchain.tool_identity(cuda_checks.nvcc_path())}
 
-    def is_compatible(self, verbose: bool = False) -> Compatibility:
+    def prebuild_variants(self, cpu_tiers: List[str]) -> List[str]:
+        return [self.variant()]
+
+    def prebuilt_mismatch(self, info: dict) -> Optional[str]:
+        """A GPU op needs the CUDA/HIP build of torch and the accelerator it was built for."""
+        import torch
+
+        from .prebuilt import accelerator_name
+
+        for what, built, here in (("CUDA", info.get("cuda"), torch.version.cuda),
+                                  ("HIP", info.get("hip"), torch.version.hip),
+                                  ("accelerator", info.get("accelerator"), accelerator_name(self))):
+            if built != here:
+                return f"built for {what} {built}, this machine has {here}"
+        return None
+
+    def setuptools_extension(self, module: str, variant: str, csrc_rel: str):
+        from torch.utils.cpp_extension import CUDAExtension
+
+        kwargs = self._extension_kwargs(module, variant, csrc_rel)
+        kwargs["extra_compile_args"]["nvcc"] = self.arch_flags(variant) + self.build_args(variant)["cuda_cflags"]
+        return CUDAExtension(**kwargs)
+
+    def flavour_reasons(self) -> Compatibility:
         import torch
 
         from . import cuda_checks
@@ -427,7 +370,4 @@ class CUDAOpBuilder(OpBuilder):
                 error, warning = cuda_checks.version_mismatch(cuda_checks.nvcc_version(nvcc), torch.version.cuda)
                 reasons += [error] if error else []
                 warnings += [warning] if warning else []
-        compat = Compatibility(reasons + self._common_reasons(), warnings)
-        if verbose and not compat:
-            print(f"accelops: op {self.NAME} is not compatible: {'; '.join(compat.reasons)}", file=sys.stderr)
-        return compat
+        return Compatibility(reasons, warnings)

@@ -1,8 +1,10 @@
 """Ahead-of-time builds: which ops ``DS_BUILD_*`` selects, their setuptools extensions, and loading them.
 
 A prebuilt install holds ``accelops/prebuilt/accelops_<op>_<variant><ext>`` and ``accelops/build_info.json``
-recording accelops, torch, CUDA/HIP, Python, the accelerator and each op with its variants (CPU tiers,
-or ``cuda``/``hip``). ``load_prebuilt`` uses a module only when all of those match this machine.
+recording accelops, torch, CUDA/HIP, Python, the accelerator and each op with its variants (CPU tiers, or
+``cuda``/``hip``) and the source key of each (sources, headers and flags it was built from). A module is
+used only when its torch release and Python match this machine (and, for GPU ops, CUDA/HIP and the
+accelerator), its variant runs here, and its source key equals the installed tree's.
 """
 from __future__ import annotations
 
@@ -16,12 +18,18 @@ from types import ModuleType
 from typing import Dict, List, Optional, Tuple
 
 from . import cpu_tier, jit_cache
+from .errors import OpBuildError
 
 BUILD_INFO = "build_info.json"
 PREBUILT_PACKAGE = "accelops.prebuilt"
+#: DS_BUILD_* variables that are not op names.
+GENERAL_VARIABLES = ("DS_BUILD_OPS", "DS_BUILD_CPU_TIERS")
+
+_imported: Dict[Path, ModuleType] = {}
 
 
-def _package_dir() -> Path:
+def package_dir() -> Path:
+    """The folder of the installed ``accelops`` package (``build_info.json`` and ``prebuilt/`` live there)."""
     import accelops
 
     return Path(accelops.__file__).resolve().parent
@@ -31,12 +39,18 @@ def _package_dir() -> Path:
 def read_build_info() -> Optional[dict]:
     """The installed ``build_info.json``, or None when accelops was installed without prebuilt ops."""
     try:
-        return json.loads((_package_dir() / BUILD_INFO).read_text())
+        return json.loads((package_dir() / BUILD_INFO).read_text())
     except (OSError, ValueError):
         return None
 
 
-def _accelerator_name(builder) -> str:
+def release(version: str) -> str:
+    """A version without its local label: ``2.13.0+cpu`` -> ``2.13.0``."""
+    return str(version).split("+")[0]
+
+
+def accelerator_name(builder) -> str:
+    """The accelerator ``builder`` serves: the one it was created for, else the current one."""
     if builder.accelerator_name:
         return builder.accelerator_name
     from accelops.accelerator import get_accelerator
@@ -55,9 +69,9 @@ def _variants(info: dict, builder) -> List[str]:
 def _choose(info: dict, builder) -> Tuple[Optional[str], Optional[str]]:
     """``(variant, None)``: the installed variant to use here, or ``(None, why none fits)``.
 
-    A CPU op takes the best tier this CPU runs among those installed (only ``ACCELOPS_CPU_TIER`` when set)
-    and does not care which accelerator was chosen; every op needs the same torch major.minor, CUDA/HIP
-    build and Python as the build host.
+    Every op needs the torch release (``2.13.0``; a CPU op built with the CPU build of torch also loads under
+    its CUDA build) and the Python of the build host; the flavour adds its own checks. A CPU op takes the
+    best tier this CPU runs among those installed (only ``ACCELOPS_CPU_TIER`` when set).
     """
     import torch
 
@@ -65,65 +79,84 @@ def _choose(info: dict, builder) -> Tuple[Optional[str], Optional[str]]:
         variants = _variants(info, builder)
     except ValueError as exc:
         return None, str(exc)
-    here_torch = ".".join(torch.__version__.split(".")[:2])
-    checks = [
-        ("torch", ".".join(str(info.get("torch", "")).split(".")[:2]), here_torch),
-        ("CUDA", info.get("cuda"), torch.version.cuda),
-        ("HIP", info.get("hip"), torch.version.hip),
-        ("Python", info.get("python"), sys.implementation.cache_tag),
-    ]
-    if builder.KIND != "cpu":
-        checks.append(("accelerator", info.get("accelerator"), _accelerator_name(builder)))
-    for what, built, here in checks:
+    for what, built, here in (("torch", release(info.get("torch", "")), release(torch.__version__)),
+                              ("Python", info.get("python"), sys.implementation.cache_tag)):
         if built != here:
             return None, f"built for {what} {built}, this machine has {here}"
-    wanted = [builder.variant()]
-    if builder.KIND == "cpu" and not os.environ.get("ACCELOPS_CPU_TIER", "").strip():
-        wanted = cpu_tier.supported_tiers()
+    mismatch = builder.prebuilt_mismatch(info)
+    if mismatch:
+        return None, mismatch
+    wanted = builder.prebuilt_candidates()
     chosen = next((v for v in wanted if v in variants), None)
     if chosen is None:
         return None, f"no build for this machine's {' or '.join(wanted)} (built: {', '.join(variants)})"
     return chosen, None
 
 
+def _stale(info: dict, builder, variant: str) -> Optional[str]:
+    """Why the installed module of ``variant`` does not come from this install's sources and flags, or None."""
+    recorded = (info["ops"][builder.NAME].get("source_keys") or {}).get(variant)
+    if recorded is None:
+        return f"{BUILD_INFO} records no source key for {variant} (an older prebuild): cannot tell what it was built from"
+    try:
+        here = builder.source_key(variant)
+    except OpBuildError as exc:
+        return str(exc)
+    if recorded != here:
+        return (f"built from other sources or flags than this install's (csrc/ or the op's flags changed after "
+                f"the prebuild); the op builds from source instead")
+    return None
+
+
+def _select(builder) -> Tuple[Optional[dict], Optional[str], Optional[str]]:
+    """``(info, variant, reason)``: the installed variant this machine would load, or why none would.
+    ``info`` is None (and so is the reason) when no prebuilt module of the op is installed."""
+    info = read_build_info()
+    if not info or builder.NAME not in info.get("ops", {}):
+        return None, None, None
+    variant, reason = _choose(info, builder)
+    if reason is None:
+        reason = _stale(info, builder, variant)
+    return info, variant, reason
+
+
 def prebuilt_status(builder) -> dict:
     """What the wheel holds for ``builder``'s op, without importing it (for ds_report).
 
-    ``{"installed": bool, "variants": [...], "torch": str|None, "usable": bool, "reason": str|None}``;
-    ``reason`` says why an installed module would be skipped on this machine.
+    ``{"installed", "variants", "torch", "usable", "variant", "reason"}``: ``variant`` is the one that would
+    load here, ``reason`` why an installed module would be skipped on this machine.
     """
-    info = read_build_info()
-    if not info or builder.NAME not in info.get("ops", {}):
-        return {"installed": False, "variants": [], "torch": None, "usable": False, "reason": None}
+    info, variant, reason = _select(builder)
+    if info is None:
+        return {"installed": False, "variants": [], "torch": None, "usable": False, "variant": None, "reason": None}
     try:
         variants = _variants(info, builder)
     except ValueError:
         variants = []
-    _, reason = _choose(info, builder)
-    return {"installed": True, "variants": variants, "torch": info.get("torch"), "usable": reason is None,
-            "reason": reason}
+    usable = reason is None
+    return {"installed": True, "variants": variants, "torch": info.get("torch"), "usable": usable,
+            "variant": variant if usable else None, "reason": reason}
 
 
-def load_prebuilt(builder) -> Tuple[Optional[ModuleType], Optional[str]]:
-    """``(module, None)`` when a matching prebuilt module loads, else ``(None, reason or None)``.
+def load_prebuilt(builder) -> Tuple[Optional[ModuleType], Optional[str], Optional[str]]:
+    """``(module, variant, None)`` when a matching prebuilt module loads, else ``(None, None, reason or None)``.
 
     The reason is None when no prebuilt module of this op was installed at all.
     """
-    info = read_build_info()
-    if not info or builder.NAME not in info.get("ops", {}):
-        return None, None
-    variant, reason = _choose(info, builder)
-    if reason:
-        return None, reason
+    info, variant, reason = _select(builder)
+    if info is None or reason:
+        return None, None, reason
     name = builder.module_name(variant)
-    folder = _package_dir() / "prebuilt"
+    folder = package_dir() / "prebuilt"
     path = next((folder / f"{name}{s}" for s in EXTENSION_SUFFIXES if (folder / f"{name}{s}").is_file()), None)
     if path is None:
-        return None, f"{name} is recorded in {BUILD_INFO} but missing from {folder}"
-    try:
-        return jit_cache.import_path(path, name), None
-    except ImportError as exc:
-        return None, f"cannot import {path}: {exc}"
+        return None, None, f"{name} is recorded in {BUILD_INFO} but missing from {folder}"
+    if path not in _imported:
+        try:
+            _imported[path] = jit_cache.import_path(path, name)
+        except ImportError as exc:
+            return None, None, f"cannot import {path}: {exc}"
+    return _imported[path], variant, None
 
 
 # ---------------------------------------------------------------------- setup.py side
@@ -137,24 +170,48 @@ def requested() -> bool:
     return any(k.startswith("DS_BUILD_") and k != "DS_BUILD_CPU_TIERS" and _flag(k) for k in os.environ)
 
 
+def _unknown_ops(ops: Dict[str, type]) -> Tuple[List[str], List[str]]:
+    """``(asked, excluded)``: ``DS_BUILD_<NAME>`` variables naming no op, set to build / set to 0."""
+    known = {f"DS_BUILD_{name.upper()}" for name in ops} | set(GENERAL_VARIABLES)
+    unknown = sorted(k for k in os.environ if k.startswith("DS_BUILD_") and k not in known and _flag(k) is not None)
+    return [k for k in unknown if _flag(k)], [k for k in unknown if not _flag(k)]
+
+
+def _cpu_tiers() -> List[str]:
+    """``DS_BUILD_CPU_TIERS`` (checked against this platform), else every tier of the platform."""
+    platform_tiers = cpu_tier.platform_tiers()
+    raw = os.environ.get("DS_BUILD_CPU_TIERS", "")
+    if not raw.strip():
+        return platform_tiers
+    tiers = [t.strip() for t in raw.split(",") if t.strip()]
+    unknown = [t for t in tiers if t not in cpu_tier.TIERS]
+    if unknown:
+        raise ValueError(f"DS_BUILD_CPU_TIERS: unknown tiers {unknown}; known: {', '.join(cpu_tier.TIERS)}")
+    foreign = [t for t in tiers if t not in platform_tiers]
+    if foreign:
+        raise ValueError(f"DS_BUILD_CPU_TIERS: {', '.join(foreign)} cannot be built on this platform; its tiers are "
+                         f"{', '.join(platform_tiers)}")
+    return tiers
+
+
 def plan(ops: Dict[str, type]) -> Tuple[Dict[str, List[str]], List[str]]:
     """``({op: variants}, notes)``: what to prebuild per ``DS_BUILD_OPS`` / ``DS_BUILD_<OP>``.
 
     ``DS_BUILD_OPS=1`` takes every compatible op (incompatible ones are skipped with a note);
-    ``DS_BUILD_<OP>=1`` forces one op and raises ``RuntimeError`` when it cannot be built here;
+    ``DS_BUILD_<OP>=1`` forces one op and raises ``OpBuildError`` when it cannot be built here;
     ``DS_BUILD_<OP>=0`` excludes it. CPU ops get every tier the platform may need, or the tiers listed
-    in ``DS_BUILD_CPU_TIERS`` (e.g. ``avx2,scalar``) for a wheel meant for known machines.
+    in ``DS_BUILD_CPU_TIERS`` (e.g. ``avx2,scalar``). ``DS_BUILD_<NAME>=1`` for a name that is no op, or a
+    tier foreign to this platform, raises ``ValueError`` before anything is built; ``DS_BUILD_<NAME>=0`` for
+    an unknown name is only a note (DeepSpeed recipes exclude ops accelops does not have).
     """
-    from .builder import OpBuildError
-
+    asked, excluded = _unknown_ops(ops)
+    if asked:
+        known = ", ".join(f"DS_BUILD_{name.upper()}" for name in ops)
+        raise ValueError(f"{', '.join(asked)}: no such op; known: {known} (and DS_BUILD_OPS=1 for all)")
+    notes = [f"ignored {k}=0: accelops has no such op" for k in excluded]
     all_flag = bool(_flag("DS_BUILD_OPS"))
-    tiers = cpu_tier.platform_tiers()
-    if os.environ.get("DS_BUILD_CPU_TIERS"):
-        tiers = [t.strip() for t in os.environ["DS_BUILD_CPU_TIERS"].split(",") if t.strip()]
-        unknown = [t for t in tiers if t not in cpu_tier.TIERS]
-        if unknown:
-            raise ValueError(f"DS_BUILD_CPU_TIERS: unknown tiers {unknown}; known: {', '.join(cpu_tier.TIERS)}")
-    chosen, notes = {}, []
+    tiers = _cpu_tiers()
+    chosen = {}
     for name, cls in ops.items():
         own = _flag(f"DS_BUILD_{name.upper()}")
         if own is False or (own is None and not all_flag):
@@ -167,39 +224,31 @@ def plan(ops: Dict[str, type]) -> Tuple[Dict[str, List[str]], List[str]]:
                 raise OpBuildError(f"DS_BUILD_{name.upper()}=1 but {message}")
             notes.append(f"skipped {message}")
             continue
-        chosen[name] = list(tiers) if builder.KIND == "cpu" else [builder.variant()]
+        chosen[name] = builder.prebuild_variants(tiers)
     return chosen, notes
 
 
 def extensions(ops: Dict[str, type], chosen: Dict[str, List[str]], csrc_rel: str) -> list:
     """setuptools extensions (``accelops.prebuilt.<module>``) for ``chosen``; paths relative to setup.py."""
-    from torch.utils.cpp_extension import CppExtension, CUDAExtension
-
     result = []
     for name, variants in chosen.items():
         builder = ops[name]()
         for variant in variants:
-            args = builder.build_args(variant)
-            make = CUDAExtension if builder.KIND == "cuda" else CppExtension
-            compile_args = {"cxx": args["cflags"]}
-            if builder.KIND == "cuda":
-                compile_args["nvcc"] = args["cuda_cflags"]
-            result.append(make(
-                name=f"{PREBUILT_PACKAGE}.{builder.module_name(variant)}",
-                sources=[f"{csrc_rel}/{s}" for s in builder.sources()],
-                include_dirs=[os.path.abspath(f"{csrc_rel}/{p}") for p in builder.include_paths()],
-                extra_compile_args=compile_args,
-                extra_link_args=args["ldflags"],
-            ))
+            result.append(builder.setuptools_extension(f"{PREBUILT_PACKAGE}.{builder.module_name(variant)}", variant,
+                                                       csrc_rel))
     return result
 
 
-def build_info(chosen: Dict[str, List[str]], accelerator: str) -> dict:
+def build_info(ops: Dict[str, type], chosen: Dict[str, List[str]], accelerator: str) -> dict:
     """The ``build_info.json`` content for a prebuild of ``chosen`` on this build host."""
     import torch
 
     from accelops.version import __version__
 
+    entries = {}
+    for name, variants in chosen.items():
+        builder = ops[name]()
+        entries[name] = {"variants": variants, "source_keys": {v: builder.source_key(v) for v in variants}}
     return {
         "accelops": __version__,
         "torch": torch.__version__,
@@ -207,5 +256,5 @@ def build_info(chosen: Dict[str, List[str]], accelerator: str) -> dict:
         "hip": torch.version.hip,
         "python": sys.implementation.cache_tag,
         "accelerator": accelerator,
-        "ops": {name: {"variants": variants} for name, variants in chosen.items()},
+        "ops": entries,
     }

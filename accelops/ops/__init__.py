@@ -1,5 +1,8 @@
 """Optimizers and modules backed by accelops kernels (CPU and CUDA), with pure-torch fallbacks.
 
+Each op lives in its own folder (``cpu_adam/``, ``fused_adam/``, ``layer_norm/``, ...) with its builder
+(``build.py``); ``loader`` is the one kernel loader of every front end.
+
 Names are imported lazily on first access, so ``import accelops.ops`` imports no torch and builds
 nothing: ``from accelops.ops import CPUAdam`` loads ``accelops.ops.cpu_adam`` only then.
 """
@@ -9,8 +12,8 @@ _EXPORTS = {
     "CPUAdam": "cpu_adam",
     "CPUAdagrad": "cpu_adagrad",
     "CPULion": "cpu_lion",
-    "FusedLayerNorm": "fused_layer_norm",
-    "fused_add_layer_norm": "layer_norm_ops",
+    "FusedLayerNorm": "layer_norm",
+    "fused_add_layer_norm": "layer_norm",
     "FusedAdam": "fused_adam",
 }
 

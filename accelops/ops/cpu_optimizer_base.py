@@ -12,8 +12,8 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from torch import Tensor
 
-from ._cpu_loader import cpu_op_path
 from ._distinct_params import DistinctParamsMixin
+from .loader import CPU_FALLBACK_ENV, kernel_loader
 
 __all__ = ["CPUOptimizerBase"]
 
@@ -30,8 +30,14 @@ class CPUOptimizerBase(DistinctParamsMixin, torch.optim.Optimizer):
 
     @property
     def backend(self) -> str:
-        """``"kernel"`` when the compiled CPU op runs, ``"torch"`` for the pure-torch fallback."""
-        return cpu_op_path(self._BUILDER)
+        """``"kernel"`` when the compiled CPU op runs, ``"torch"`` for the pure-torch fallback (loads the op)."""
+        return kernel_loader(self._BUILDER, fallback_env=CPU_FALLBACK_ENV).backend
+
+    @property
+    def backend_reason(self) -> Optional[str]:
+        """Why the pure-torch fallback runs (None while the kernel runs)."""
+        loader = kernel_loader(self._BUILDER, fallback_env=CPU_FALLBACK_ENV)
+        return None if loader.backend == "kernel" else loader.reason
 
     def _name(self) -> str:
         return type(self).__name__

@@ -138,13 +138,13 @@ def test_no_compiler_error(cache_dir, tiny_csrc, monkeypatch):
 
 
 def test_compiler_that_does_not_run_is_a_reason(cache_dir, tiny_csrc, monkeypatch, tmp_path):
-    from accelops.op_builder import builder as builder_module
+    from accelops.op_builder import toolchain
 
     broken = tmp_path / "broken-c++"
     broken.write_text("#!/bin/sh\nexit 3\n")
     broken.chmod(0o755)
     monkeypatch.setenv("CXX", str(broken))
-    builder_module.probe_version.cache_clear()
+    toolchain.probe_version.cache_clear()
     reasons = TinyBuilder().is_compatible().reasons
     assert any("C++ compiler does not run" in r and "exited 3" in r for r in reasons), reasons
 

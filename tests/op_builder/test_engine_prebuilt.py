@@ -74,7 +74,10 @@ def test_prebuilt_wheel_loads_without_compiling(tmp_path):
     with zipfile.ZipFile(wheel) as zf:
         info = json.loads(zf.read("accelops/build_info.json"))
         objects = [n for n in zf.namelist() if n.startswith("accelops/prebuilt/")]
-    assert info["ops"] == {"cpu_lion": {"variants": [tier, "scalar"]}} and info["torch"] == torch.__version__
+    variants = {name: entry["variants"] for name, entry in info["ops"].items()}
+    assert variants == {"cpu_lion": [tier, "scalar"]} and info["torch"] == torch.__version__
+    builder = ALL_OPS["cpu_lion"]()  # each module records the source key of what it was built from
+    assert info["ops"]["cpu_lion"]["source_keys"] == {v: builder.source_key(v) for v in (tier, "scalar")}
     assert len(objects) == 2
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],

@@ -17,7 +17,7 @@ import warnings
 import pytest
 import torch
 
-from accelops.ops import _cpu_loader
+from accelops.ops.loader import CPU_FALLBACK_ENV, KernelLoader, kernel_loader
 from accelops.ops.cpu_adagrad import CPUAdagrad
 from accelops.ops.cpu_adam import CPUAdam, cpu_adam_step_
 from accelops.ops.cpu_lion import CPULion
@@ -39,7 +39,7 @@ def kernels():
     for name in _BUILDERS:
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # a failed build must fail the test, not fall back silently
-            mods[name] = _cpu_loader.load_cpu_op(name)
+            mods[name] = kernel_loader(name, fallback_env=CPU_FALLBACK_ENV).module()
         assert mods[name] is not None, f"{name} did not load"
     return mods
 
@@ -364,13 +364,13 @@ def test_kernel_refuses_what_python_would(kernels):
 
 def test_failed_load_warns_once_and_falls_back(monkeypatch):
     monkeypatch.delenv("ACCELOPS_CPU_OPS_FALLBACK", raising=False)
-    monkeypatch.setattr(_cpu_loader, "_failed", {})
+    loader = KernelLoader("NoSuchBuilder", "accelops: NoSuchBuilder op unavailable ({reason})", CPU_FALLBACK_ENV)
     with pytest.warns(RuntimeWarning, match="NoSuchBuilder"):
-        assert _cpu_loader.load_cpu_op("NoSuchBuilder") is None
+        assert loader.module() is None
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert _cpu_loader.load_cpu_op("NoSuchBuilder") is None
-        assert _cpu_loader.cpu_op_path("NoSuchBuilder") == "torch"
+        assert loader.module() is None
+        assert loader.backend == "torch"
 
 
 def test_step_op_runs_under_torch_compile_fullgraph(path):

@@ -5,8 +5,8 @@ import torch
 from layer_norm_reference import EPS, check, check_forward_and_backward, reference
 from layer_norm_reference import inputs as reference_inputs
 
-layer_norm_ops = pytest.importorskip("accelops.ops.layer_norm_ops")
-from accelops.ops import layer_norm_cuda  # noqa: E402  (registers the CUDA kernels)
+layer_norm_ops = pytest.importorskip("accelops.ops.layer_norm.ops")
+from accelops.ops.layer_norm import cuda as layer_norm_cuda  # noqa: E402  (registers the CUDA kernels)
 
 # Row sizes: 1, odd (scalar path), small, cached in registers, and streamed (65536 and beyond).
 ROW_SIZES = [1, 7, 64, 1000, 1024, 4096, 8192, 16392, 65536, 70001]

@@ -223,8 +223,9 @@ def test_cuda_module_build_failure_warns_once_and_is_not_retried(monkeypatch):
             raise RuntimeError("nvcc not found")
 
     monkeypatch.setattr(accelerator, "get_accelerator", lambda: NoCompiler())
-    monkeypatch.setattr(fa, "_cuda_module", None)
-    monkeypatch.setattr(fa, "_cuda_load_failed", False)
+    fa._LOADER.reset()
+    monkeypatch.setattr(fa, "_LOADER", fa._LOADER)  # forgotten again after the test
+    monkeypatch.setattr(fa._LOADER, "_failure", None)
     monkeypatch.setattr(fa, "_warned", set())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

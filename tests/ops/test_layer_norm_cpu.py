@@ -12,9 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from accelops.ops import _cpu_loader
-from accelops.ops.fused_layer_norm import FusedLayerNorm
-from accelops.ops.layer_norm_ops import add_layer_norm_fwd, fused_add_layer_norm, layer_norm_path
+from accelops.ops.layer_norm.module import FusedLayerNorm
+from accelops.ops.layer_norm.ops import CPU_LOADER, add_layer_norm_fwd, fused_add_layer_norm, layer_norm_path
 
 ROW_SIZES = [1, 7, 64, 100, 1031]  # 1031: not a multiple of any vector width (4, 8, 16)
 _TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.bfloat16: dict(rtol=2**-7, atol=2**-6)}
@@ -26,7 +25,7 @@ def ln_kernel():
     pytest.importorskip("accelops.op_builder.builder", reason="the op build engine is not in this tree")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a failed build must fail the test, not fall back silently
-        module = _cpu_loader.load_cpu_op("CPULayerNormBuilder")
+        module = CPU_LOADER.module()
     assert module is not None
     return module
 

@@ -1,5 +1,5 @@
 """Builder of the CPU Adam/AdamW op (SIMD tier chosen by the engine, OpenMP)."""
-from .builder import CPUOpBuilder
+from accelops.op_builder import CPUOpBuilder
 
 
 class CPUAdamBuilder(CPUOpBuilder):

@@ -1,5 +1,8 @@
 """The op rows of ds_report: for every registered op, prebuilt / JIT-compatible / cached, with reasons.
 
+``variant`` and ``source`` describe the module that would load here: the prebuilt one when it fits this
+machine (``source`` "prebuilt"), else the JIT cache's ("cache") or a fresh build ("build"); None when none.
+
 Nothing here compiles or imports an op; each row's probes are guarded so one broken op becomes a row
 with its reason instead of a crash.
 """
@@ -10,8 +13,8 @@ from typing import Any, Dict, List, Optional
 
 def _row(name: str, builder: Optional[str], kind: Optional[str]) -> Dict[str, Any]:
     """A row with nothing known yet: not compatible, not cached, no reasons."""
-    return {"name": name, "builder": builder, "kind": kind, "variant": None, "prebuilt": None, "compatible": False,
-            "reasons": [], "warnings": [], "cached": False, "cache_detail": None}
+    return {"name": name, "builder": builder, "kind": kind, "variant": None, "source": None, "prebuilt": None,
+            "compatible": False, "reasons": [], "warnings": [], "cached": False, "cache_detail": None}
 
 
 def op_row(name: str, cls: type) -> Dict[str, Any]:
@@ -28,7 +31,7 @@ def op_row(name: str, cls: type) -> Dict[str, Any]:
     try:
         row["prebuilt"] = prebuilt_status(builder)
     except Exception as exc:
-        row["prebuilt"] = {"installed": False, "variants": [], "torch": None, "usable": False,
+        row["prebuilt"] = {"installed": False, "variants": [], "torch": None, "usable": False, "variant": None,
                            "reason": f"cannot read the build info: {exc}"}
     try:
         compat = builder.is_compatible(verbose=False)
@@ -42,6 +45,12 @@ def op_row(name: str, cls: type) -> Dict[str, Any]:
             row["cache_detail"] = str(folder) if problem is None else problem
         except Exception as exc:
             row["cache_detail"] = f"cache check failed: {exc}"
+    if row["prebuilt"].get("usable"):  # what would load: the prebuilt module first, then the cache, then a build
+        row["variant"], row["source"] = row["prebuilt"]["variant"], "prebuilt"
+    elif row["cached"]:
+        row["source"] = "cache"
+    elif row["compatible"]:
+        row["source"] = "build"
     return row
 
 

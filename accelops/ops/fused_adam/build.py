@@ -1,5 +1,5 @@
 """Builder of the multi-tensor fused Adam/AdamW CUDA op (also ROCm, through hipify)."""
-from .builder import CUDAOpBuilder
+from accelops.op_builder import CUDAOpBuilder
 
 
 class FusedAdamBuilder(CUDAOpBuilder):

@@ -9,8 +9,8 @@ from typing import List
 import torch
 from torch import Tensor
 
-from ._cpu_loader import load_cpu_op
-from .cpu_optimizer_base import CPUOptimizerBase
+from ..cpu_optimizer_base import CPUOptimizerBase
+from ..loader import CPU_FALLBACK_ENV, kernel_loader
 
 __all__ = ["CPUAdagrad", "cpu_adagrad_step_"]
 
@@ -45,7 +45,7 @@ def cpu_adagrad_step_(params: List[Tensor], grads: List[Tensor], state_sums: Lis
 @cpu_adagrad_step_.register_kernel("cpu")
 def _cpu_adagrad_step_cpu(params, grads, state_sums, param_copies, steps, lr, lr_decay, eps, weight_decay,
                           maximize) -> None:
-    module = load_cpu_op("CPUAdagradBuilder")
+    module = kernel_loader("CPUAdagradBuilder", fallback_env=CPU_FALLBACK_ENV).module()
     fn = module.adagrad_step if module is not None else _adagrad_torch_
     fn(params, grads, state_sums, param_copies, steps, lr, lr_decay, eps, weight_decay, maximize)
 

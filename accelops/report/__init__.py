@@ -2,7 +2,7 @@
 
 The plain report compiles nothing and runs each external tool (nvcc or hipcc, the C++ compiler,
 ninja) at most once with ``--version``. ``--verify`` builds or loads each compatible op and checks it
-against torch; the exit status is 1 when a compatible op fails, else 0. ``--json`` prints the same
+against torch; the exit status is 1 when an op fails or none could be checked, else 0. ``--json`` prints the same
 facts as one JSON document (keys documented in the README).
 """
 from __future__ import annotations
@@ -29,8 +29,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def collect(verify: bool = False) -> Dict[str, Any]:
     """Every fact of the report as plain data; warnings raised while probing are kept, not printed."""
-    from .report_env import environment_facts
-    from .report_ops import op_rows
+    from .environment import environment_facts
+    from .op_rows import op_rows
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -38,7 +38,7 @@ def collect(verify: bool = False) -> Dict[str, Any]:
         facts["build_info"] = _build_info()
         facts["ops"] = op_rows()
         if verify:
-            from .report_verify import verify_ops
+            from .verify import verify_ops
 
             facts["verify"] = verify_ops(facts["ops"])
     facts["warnings"] = sorted({f"{w.category.__name__}: {w.message}" for w in caught})
@@ -56,7 +56,7 @@ def _build_info() -> Optional[dict]:
 
 def render_text(facts: Dict[str, Any], colour: bool, hide_ops: bool = False, hide_reasons: bool = False) -> List[str]:
     """The report's text lines for ``facts`` (as returned by ``collect``)."""
-    from .report_text import Painter, build_info_lines, environment_lines, op_lines, verify_lines, warning_lines
+    from .text import Painter, build_info_lines, environment_lines, op_lines, verify_lines, warning_lines
 
     paint = Painter(colour)
     lines = environment_lines(facts, paint)
@@ -70,13 +70,16 @@ def render_text(facts: Dict[str, Any], colour: bool, hide_ops: bool = False, hid
 
 
 def verify_failed(facts: Dict[str, Any]) -> bool:
-    """True when ``--verify`` ran and a compatible op failed."""
-    return any(result["status"] == "FAIL" for result in facts.get("verify", []))
+    """True when ``--verify`` ran and an op failed, or no op passed (nothing checked is not a pass)."""
+    results = facts.get("verify")
+    if results is None:
+        return False
+    return any(r["status"] == "FAIL" for r in results) or not any(r["status"] == "PASS" for r in results)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Print the report to stdout; returns the exit status (1 when a verified op failed)."""
-    from .report_text import use_colour, write_lines
+    """Print the report to stdout; returns the exit status (1 when a verified op failed or none passed)."""
+    from .text import use_colour, write_lines
 
     args = _parser().parse_args(argv)
     facts = collect(verify=args.verify)

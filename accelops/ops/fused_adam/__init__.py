@@ -16,14 +16,15 @@ from typing import List, Optional
 import torch
 from torch import Tensor
 
-from ._distinct_params import DistinctParamsMixin
+from .._distinct_params import DistinctParamsMixin
+from ..loader import kernel_loader
 
 __all__ = ["FusedAdam", "fused_adam_step_"]
 
 _SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _warned = set()
-_cuda_module = None
-_cuda_load_failed = False
+_LOADER = kernel_loader("FusedAdamBuilder", "FusedAdam: the fused_adam CUDA op is unavailable ({reason}); using the torch "
+                                            "fallback")
 
 
 def _warn_once(key: str, message: str) -> None:
@@ -34,16 +35,7 @@ def _warn_once(key: str, message: str) -> None:
 
 def _load_cuda_module():
     """The built ``fused_adam`` extension, or None (with a one-time warning) when it cannot be built."""
-    global _cuda_module, _cuda_load_failed
-    if _cuda_module is None and not _cuda_load_failed:
-        try:
-            from accelops.accelerator import get_accelerator
-
-            _cuda_module = get_accelerator().create_op_builder("FusedAdamBuilder").load(verbose=False)
-        except Exception as exc:  # build or load failure: the torch fallback still gives correct results
-            _cuda_load_failed = True  # tried once per process; no rebuild attempt on every step
-            _warn_once("load", f"FusedAdam: the fused_adam CUDA op is unavailable ({exc}); using the torch fallback")
-    return _cuda_module
+    return _LOADER.module()
 
 
 def _one_element_fp32(t, what, device) -> None:
@@ -226,6 +218,25 @@ class FusedAdam(DistinctParamsMixin, torch.optim.Optimizer):
         super().__init__(params, defaults)
         self.set_grad_none = set_grad_none
         self.state_dtype = state_dtype
+
+    def _devices(self):
+        return {p.device.type for group in self.param_groups for p in group["params"]}
+
+    @property
+    def backend(self) -> str:
+        """``"kernel"`` when every param is on a CUDA/ROCm device and the fused_adam op loads (it loads on first
+        use), else ``"torch"`` (the pure-torch step; see ``backend_reason``)."""
+        return "kernel" if self.backend_reason is None else "torch"
+
+    @property
+    def backend_reason(self) -> Optional[str]:
+        """Why the pure-torch step runs, or None while the fused kernel does."""
+        others = sorted(self._devices() - {"cuda"})
+        if others:
+            return f"no fused kernel for device {', '.join(others)}"
+        if _LOADER.module() is None:
+            return _LOADER.reason
+        return None
 
     def zero_grad(self, set_to_none=None):
         """Clear grads; ``set_to_none`` defaults to the constructor's ``set_grad_none``."""

@@ -1,15 +1,15 @@
-"""Builder of the CPU Adagrad op (SIMD tier chosen by the engine, OpenMP)."""
-from .builder import CPUOpBuilder
+"""Builder of the CPU Lion op (SIMD tier chosen by the engine, OpenMP)."""
+from accelops.op_builder import CPUOpBuilder
 
 
-class CPUAdagradBuilder(CPUOpBuilder):
-    """Builds ``csrc/cpu/adagrad``: one binding file; kernels are header templates in ``csrc/includes``."""
+class CPULionBuilder(CPUOpBuilder):
+    """Builds ``csrc/cpu/lion``: one binding file; kernels are header templates in ``csrc/includes``."""
 
-    NAME = "cpu_adagrad"
+    NAME = "cpu_lion"
 
     def sources(self):
         """Sources, relative to ``csrc/``."""
-        return ["cpu/adagrad/cpu_adagrad.cpp"]
+        return ["cpu/lion/cpu_lion.cpp"]
 
     def include_paths(self):
         """Header folders, relative to ``csrc/``."""

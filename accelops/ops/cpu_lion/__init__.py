@@ -10,8 +10,8 @@ from typing import List
 import torch
 from torch import Tensor
 
-from ._cpu_loader import load_cpu_op
-from .cpu_optimizer_base import CPUOptimizerBase
+from ..cpu_optimizer_base import CPUOptimizerBase
+from ..loader import CPU_FALLBACK_ENV, kernel_loader
 
 __all__ = ["CPULion", "cpu_lion_step_"]
 
@@ -41,7 +41,7 @@ def cpu_lion_step_(params: List[Tensor], grads: List[Tensor], exp_avgs: List[Ten
 
 @cpu_lion_step_.register_kernel("cpu")
 def _cpu_lion_step_cpu(params, grads, exp_avgs, param_copies, lr, beta1, beta2, weight_decay, maximize) -> None:
-    module = load_cpu_op("CPULionBuilder")
+    module = kernel_loader("CPULionBuilder", fallback_env=CPU_FALLBACK_ENV).module()
     fn = module.lion_step if module is not None else _lion_torch_
     fn(params, grads, exp_avgs, param_copies, lr, beta1, beta2, weight_decay, maximize)
 

@@ -94,15 +94,26 @@ def _prebuilt_cell(prebuilt: Optional[Dict[str, Any]]) -> str:
     return f"{usable} ({'/'.join(prebuilt['variants'])})"
 
 
+def _table(header: List[str], cells: List[List[str]]) -> List[List[str]]:
+    """Pad every column to its widest cell (header included); the last column is not padded."""
+    widths = [max(len(r[i]) for r in [header] + cells) for i in range(len(header) - 1)]
+    return [[cell.ljust(width) for cell, width in zip(r, widths)] + [r[-1]] for r in [header] + cells]
+
+
 def op_lines(rows: List[Dict[str, Any]], paint: Painter, show_reasons: bool = True) -> List[str]:
-    """The op table: one row per op, reasons and warnings indented below it unless hidden."""
-    lines = _section("ops (JIT: built on first use into the cache; prebuilt: installed with the wheel)") + [
-        f"{'op':<18} {'kind':<5} {'variant':<8} {'prebuilt':<18} {'compatible':<11} cached"]
-    for row in rows:
-        compatible = paint.ok("[OKAY]".ljust(11)) if row["compatible"] else paint.bad("[NO]".ljust(11))
-        cached = "yes" if row.get("cached") else ("no" if row["compatible"] else "-")
-        lines.append(f"{row['name']:<18} {row.get('kind') or '-':<5} {row.get('variant') or '-':<8} "
-                     f"{_prebuilt_cell(row.get('prebuilt')):<18} {compatible} {cached}")
+    """The op table: one row per op (``variant`` and ``loads from``: the module that would load here), reasons
+    and warnings indented below it unless hidden. Columns are as wide as their widest cell."""
+    header = ["op", "kind", "variant", "prebuilt", "compatible", "cached", "loads from"]
+    cells = [[row["name"], row.get("kind") or "-", row.get("variant") or "-", _prebuilt_cell(row.get("prebuilt")),
+              "[OKAY]" if row["compatible"] else "[NO]",
+              "yes" if row.get("cached") else ("no" if row["compatible"] else "-"),
+              row.get("source") or "- (cannot load)"] for row in rows]
+    table = _table(header, cells)
+    lines = _section("ops (JIT: built on first use into the cache; prebuilt: installed with the wheel)")
+    lines.append(" ".join(table[0]).rstrip())
+    for row, cells_out in zip(rows, table[1:]):
+        cells_out[4] = paint.ok(cells_out[4]) if row["compatible"] else paint.bad(cells_out[4])
+        lines.append(" ".join(cells_out).rstrip())
         if not show_reasons:
             continue
         for reason in row.get("reasons") or []:
@@ -125,8 +136,10 @@ def build_info_lines(info: Optional[Dict[str, Any]]) -> List[str]:
     if "error" in info:
         return [f"{'prebuilt ops':<22} {info['error']}"]
     ops = ", ".join(sorted(info.get("ops", {}))) or "none"
-    return [f"{'prebuilt ops':<22} {ops} (built with torch {info.get('torch')}, CUDA {info.get('cuda')}, "
-            f"HIP {info.get('hip')}, accelerator {info.get('accelerator')})"]
+    built = [f"torch {info.get('torch')}"] + [f"{label} {info[key]}" for key, label in (("cuda", "CUDA"), ("hip", "HIP"))
+                                             if info.get(key)]
+    return [f"{'prebuilt ops':<22} {ops} (built with {', '.join(built)}, Python {info.get('python')}, accelerator "
+            f"{info.get('accelerator')})"]
 
 
 def verify_lines(results: List[Dict[str, Any]], paint: Painter) -> List[str]:
@@ -136,11 +149,18 @@ def verify_lines(results: List[Dict[str, Any]], paint: Painter) -> List[str]:
     for result in results:
         times = [f"{key[:-2]} {result[key]:.2f} s" for key in ("load_s", "check_s") if result.get(key) is not None]
         status = colour[result["status"]](result["status"])
-        lines.append(f"{result['name']:<18} {status}  {', '.join(times) or '-'}")
+        origin = f"{result['origin']} module ({result['variant']})" if result.get("origin") else "-"
+        lines.append(f"{result['name']:<18} {status}  {origin}  {', '.join(times) or '-'}")
         lines.append(f"    {result['detail']}")
-    failed = [r["name"] for r in results if r["status"] == "FAIL"]
-    summary = f"{len(failed)} failed: {', '.join(failed)}" if failed else "all compatible ops passed"
-    lines.append(f"verify: {paint.bad(summary) if failed else paint.ok(summary)}")
+    counts = {s: [r["name"] for r in results if r["status"] == s] for s in ("PASS", "FAIL", "SKIP")}
+    tally = f"{len(counts['PASS'])} passed, {len(counts['SKIP'])} skipped"
+    if counts["FAIL"]:
+        summary = paint.bad(f"{len(counts['FAIL'])} failed: {', '.join(counts['FAIL'])} ({tally})")
+    elif not counts["PASS"]:
+        summary = paint.bad(f"nothing was checked ({tally}): no op could be loaded and run here")
+    else:
+        summary = paint.ok(f"every op that could be checked passed ({tally})")
+    lines.append(f"verify: {summary}")
     return lines
 
 

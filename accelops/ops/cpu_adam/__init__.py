@@ -9,8 +9,8 @@ from typing import List
 import torch
 from torch import Tensor
 
-from ._cpu_loader import load_cpu_op
-from .cpu_optimizer_base import CPUOptimizerBase
+from ..cpu_optimizer_base import CPUOptimizerBase
+from ..loader import CPU_FALLBACK_ENV, kernel_loader
 
 __all__ = ["CPUAdam", "cpu_adam_step_"]
 
@@ -58,7 +58,7 @@ def cpu_adam_step_(params: List[Tensor], grads: List[Tensor], exp_avgs: List[Ten
 @cpu_adam_step_.register_kernel("cpu")
 def _cpu_adam_step_cpu(params, grads, exp_avgs, exp_avg_sqs, param_copies, steps, lr, beta1, beta2, eps,
                        weight_decay, adamw, bias_correction, maximize) -> None:
-    module = load_cpu_op("CPUAdamBuilder")
+    module = kernel_loader("CPUAdamBuilder", fallback_env=CPU_FALLBACK_ENV).module()
     fn = module.adam_step if module is not None else _adam_torch_
     fn(params, grads, exp_avgs, exp_avg_sqs, param_copies, steps, lr, beta1, beta2, eps, weight_decay, adamw,
        bias_correction, maximize)

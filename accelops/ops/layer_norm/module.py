@@ -2,7 +2,7 @@
 import torch
 from torch import Tensor, nn
 
-from .layer_norm_ops import fused_add_layer_norm
+from .ops import fused_add_layer_norm
 
 __all__ = ["FusedLayerNorm"]
 
@@ -27,6 +27,22 @@ class FusedLayerNorm(nn.Module):
         self.eps = float(eps)
         self.weight = nn.Parameter(torch.ones(self.normalized_shape, device=device, dtype=dtype))
         self.bias = nn.Parameter(torch.zeros(self.normalized_shape, device=device, dtype=dtype))
+
+    @property
+    def backend(self) -> str:
+        """``"kernel"`` when the compiled op of the weight's device runs (it loads on first use), else ``"torch"``."""
+        return "kernel" if self.backend_reason is None else "torch"
+
+    @property
+    def backend_reason(self):
+        """Why the pure-torch path runs on the weight's device, or None while a kernel does."""
+        from .cuda import CUDA_LOADER
+        from .ops import CPU_LOADER
+
+        loader = {"cpu": CPU_LOADER, "cuda": CUDA_LOADER}.get(self.weight.device.type)
+        if loader is None:
+            return f"no add + layer norm kernel for device {self.weight.device.type}"
+        return None if loader.module() is not None else loader.reason
 
     def forward(self, x: Tensor, residual: Tensor = None, return_sum: bool = False):
         """Layer norm of ``x`` (+ ``residual``); see the class docstring."""

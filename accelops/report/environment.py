@@ -18,7 +18,7 @@ def _not_found(reason: str, path: Optional[str] = None) -> Dict[str, Any]:
 def tool_version(command: List[str], path: Optional[str] = None) -> Dict[str, Any]:
     """Run ``command --version`` once (cached with the op builders' probe) and return path, version line or
     reason. ``path`` is where ``command[0]`` lives, for the report (looked up on PATH when not given)."""
-    from accelops.op_builder.builder import probe_version
+    from accelops.op_builder.toolchain import probe_version
 
     path = path or shutil.which(command[0])
     if path is None:
@@ -125,7 +125,7 @@ def cuda_compiler_facts(torch_info: Dict[str, Any]) -> Dict[str, Any]:
 
 def cxx_compiler_facts() -> Dict[str, Any]:
     """The C++ compiler op builds use (``$CXX`` may carry arguments), probed as the builders probe it."""
-    from accelops.op_builder.builder import compiler_executable, compiler_words
+    from accelops.op_builder.toolchain import compiler_executable, compiler_words
 
     words = compiler_words()
     return tool_version(list(words), path=shutil.which(compiler_executable()))
@@ -134,7 +134,7 @@ def cxx_compiler_facts() -> Dict[str, Any]:
 def environment_facts() -> Dict[str, Any]:
     """Everything above the op table: accelops, Python, torch, tools, CPU, accelerator."""
     import accelops
-    from accelops.op_builder.builder import compiler_command
+    from accelops.op_builder.toolchain import compiler_command
 
     torch_info = torch_facts()
     cxx = compiler_command()

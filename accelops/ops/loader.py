@@ -1,0 +1,92 @@
+"""The one kernel loader of every front end: load an op's extension once per process, or say why not.
+
+Each op's front end makes one ``KernelLoader`` for its builder (``kernel_loader("CPUAdamBuilder", ...)``).
+The first ``module()`` call loads through the current accelerator's builder (prebuilt, JIT cache or JIT
+build); a failure warns once (``RuntimeWarning``) and is not retried, and the front end runs its
+pure-torch path. ``backend`` is ``"kernel"`` or ``"torch"`` and ``reason`` says why torch; ``origin`` and
+``variant`` say where the loaded module came from. ``ds_report`` asks these loaders.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from types import ModuleType
+from typing import Dict, Optional
+
+__all__ = ["CPU_FALLBACK_ENV", "KernelLoader", "kernel_loader", "loaders"]
+
+#: Set to 1 to make the CPU front ends use their pure-torch path (no build).
+CPU_FALLBACK_ENV = "ACCELOPS_CPU_OPS_FALLBACK"
+
+_loaders: Dict[str, "KernelLoader"] = {}
+
+
+class KernelLoader:
+    """Loads the extension of one op builder for its front ends (see the module docstring).
+
+    ``warning`` is the one-time message of a failed load, with ``{reason}`` for the cause; ``fallback_env``
+    names a variable that, when set to a non-zero value, makes the front end use pure torch silently.
+    """
+
+    def __init__(self, builder_class: str, warning: str, fallback_env: Optional[str] = None) -> None:
+        self.builder_class = builder_class
+        self.warning = warning
+        self.fallback_env = fallback_env
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget any load or failure: the next ``module()`` call tries again."""
+        self._module: Optional[ModuleType] = None
+        self._failure: Optional[str] = None
+        self.origin: Optional[str] = None
+        self.variant: Optional[str] = None
+
+    def forced_fallback(self) -> bool:
+        """True while ``fallback_env`` asks for the pure-torch path."""
+        return bool(self.fallback_env) and os.environ.get(self.fallback_env, "0") not in ("", "0")
+
+    def module(self) -> Optional[ModuleType]:
+        """The loaded extension, or None when the front end must use its pure-torch path (forced, or the
+        load failed: one ``RuntimeWarning`` per process naming the cause). May build the op on first call."""
+        if self.forced_fallback() or self._failure is not None:
+            return None
+        if self._module is None:
+            try:
+                from accelops.accelerator import get_accelerator
+
+                builder = get_accelerator().create_op_builder(self.builder_class)
+                if builder is None:
+                    raise RuntimeError(f"the current accelerator has no {self.builder_class}")
+                loaded = builder.load_with_origin(verbose=False)
+            except Exception as exc:  # any build/load failure: the torch path still gives correct results
+                self._failure = str(exc) or type(exc).__name__
+                warnings.warn(self.warning.format(reason=self._failure), RuntimeWarning, stacklevel=3)
+                return None
+            self._module, self.origin, self.variant = loaded.module, loaded.origin, loaded.variant
+        return self._module
+
+    @property
+    def backend(self) -> str:
+        """``"kernel"`` when the extension runs, else ``"torch"`` (loads the op on first use)."""
+        return "kernel" if self.module() is not None else "torch"
+
+    @property
+    def reason(self) -> Optional[str]:
+        """Why the front end runs pure torch (None while the kernel runs or before the first load)."""
+        if self.forced_fallback():
+            return f"{self.fallback_env} is set"
+        return None if self._failure is None else f"the op could not be loaded: {self._failure}"
+
+
+def kernel_loader(builder_class: str, warning: Optional[str] = None,
+                  fallback_env: Optional[str] = None) -> KernelLoader:
+    """The process-wide loader of ``builder_class`` (made on first call with ``warning`` and ``fallback_env``)."""
+    if builder_class not in _loaders:
+        warning = warning or f"accelops: {builder_class} op unavailable ({{reason}}); using the pure-torch implementation"
+        _loaders[builder_class] = KernelLoader(builder_class, warning, fallback_env)
+    return _loaders[builder_class]
+
+
+def loaders() -> Dict[str, KernelLoader]:
+    """Every loader made in this process, by builder class name."""
+    return dict(_loaders)

@@ -1,0 +1,141 @@
+"""The load pipeline of an op, in a fixed order:
+
+1. a prebuilt module from the wheel (``accelops/build_info.json``), only when it was built from this
+   install's sources and flags and for this machine's torch, Python, CPU tier (and CUDA/HIP, accelerator);
+2. a JIT cache hit: the shared object is imported directly (no ninja, no compiler, no subprocess);
+3. a JIT build under the cache key's lock, in a temporary folder published by atomic rename;
+4. ``OpBuildError`` naming the cause (incompatibility reasons, or the compiler output's tail + log path).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from types import ModuleType
+from typing import Dict, NamedTuple, Optional, Tuple
+
+from . import jit_cache, prebuilt
+from .errors import OpBuildError
+from .messages import log
+from .progress import Progress
+
+LOG_TAIL_LINES = 40
+
+
+class Loaded(NamedTuple):
+    """An op's loaded module, where it came from (``prebuilt``, ``cache`` or ``build``) and its variant."""
+
+    module: ModuleType
+    origin: str
+    variant: str
+
+
+#: Modules loaded in this process, by module name (one key -> one import per process).
+_loaded: Dict[str, Loaded] = {}
+
+
+def load(builder, verbose: bool = True) -> Loaded:
+    """Load ``builder``'s op: prebuilt -> JIT cache -> JIT build (see the module docstring).
+
+    With ``verbose`` a skipped prebuilt module is logged with its reason; build progress is always logged.
+    """
+    module, variant, skipped = prebuilt.load_prebuilt(builder)
+    if module is not None:
+        return Loaded(module, "prebuilt", variant)
+    if skipped and verbose:
+        log.warning("accelops: %s: prebuilt module not used: %s", builder.NAME, skipped)
+    variant = builder.variant()
+    name = builder.module_name(variant, builder.cache_key(variant))
+    if name in _loaded:
+        return _loaded[name]
+    root = jit_cache.cache_root()
+    entry = root / name
+    if jit_cache.verified_object(entry, name) is None:  # warm hit: import the object directly
+        return _import(builder, entry, name, variant, "cache")
+    compat = builder.is_compatible(verbose=verbose)
+    if not compat:
+        note = f" (prebuilt module skipped: {skipped})" if skipped else ""
+        raise OpBuildError(f"accelops: cannot build op {builder.NAME}: {'; '.join(compat.reasons)}{note}")
+    for warning in compat.warnings:
+        log.warning("accelops: %s: %s", builder.NAME, warning)
+    what = f"op {builder.NAME} ({variant})"
+    with jit_cache.build_lock(root, name, what):
+        problem = jit_cache.verified_object(entry, name)
+        if problem is None:  # another process built it while we waited
+            return _import(builder, entry, name, variant, "cache")
+        if entry.exists():  # unusable: corrupt, truncated, or a folder without a manifest
+            log.warning("accelops: rebuilding %s: cached object unusable (%s)", what, problem)
+            jit_cache.discard_entry(root, name)
+        jit_cache.remove_leftovers(root, name)
+        build_dir = jit_cache.new_build_dir(root, name)
+        try:
+            with Progress(f"accelops: building {what}"):
+                module = _compile(builder, build_dir, variant, name, verbose, root)
+            jit_cache.write_manifest(build_dir, name, {"op": builder.NAME, "variant": variant})
+            jit_cache.publish(build_dir, root, name)
+        except BaseException:
+            shutil.rmtree(build_dir, ignore_errors=True)
+            raise
+    module.__file__ = str(entry / f"{name}{jit_cache.EXT}")  # same inode, renamed with its folder
+    _loaded[name] = Loaded(module, "build", variant)
+    return _loaded[name]
+
+
+def cache_entry(builder) -> Tuple[Path, Optional[str]]:
+    """``(folder, problem)`` of this machine's JIT cache entry for ``builder``'s op; ``problem`` is None when an
+    intact object is there, else why not (``"not built"``, truncated, ...). Compiles nothing."""
+    variant = builder.variant()
+    name = builder.module_name(variant, builder.cache_key(variant))
+    folder = jit_cache.cache_root(create=False) / name
+    return folder, jit_cache.verified_object(folder, name)
+
+
+def _import(builder, folder: Path, name: str, variant: str, origin: str) -> Loaded:
+    try:
+        module = jit_cache.import_object(folder, name)
+    except ImportError as exc:
+        raise OpBuildError(f"accelops: op {builder.NAME}: cannot import {folder / name}{jit_cache.EXT}: {exc}. "
+                           f"Delete that folder to force a rebuild") from exc
+    _loaded[name] = Loaded(module, origin, variant)
+    return _loaded[name]
+
+
+def _compile(builder, build_dir: Path, variant: str, name: str, verbose: bool, root: Path) -> ModuleType:
+    """Compile a private copy of csrc/ into ``build_dir/<name><ext>`` and import it."""
+    from torch.utils.cpp_extension import load as torch_load
+
+    src = build_dir / "src"
+    shutil.copytree(builder.csrc(), src)  # hermetic; hipify writes next to these copies, not the package
+    work = build_dir / "build"
+    work.mkdir()
+    args = builder.build_args(variant)
+    cuda_cflags = builder.arch_flags(variant) + args["cuda_cflags"]
+    try:
+        module = torch_load(
+            name=name,
+            sources=[str(src / s) for s in builder.sources()],
+            extra_cflags=args["cflags"],
+            extra_cuda_cflags=cuda_cflags or None,
+            extra_ldflags=args["ldflags"],
+            extra_include_paths=[str(src / p) for p in builder.include_paths()],
+            build_directory=str(work),
+            verbose=verbose,
+            with_cuda=builder.uses_cuda(),
+        )
+    except Exception as exc:
+        raise _compile_error(builder, exc, root, name) from None
+    os.replace(work / f"{name}{jit_cache.EXT}", build_dir / f"{name}{jit_cache.EXT}")
+    shutil.rmtree(src, ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)
+    return module
+
+
+def _compile_error(builder, exc: Exception, root: Path, name: str) -> OpBuildError:
+    logs = root / "logs"
+    logs.mkdir(mode=0o700, exist_ok=True)
+    log_file = logs / f"{name}.log"
+    text = str(exc)
+    log_file.write_text(text)
+    tail = "\n".join(text.splitlines()[-LOG_TAIL_LINES:])
+    return OpBuildError(f"accelops: building op {builder.NAME} failed; compiler output (tail):\n{tail}\n"
+                        f"full log: {log_file}")
