@@ -100,6 +100,21 @@ def test_prebuilt_wheel_loads_without_compiling(tmp_path):
     result = subprocess.run([sys.executable, "-c", mismatch], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert result.returncode != 0
     assert "prebuilt module skipped: built for torch" in result.stderr and "no C++ compiler" in result.stderr
+    # ds_report --verify where nothing can compile: the prebuilt op is checked (PASS), never skipped.
+    env["PATH"] = str(tmp_path / "empty-bin")  # no compiler, no ninja; the interpreter is called by full path
+    (tmp_path / "empty-bin").mkdir()
+    env["ACCELOPS_CPU_TIER"] = "scalar"  # the other installed variant, so the report must show scalar
+    report = subprocess.run([sys.executable, "-m", "accelops", "--verify", "--json"], capture_output=True, text=True,
+                            env=env, cwd=tmp_path, timeout=600)
+    facts = json.loads(report.stdout)
+    rows = {row["name"]: row for row in facts["ops"]}
+    assert not rows["cpu_lion"]["compatible"] and rows["cpu_lion"]["source"] == "prebuilt", rows["cpu_lion"]
+    assert rows["cpu_lion"]["variant"] == "scalar"
+    verify = {entry["name"]: entry for entry in facts["verify"]}
+    assert verify["cpu_lion"]["status"] == "PASS", verify["cpu_lion"]
+    assert (verify["cpu_lion"]["origin"], verify["cpu_lion"]["variant"]) == ("prebuilt", "scalar")
+    assert verify["cpu_adam"]["status"] == "SKIP" and "not buildable" in verify["cpu_adam"]["detail"]
+    assert report.returncode == 0, report.stderr  # one op passed, none failed
 
 
 def _info(**overrides):
