@@ -144,3 +144,45 @@ def test_prebuilt_mismatches_and_malformed_info_are_reasons(monkeypatch):
     monkeypatch.setenv("ACCELOPS_CPU_TIER", "scalar")
     assert prebuilt._choose(_info(ops={"cpu_adam": {"variants": ["avx2"]}}), builder) == (
         None, "no build for this machine's scalar (built: avx2)")
+
+
+def test_unknown_op_variable_is_an_error_naming_the_known_ops(build_env):
+    build_env.setenv("DS_BUILD_CPU_ADAMM", "1")
+    with pytest.raises(ValueError, match="DS_BUILD_CPU_ADAMM: no such op; known: .*DS_BUILD_CPU_ADAM,"):
+        prebuilt.plan(ALL_OPS)
+    build_env.setenv("DS_BUILD_CPU_ADAMM", "0")  # a DeepSpeed recipe excluding an op accelops lacks
+    build_env.setenv("DS_BUILD_OPS", "1")
+    build_env.setattr(torch.version, "cuda", None)
+    chosen, notes = prebuilt.plan(ALL_OPS)
+    assert "cpu_adam" in chosen and "ignored DS_BUILD_CPU_ADAMM=0: accelops has no such op" in notes
+
+
+def test_a_tier_foreign_to_the_platform_is_an_error_before_building(build_env, monkeypatch):
+    build_env.setenv("DS_BUILD_OPS", "1")
+    build_env.setenv("DS_BUILD_CPU_TIERS", "neon")
+    monkeypatch.setattr(cpu_tier, "platform_tiers", lambda machine="": ["avx512", "avx2", "scalar"])
+    monkeypatch.setattr(ALL_OPS["cpu_adam"], "is_compatible", lambda self, verbose=False: pytest.fail("checked ops"))
+    with pytest.raises(ValueError, match="neon cannot be built on this platform; its tiers are avx512, avx2, scalar"):
+        prebuilt.plan(ALL_OPS)
+
+
+def test_a_prebuild_that_builds_nothing_says_why(build_env, monkeypatch, capsys):
+    from accelops.op_builder import setup_support
+
+    build_env.setenv("DS_BUILD_OPS", "1")
+    monkeypatch.setenv("CXX", "/nonexistent/c++")
+    kwargs = setup_support.setup_kwargs()
+    assert "ext_modules" not in kwargs and kwargs["install_requires"] == setup_support.REQUIREMENTS
+    err = capsys.readouterr().err
+    assert "skipped op cpu_adam: no C++ compiler" in err and "none can be built here" in err
+
+
+def test_a_prebuilt_module_of_other_sources_is_not_used(monkeypatch):
+    builder = ALL_OPS["cpu_adam"]()
+    tier = builder.variant()
+    info = _info(ops={"cpu_adam": {"variants": [tier], "source_keys": {tier: "0" * 64}}})
+    monkeypatch.setattr(prebuilt, "read_build_info", lambda: info)
+    status = prebuilt.prebuilt_status(builder)
+    assert status["installed"] and not status["usable"] and "built from other sources or flags" in status["reason"]
+    info["ops"]["cpu_adam"]["source_keys"][tier] = builder.source_key(tier)
+    assert prebuilt.prebuilt_status(builder)["usable"]
