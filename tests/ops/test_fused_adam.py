@@ -364,7 +364,7 @@ def test_validation_rejects_bad_op_input(case):
     a = _good_args()
     edit(a)
     with pytest.raises(exc, match=match):
-        fa._validate_step_args(a["params"], a["grads"], a["exp_avgs"], a["exp_avg_sqs"], a["steps"],
+        fa.check_step(a["params"], a["grads"], a["exp_avgs"], a["exp_avg_sqs"], a["steps"],
                                a.get("grad_scale"), a.get("found_inf"))
 
 
@@ -396,9 +396,9 @@ def test_fake_impl_rejects_bad_input(case):
 def test_valid_op_input_passes_validation():
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
         a = _good_args(dtype=dtype)
-        fa._validate_step_args(a["params"], a["grads"], a["exp_avgs"], a["exp_avg_sqs"], a["steps"],
+        fa.check_step(a["params"], a["grads"], a["exp_avgs"], a["exp_avg_sqs"], a["steps"],
                                torch.ones(1), torch.zeros(()))
-    fa._validate_step_args([], [], [], [], [])
+    fa.check_step([], [], [], [], [])
 
 
 def _stepped_optimizer(dtype=torch.float32, **kwargs):
@@ -485,7 +485,6 @@ def test_step_runs_no_per_tensor_checks_when_the_op_succeeds(monkeypatch):
     params, opt = _stepped_optimizer()
     calls = []
     monkeypatch.setattr(FusedAdam, "_explain_bad_group", lambda self, group: calls.append(group))
-    monkeypatch.setattr(FusedAdam, "_check_state", staticmethod(lambda *a: calls.append(a)))
     opt.step()
     opt.step()
     assert calls == [] and getattr(fa._tls, "fast_path", False) is False

@@ -261,8 +261,8 @@ def test_step_has_no_per_tensor_python_checks_but_direct_calls_do(kernel, monkey
     """FusedAdam.step lets the extension check its inputs (the per-step path stays cheap); a direct op
     call is validated in Python first."""
     calls = []
-    validate = fa._validate_step_args
-    monkeypatch.setattr(fa, "_validate_step_args", lambda *a: calls.append(1) or validate(*a))
+    validate = fa.check_step
+    monkeypatch.setattr(fa, "check_step", lambda *a: calls.append(1) or validate(*a))
     params = make_params(torch.float32, [(10,), (70_000,)])
     set_grads([params], 0)
     opt = FusedAdam(params)

@@ -5,9 +5,10 @@ extension (built on first use); on any other device, or when the extension canno
 pure-torch implementation with ``torch.optim.Adam``/``AdamW`` semantics and warns once. Importing this
 module registers the op; it builds and loads nothing until a CUDA step runs.
 
-Bad input raises a Python TypeError/ValueError/RuntimeError that names the tensor (see ``_tls`` for
-when it is checked); the extension's own checks have constant messages only, since a formatted
-TORCH_CHECK message segfaulted in one deployment (a mismatched C++ runtime).
+Bad input raises a Python TypeError/ValueError/RuntimeError that names the tensor: one validator
+(``validate.py``) serves the op, its fake implementation and ``FusedAdam`` (see ``_tls`` for when it runs);
+the extension's own checks have constant messages only, since a formatted TORCH_CHECK message segfaulted
+in one deployment (a mismatched C++ runtime).
 """
 import threading
 import warnings
@@ -18,10 +19,10 @@ from torch import Tensor
 
 from .._distinct_params import DistinctParamsMixin
 from ..loader import kernel_loader
+from .validate import check_param, check_state, check_step, optimizer_labels
 
 __all__ = ["FusedAdam", "fused_adam_step_"]
 
-_SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _warned = set()
 _LOADER = kernel_loader("FusedAdamBuilder", "FusedAdam: the fused_adam CUDA op is unavailable ({reason}); using the torch "
                                             "fallback")
@@ -38,60 +39,10 @@ def _load_cuda_module():
     return _LOADER.module()
 
 
-def _one_element_fp32(t, what, device) -> None:
-    """ValueError "<what> must be a one-element float32 tensor on <device>, got ..." unless ``t`` is one."""
-    if not isinstance(t, Tensor) or t.numel() != 1 or t.dtype != torch.float32 or t.device != device:
-        got = f"{tuple(t.shape)} {t.dtype} on {t.device}" if isinstance(t, Tensor) else type(t).__name__
-        raise ValueError(f"{what} must be a one-element float32 tensor on {device}, got {got}")
-
-
-def _validate_step_args(params, grads, exp_avgs, exp_avg_sqs, steps, grad_scale=None, found_inf=None) -> None:
-    """Raise a clear Python error for any input the kernels do not take (any device, fake tensors too).
-
-    Checked here so that bad input never reaches the C++ op, whose own checks are a last line only:
-    list lengths, one device for every tensor, dense and contiguous tensors, supported dtypes, state
-    dtype (float32 or the param dtype), equal shapes of param/grad/state, one-element float32 steps.
-    """
-    n = len(params)
-    if not (len(grads) == n and len(exp_avgs) == n and len(exp_avg_sqs) == n and len(steps) == n):
-        raise ValueError("fused_adam: params, grads, exp_avgs, exp_avg_sqs and steps must have the same length, got "
-                         f"{len(params)}, {len(grads)}, {len(exp_avgs)}, {len(exp_avg_sqs)}, {len(steps)}")
-    if n == 0:
-        return
-    device = params[0].device
-    for i in range(n):
-        p, g, m, v = params[i], grads[i], exp_avgs[i], exp_avg_sqs[i]
-        for name, t in (("params", p), ("grads", g), ("exp_avgs", m), ("exp_avg_sqs", v)):
-            if t.layout != torch.strided:
-                raise RuntimeError(f"fused_adam: {name}[{i}] is {t.layout}; only dense (strided) tensors are "
-                                   f"supported (sparse gradients are not)")
-            if t.device != device:
-                raise ValueError(f"fused_adam: {name}[{i}] is on {t.device} but params[0] is on {device}; all "
-                                 f"tensors of one step must be on one device")
-            if not t.is_contiguous():
-                raise ValueError(f"fused_adam: {name}[{i}] (shape {tuple(t.shape)}) must be contiguous; the "
-                                 f"update is in place and never goes through a temporary copy")
-        if p.dtype not in _SUPPORTED_DTYPES:
-            raise TypeError(f"fused_adam: params[{i}] has dtype {p.dtype}; supported: float32, float16, bfloat16")
-        if g.dtype != p.dtype:
-            raise TypeError(f"fused_adam: grads[{i}] has dtype {g.dtype} but its param has {p.dtype}")
-        if m.dtype not in (torch.float32, p.dtype) or v.dtype != m.dtype:
-            raise TypeError(f"fused_adam: exp_avgs[{i}]/exp_avg_sqs[{i}] have dtypes {m.dtype}/{v.dtype}; the "
-                            f"state must be float32 or the param dtype {p.dtype}, the same for both")
-        if g.shape != p.shape or m.shape != p.shape or v.shape != p.shape:
-            raise ValueError(f"fused_adam: params[{i}] has shape {tuple(p.shape)} but its grad/exp_avg/exp_avg_sq "
-                             f"have {tuple(g.shape)}/{tuple(m.shape)}/{tuple(v.shape)}")
-        _one_element_fp32(steps[i], f"fused_adam: steps[{i}]", device)
-    if grad_scale is not None:
-        _one_element_fp32(grad_scale, "fused_adam: grad_scale", device)
-    if found_inf is not None:
-        _one_element_fp32(found_inf, "fused_adam: found_inf", device)
-
-
 # fast_path is set (per thread) by FusedAdam.step around its own op calls. Then the CUDA kernel does not
 # validate in Python first: the extension checks every input itself (constant-message TORCH_CHECKs, which
 # raise RuntimeError; only formatted messages crashed) before it launches anything, and on such an error
-# _validate_step_args runs to raise the clear Python error. That keeps the per-step path free of
+# check_step runs to raise the clear Python error. That keeps the per-step path free of
 # per-tensor Python checks. Direct calls of the op always validate in Python first.
 _tls = threading.local()
 
@@ -149,7 +100,7 @@ def fused_adam_step_(
     non-zero (the skip flag for inf/nan grads). This default implementation serves every device
     without a kernel (pure torch, one-time warning).
     """
-    _validate_step_args(params, grads, exp_avgs, exp_avg_sqs, steps, grad_scale, found_inf)  # no C++ checks here
+    check_step(params, grads, exp_avgs, exp_avg_sqs, steps, grad_scale, found_inf)  # no C++ checks here
     device = params[0].device.type if params else "cpu"
     _warn_once(f"fallback:{device}", f"FusedAdam: no fused kernel for device '{device}'; using the torch fallback")
     _adam_torch_(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2, eps, weight_decay, adam_w_mode,
@@ -162,11 +113,11 @@ def _fused_adam_step_cuda(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1
     args = (params, grads, exp_avgs, exp_avg_sqs, steps, grad_scale, found_inf)
     fast = getattr(_tls, "fast_path", False)
     if not fast:  # a direct call: bad input raises here, before the extension sees it
-        _validate_step_args(*args)
+        check_step(*args)
     module = _load_cuda_module()
     if module is None:
         if fast:
-            _validate_step_args(*args)  # the torch fallback has no C++ checks
+            check_step(*args)  # the torch fallback has no C++ checks
         _adam_torch_(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2, eps, weight_decay, adam_w_mode,
                      bias_correction, grad_scale, found_inf)
         return
@@ -174,14 +125,14 @@ def _fused_adam_step_cuda(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1
         module.fused_adam_step(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2, eps, weight_decay,
                                adam_w_mode, bias_correction, grad_scale, found_inf)
     except RuntimeError:
-        _validate_step_args(*args)  # name the bad tensor (the C++ message is a constant string)
+        check_step(*args)  # name the bad tensor (the C++ message is a constant string)
         raise
 
 
 @fused_adam_step_.register_fake
 def _fused_adam_step_fake(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2, eps, weight_decay,
                           adam_w_mode, bias_correction, grad_scale=None, found_inf=None) -> None:
-    _validate_step_args(params, grads, exp_avgs, exp_avg_sqs, steps, grad_scale, found_inf)
+    check_step(params, grads, exp_avgs, exp_avg_sqs, steps, grad_scale, found_inf)
     return None
 
 
@@ -294,45 +245,8 @@ class FusedAdam(DistinctParamsMixin, torch.optim.Optimizer):
                 state[key] = saved[pid][key].to(device=p.device, dtype=want, memory_format=torch.contiguous_format,
                                                 copy=True)
             state["step"] = torch.as_tensor(saved[pid]["step"], dtype=torch.float32).to(p.device, copy=True)
-            self._check_state(f"param {k} of the loaded state_dict", p, state["exp_avg"], state["exp_avg_sq"],
-                              state["step"])
-
-    @staticmethod
-    def _raise_bad_param(i, p, g, device):
-        where = f"FusedAdam: param {i} of its group (shape {tuple(p.shape)})"
-        if g.layout != torch.strided:
-            raise RuntimeError(f"{where} has a sparse gradient ({g.layout}); FusedAdam supports dense gradients only")
-        if p.dtype not in _SUPPORTED_DTYPES:
-            raise TypeError(f"{where} has dtype {p.dtype}; supported: float32, float16, bfloat16")
-        if g.dtype != p.dtype:
-            raise TypeError(f"{where} has dtype {p.dtype} but its gradient has {g.dtype}")
-        if p.device != device or g.device != device:
-            raise ValueError(f"{where} or its gradient is on {p.device}/{g.device}, but the group's first param "
-                             f"is on {device}; put all params of a group on one device")
-        if g.shape != p.shape:
-            raise ValueError(f"{where} has a gradient of shape {tuple(g.shape)}")
-        raise ValueError(f"{where}: param and gradient must be contiguous (FusedAdam updates in place and never "
-                         f"a temporary copy)")
-
-    @staticmethod
-    def _check_state(which, p, m, v, s):
-        """Raise a clear error when a param's state does not fit it (e.g. a state_dict of another model,
-        state left on another device after the model moved, or state edited by hand)."""
-        where = f"FusedAdam: the state of {which} (shape {tuple(p.shape)}, {p.dtype}, {p.device})"
-        for key, t in (("exp_avg", m), ("exp_avg_sq", v)):
-            if not isinstance(t, Tensor) or t.layout != torch.strided:
-                raise TypeError(f"{where}: {key} must be a dense tensor, got {type(t).__name__}")
-            if t.shape != p.shape:
-                raise ValueError(f"{where}: {key} has shape {tuple(t.shape)}; it must have the param's shape")
-            if t.device != p.device:
-                raise ValueError(f"{where}: {key} is on {t.device}; move the state to the param's device "
-                                 f"(e.g. create or load the optimizer after moving the model)")
-            if t.dtype not in (torch.float32, p.dtype) or t.dtype != m.dtype:
-                raise TypeError(f"{where}: {key} has dtype {t.dtype}; exp_avg and exp_avg_sq must both be float32 "
-                                f"or the param dtype")
-            if not t.is_contiguous():
-                raise ValueError(f"{where}: {key} must be contiguous")
-        _one_element_fp32(s, f"{where}: step", p.device)
+            labels = optimizer_labels(lambda _: k, "of the loaded state_dict")
+            check_state(labels, k, p, state["exp_avg"], state["exp_avg_sq"], state["step"], p.device, first=k)
 
     def _group_tensors(self, group):
         """(params, grads, exp_avgs, exp_avg_sqs, steps) of a group's params that have grads, unchecked:
@@ -354,21 +268,18 @@ class FusedAdam(DistinctParamsMixin, torch.optim.Optimizer):
         return params, grads, exp_avgs, exp_avg_sqs, steps
 
     def _explain_bad_group(self, group):
-        """Raise a clear error naming the first param (index in its group) whose grad or state the op
-        cannot take; return quietly when every param looks fine."""
-        device = None
-        for i, p in enumerate(group["params"]):
-            g = p.grad
-            if g is None:
-                continue
-            if device is None:
-                device = p.device
-            if (g.layout != torch.strided or p.dtype not in _SUPPORTED_DTYPES or g.dtype != p.dtype
-                    or p.device != device or g.device != device or g.shape != p.shape or not p.is_contiguous()
-                    or not g.is_contiguous()):
-                self._raise_bad_param(i, p, g, device)
+        """Raise the validator's clear error naming the first param (index in its group) whose grad or state the
+        op cannot take; return quietly when every param looks fine."""
+        indexes = [i for i, p in enumerate(group["params"]) if p.grad is not None]
+        if not indexes:
+            return
+        params = [group["params"][i] for i in indexes]
+        labels = optimizer_labels(lambda k: indexes[k])
+        for k, p in enumerate(params):
             state = self.state[p]
-            self._check_state(f"param {i} of its group", p, state["exp_avg"], state["exp_avg_sq"], state["step"])
+            check_param(labels, k, p, p.grad, params[0].device)
+            check_state(labels, k, p, state.get("exp_avg"), state.get("exp_avg_sq"), state.get("step"), p.device,
+                        first=k)
 
     @staticmethod
     def _amp_scalar(t, name, device):
