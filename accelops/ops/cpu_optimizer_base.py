@@ -13,12 +13,10 @@ import torch
 from torch import Tensor
 
 from ._distinct_params import DistinctParamsMixin
+from .cpu_optim_validate import check_param, check_state
 from .loader import CPU_FALLBACK_ENV, kernel_loader
 
 __all__ = ["CPUOptimizerBase"]
-
-_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-_LOW = (torch.bfloat16, torch.float16)
 
 
 class CPUOptimizerBase(DistinctParamsMixin, torch.optim.Optimizer):
@@ -44,30 +42,7 @@ class CPUOptimizerBase(DistinctParamsMixin, torch.optim.Optimizer):
 
     def _check(self, where: str, p: Tensor, g: Tensor, copy: Optional[Tensor]) -> Tensor:
         """Raise a clear error for anything the step cannot update in place; returns a contiguous grad."""
-        name = self._name()
-        if p.device.type != "cpu" or g.device.type != "cpu":
-            raise ValueError(f"{name}: {where} (or its grad) is on '{p.device}'/'{g.device}'; {name} updates CPU "
-                             f"tensors only (use FusedAdam or torch.optim for other devices)")
-        if g.is_sparse or g.layout != torch.strided or p.layout != torch.strided:
-            raise RuntimeError(f"{name}: {where} has a sparse gradient or is not dense; {name} supports dense "
-                               f"(strided) params and gradients only")
-        if p.dtype not in _DTYPES:
-            raise TypeError(f"{name}: {where} has dtype {p.dtype}; supported: float32, bfloat16, float16")
-        allowed = {p.dtype, torch.float32} | ({copy.dtype} if copy is not None else set())
-        if g.dtype not in allowed:
-            raise TypeError(f"{name}: {where} has dtype {p.dtype} but its grad has {g.dtype}; the grad must have "
-                            f"the param's dtype or float32 (or the param copy's dtype in master-weight steps)")
-        if g.shape != p.shape:
-            raise ValueError(f"{name}: {where} has shape {tuple(p.shape)} but its grad has {tuple(g.shape)}")
-        if not p.is_contiguous():
-            raise ValueError(f"{name}: {where} is not contiguous; the step updates params in place and never a "
-                             f"temporary copy (pass contiguous params)")
-        if copy is not None:
-            if (copy.dtype not in _LOW or p.dtype != torch.float32 or copy.shape != p.shape
-                    or copy.device.type != "cpu" or not copy.is_contiguous()):
-                raise ValueError(f"{name}: the copy of {where} must be a contiguous CPU bfloat16/float16 tensor of "
-                                 f"shape {tuple(p.shape)} and the param float32 (the master weights); got "
-                                 f"{copy.dtype} {tuple(copy.shape)} on {copy.device} for a {p.dtype} param")
+        check_param(self._name(), where, p, g, copy)
         return g.contiguous()  # read-only: a copy of a strided grad is safe
 
     def _state_for(self, p: Tensor) -> Dict[str, Tensor]:
@@ -82,12 +57,7 @@ class CPUOptimizerBase(DistinctParamsMixin, torch.optim.Optimizer):
     def _check_state(self, where: str, p: Tensor, state: Dict[str, Tensor]) -> None:
         """Refuse state the kernel cannot update in place (e.g. loaded from another model's state_dict)."""
         for key in self._STATE_KEYS:
-            t = state.get(key)
-            if (not isinstance(t, Tensor) or t.shape != p.shape or t.dtype != torch.float32
-                    or t.device.type != "cpu" or not t.is_contiguous()):
-                got = (f"{t.dtype} {tuple(t.shape)} on {t.device}" if isinstance(t, Tensor) else type(t).__name__)
-                raise ValueError(f"{self._name()}: state {key!r} of {where} must be a contiguous float32 CPU tensor "
-                                 f"of shape {tuple(p.shape)}; got {got} (a state_dict from another model?)")
+            check_state(self._name(), where, key, p, state.get(key))
 
     def _checked_lists(self, grads: Optional[Sequence[Optional[Tensor]]],
                        param_copies: Optional[Sequence[Optional[Tensor]]]):

@@ -386,3 +386,23 @@ def test_step_op_runs_under_torch_compile_fullgraph(path):
     step(*ref[:1], g, *ref[1:])
     for got, want in zip((p, m, v), ref):
         torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_the_op_validates_direct_calls_on_every_path(path, device):
+    """A direct op call gets the optimizers' clear errors before the kernel, the pure-torch path or the fake
+    implementation (meta tensors) sees the input; nothing is updated."""
+    p, g = torch.zeros(8, device=device), torch.ones(8, device=device)
+    m, v = torch.zeros(8, device=device), torch.zeros(8, device=device)
+    before = p.clone()
+    with pytest.raises(ValueError, match="state 'exp_avg_sqs' of params\\[0\\] \\(shape \\(8,\\)\\) must be a contiguous"):
+        cpu_adam_step_([p], [g], [m], [v[:4]], [], [1.0], 1e-2, 0.9, 0.999, 1e-8, 0.0, True, True, False)
+    with pytest.raises(ValueError, match="got 1 params but grads has 2"):
+        cpu_adam_step_([p], [g, g], [m], [v], [], [1.0], 1e-2, 0.9, 0.999, 1e-8, 0.0, True, True, False)
+    with pytest.raises(TypeError, match="has dtype torch.float64"):
+        cpu_adam_step_([p.double()], [g.double()], [m], [v], [], [1.0], 1e-2, 0.9, 0.999, 1e-8, 0.0, True, True,
+                       False)
+    with pytest.raises(ValueError, match="step counts must be >= 1"):
+        cpu_adam_step_([p], [g], [m], [v], [], [0.0], 1e-2, 0.9, 0.999, 1e-8, 0.0, True, True, False)
+    if device == "cpu":
+        assert torch.equal(p, before)

@@ -316,7 +316,9 @@ def _good_args(device="cpu", dtype=torch.float32, n=3):
 
 
 def _strided(t):
-    return torch.empty(t.shape[::-1], dtype=t.dtype, device=t.device).t()
+    """A non-contiguous tensor of t's shape with defined values (uninitialised memory may hold NaNs, and a
+    NaN is not equal to itself in the "nothing was updated" checks)."""
+    return torch.zeros(t.shape[::-1], dtype=t.dtype, device=t.device).t()
 
 
 BAD_OP_INPUTS = {

@@ -145,7 +145,9 @@ def _args(n=3, dtype=torch.float32):
 
 
 def _strided(t):
-    return torch.empty(t.shape[::-1], dtype=t.dtype, device=t.device).t()
+    """A non-contiguous tensor of t's shape with defined values (uninitialised memory may hold NaNs, and a
+    NaN is not equal to itself in the "nothing was updated" checks)."""
+    return torch.zeros(t.shape[::-1], dtype=t.dtype, device=t.device).t()
 
 
 # Bad input through the op on CUDA tensors: a Python error from accelops.ops.fused_adam, never the

@@ -9,6 +9,7 @@ from typing import List
 import torch
 from torch import Tensor
 
+from ..cpu_optim_validate import check_step
 from ..cpu_optimizer_base import CPUOptimizerBase
 from ..loader import CPU_FALLBACK_ENV, kernel_loader
 
@@ -39,20 +40,23 @@ def cpu_adagrad_step_(params: List[Tensor], grads: List[Tensor], state_sums: Lis
                       weight_decay: float, maximize: bool) -> None:
     """One Adagrad step over all tensors, in place (float32 ``state_sums``; ``param_copies`` empty or
     one bf16/fp16 copy per param, overwritten). Default implementation (non-CPU devices): pure torch."""
+    check_step("cpu_adagrad_step_", params, grads, [("state_sums", state_sums)], param_copies, steps, cpu=False)
     _adagrad_torch_(params, grads, state_sums, param_copies, steps, lr, lr_decay, eps, weight_decay, maximize)
 
 
 @cpu_adagrad_step_.register_kernel("cpu")
 def _cpu_adagrad_step_cpu(params, grads, state_sums, param_copies, steps, lr, lr_decay, eps, weight_decay,
                           maximize) -> None:
+    check_step("cpu_adagrad_step_", params, grads, [("state_sums", state_sums)], param_copies, steps)
     module = kernel_loader("CPUAdagradBuilder", fallback_env=CPU_FALLBACK_ENV).module()
     fn = module.adagrad_step if module is not None else _adagrad_torch_
     fn(params, grads, state_sums, param_copies, steps, lr, lr_decay, eps, weight_decay, maximize)
 
 
 @cpu_adagrad_step_.register_fake
-def _cpu_adagrad_step_fake(*args) -> None:
-    return None
+def _cpu_adagrad_step_fake(params, grads, state_sums, param_copies, steps, lr, lr_decay, eps, weight_decay,
+                          maximize) -> None:
+    check_step("cpu_adagrad_step_", params, grads, [("state_sums", state_sums)], param_copies, steps, cpu=False)
 
 
 class CPUAdagrad(CPUOptimizerBase):

@@ -10,6 +10,7 @@ from typing import List
 import torch
 from torch import Tensor
 
+from ..cpu_optim_validate import check_step
 from ..cpu_optimizer_base import CPUOptimizerBase
 from ..loader import CPU_FALLBACK_ENV, kernel_loader
 
@@ -36,19 +37,21 @@ def cpu_lion_step_(params: List[Tensor], grads: List[Tensor], exp_avgs: List[Ten
                    lr: float, beta1: float, beta2: float, weight_decay: float, maximize: bool) -> None:
     """One Lion step over all tensors, in place (float32 ``exp_avgs``; ``param_copies`` empty or one
     bf16/fp16 copy per param, overwritten). Default implementation (non-CPU devices): pure torch."""
+    check_step("cpu_lion_step_", params, grads, [("exp_avgs", exp_avgs)], param_copies, None, cpu=False)
     _lion_torch_(params, grads, exp_avgs, param_copies, lr, beta1, beta2, weight_decay, maximize)
 
 
 @cpu_lion_step_.register_kernel("cpu")
 def _cpu_lion_step_cpu(params, grads, exp_avgs, param_copies, lr, beta1, beta2, weight_decay, maximize) -> None:
+    check_step("cpu_lion_step_", params, grads, [("exp_avgs", exp_avgs)], param_copies, None)
     module = kernel_loader("CPULionBuilder", fallback_env=CPU_FALLBACK_ENV).module()
     fn = module.lion_step if module is not None else _lion_torch_
     fn(params, grads, exp_avgs, param_copies, lr, beta1, beta2, weight_decay, maximize)
 
 
 @cpu_lion_step_.register_fake
-def _cpu_lion_step_fake(*args) -> None:
-    return None
+def _cpu_lion_step_fake(params, grads, exp_avgs, param_copies, lr, beta1, beta2, weight_decay, maximize) -> None:
+    check_step("cpu_lion_step_", params, grads, [("exp_avgs", exp_avgs)], param_copies, None, cpu=False)
 
 
 class CPULion(CPUOptimizerBase):
