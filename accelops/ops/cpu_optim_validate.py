@@ -5,12 +5,32 @@ the same way; the kernels' C++ checks stay as a last line.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+import contextlib
+import threading
+from typing import Iterator, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
-__all__ = ["DTYPES", "LOW_DTYPES", "check_param", "check_state", "check_step"]
+__all__ = ["DTYPES", "LOW_DTYPES", "check_param", "check_state", "check_step", "checked_by_caller", "caller_checked"]
+
+_tls = threading.local()
+
+
+@contextlib.contextmanager
+def checked_by_caller() -> Iterator[None]:
+    """Within this block (per thread) the ops' CPU kernels skip ``check_step``: the optimizers use it around
+    their own op calls, whose arguments they checked param by param just before (with this validator)."""
+    _tls.checked = True
+    try:
+        yield
+    finally:
+        _tls.checked = False
+
+
+def caller_checked() -> bool:
+    """True inside ``checked_by_caller()``."""
+    return getattr(_tls, "checked", False)
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 LOW_DTYPES = (torch.bfloat16, torch.float16)

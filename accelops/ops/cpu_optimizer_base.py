@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from ._distinct_params import DistinctParamsMixin
-from .cpu_optim_validate import check_param, check_state
+from .cpu_optim_validate import check_param, check_state, checked_by_caller
 from .loader import CPU_FALLBACK_ENV, kernel_loader
 
 __all__ = ["CPUOptimizerBase"]
@@ -119,7 +119,8 @@ class CPUOptimizerBase(DistinctParamsMixin, torch.optim.Optimizer):
         for group, ps, gs, states, copies, steps in self._checked_lists(grads, param_copies):
             if ps:
                 torch._foreach_add_(steps, 1.0)
-                self._update(group, ps, gs, states, copies, [float(s) for s in steps])
+                with checked_by_caller():
+                    self._update(group, ps, gs, states, copies, [float(s) for s in steps])
         return loss
 
     def _update(self, group, params, grads, states, copies, steps) -> None:

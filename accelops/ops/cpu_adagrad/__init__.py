@@ -9,7 +9,7 @@ from typing import List
 import torch
 from torch import Tensor
 
-from ..cpu_optim_validate import check_step
+from ..cpu_optim_validate import caller_checked, check_step
 from ..cpu_optimizer_base import CPUOptimizerBase
 from ..loader import CPU_FALLBACK_ENV, kernel_loader
 
@@ -47,7 +47,8 @@ def cpu_adagrad_step_(params: List[Tensor], grads: List[Tensor], state_sums: Lis
 @cpu_adagrad_step_.register_kernel("cpu")
 def _cpu_adagrad_step_cpu(params, grads, state_sums, param_copies, steps, lr, lr_decay, eps, weight_decay,
                           maximize) -> None:
-    check_step("cpu_adagrad_step_", params, grads, [("state_sums", state_sums)], param_copies, steps)
+    if not caller_checked():  # a direct call; the optimizers checked their arguments already
+        check_step("cpu_adagrad_step_", params, grads, [("state_sums", state_sums)], param_copies, steps)
     module = kernel_loader("CPUAdagradBuilder", fallback_env=CPU_FALLBACK_ENV).module()
     fn = module.adagrad_step if module is not None else _adagrad_torch_
     fn(params, grads, state_sums, param_copies, steps, lr, lr_decay, eps, weight_decay, maximize)

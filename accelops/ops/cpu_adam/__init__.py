@@ -9,7 +9,7 @@ from typing import List
 import torch
 from torch import Tensor
 
-from ..cpu_optim_validate import check_step
+from ..cpu_optim_validate import caller_checked, check_step
 from ..cpu_optimizer_base import CPUOptimizerBase
 from ..loader import CPU_FALLBACK_ENV, kernel_loader
 
@@ -60,7 +60,8 @@ def cpu_adam_step_(params: List[Tensor], grads: List[Tensor], exp_avgs: List[Ten
 @cpu_adam_step_.register_kernel("cpu")
 def _cpu_adam_step_cpu(params, grads, exp_avgs, exp_avg_sqs, param_copies, steps, lr, beta1, beta2, eps,
                        weight_decay, adamw, bias_correction, maximize) -> None:
-    check_step("cpu_adam_step_", params, grads, [("exp_avgs", exp_avgs), ("exp_avg_sqs", exp_avg_sqs)], param_copies, steps)
+    if not caller_checked():  # a direct call; the optimizers checked their arguments already
+        check_step("cpu_adam_step_", params, grads, [("exp_avgs", exp_avgs), ("exp_avg_sqs", exp_avg_sqs)], param_copies, steps)
     module = kernel_loader("CPUAdamBuilder", fallback_env=CPU_FALLBACK_ENV).module()
     fn = module.adam_step if module is not None else _adam_torch_
     fn(params, grads, exp_avgs, exp_avg_sqs, param_copies, steps, lr, beta1, beta2, eps, weight_decay, adamw,

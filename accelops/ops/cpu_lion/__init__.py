@@ -10,7 +10,7 @@ from typing import List
 import torch
 from torch import Tensor
 
-from ..cpu_optim_validate import check_step
+from ..cpu_optim_validate import caller_checked, check_step
 from ..cpu_optimizer_base import CPUOptimizerBase
 from ..loader import CPU_FALLBACK_ENV, kernel_loader
 
@@ -43,7 +43,8 @@ def cpu_lion_step_(params: List[Tensor], grads: List[Tensor], exp_avgs: List[Ten
 
 @cpu_lion_step_.register_kernel("cpu")
 def _cpu_lion_step_cpu(params, grads, exp_avgs, param_copies, lr, beta1, beta2, weight_decay, maximize) -> None:
-    check_step("cpu_lion_step_", params, grads, [("exp_avgs", exp_avgs)], param_copies, None)
+    if not caller_checked():  # a direct call; the optimizers checked their arguments already
+        check_step("cpu_lion_step_", params, grads, [("exp_avgs", exp_avgs)], param_copies, None)
     module = kernel_loader("CPULionBuilder", fallback_env=CPU_FALLBACK_ENV).module()
     fn = module.lion_step if module is not None else _lion_torch_
     fn(params, grads, exp_avgs, param_copies, lr, beta1, beta2, weight_decay, maximize)
