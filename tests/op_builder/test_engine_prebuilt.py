@@ -186,3 +186,17 @@ def test_a_prebuilt_module_of_other_sources_is_not_used(monkeypatch):
     assert status["installed"] and not status["usable"] and "built from other sources or flags" in status["reason"]
     info["ops"]["cpu_adam"]["source_keys"][tier] = builder.source_key(tier)
     assert prebuilt.prebuilt_status(builder)["usable"]
+
+
+def test_a_cpu_op_built_with_cpu_torch_loads_under_the_cuda_build_of_the_same_release(monkeypatch):
+    monkeypatch.delenv("ACCELOPS_CPU_TIER", raising=False)
+    monkeypatch.setattr(cpu_tier, "supported_tiers", lambda: ["avx2", "scalar"])
+    built_on_cpu = _info(torch="2.13.0+cpu", cuda=None, hip=None, accelerator="cpu",
+                         ops={"cpu_adam": {"variants": ["avx2"]}, "fused_adam": {"variants": ["cuda"]}})
+    monkeypatch.setattr(torch, "__version__", "2.13.0+cu130")
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    assert prebuilt._choose(built_on_cpu, ALL_OPS["cpu_adam"]()) == ("avx2", None)
+    variant, reason = prebuilt._choose(built_on_cpu, ALL_OPS["fused_adam"](accelerator_name="cuda"))
+    assert variant is None and reason == "built for CUDA None, this machine has 13.0"
+    monkeypatch.setattr(torch, "__version__", "2.13.1+cu130")  # another release: its binaries may not load
+    assert prebuilt._choose(built_on_cpu, ALL_OPS["cpu_adam"]()) == (None, "built for torch 2.13.0, this machine has 2.13.1")
