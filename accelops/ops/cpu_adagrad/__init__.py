@@ -34,13 +34,19 @@ def _adagrad_torch_(params, grads, state_sums, param_copies, steps, lr, lr_decay
             c.copy_(p32)
 
 
+def _check(cpu: bool, params, grads, state_sums, param_copies, steps) -> None:
+    """The op's arguments through the CPU optimizers' one validator."""
+    states = [("state_sums", state_sums)]
+    check_step("cpu_adagrad_step_", params, grads, states, param_copies, steps, cpu=cpu)
+
+
 @torch.library.custom_op("accelops::cpu_adagrad_step_", mutates_args=("params", "state_sums", "param_copies"))
 def cpu_adagrad_step_(params: List[Tensor], grads: List[Tensor], state_sums: List[Tensor],
                       param_copies: List[Tensor], steps: List[float], lr: float, lr_decay: float, eps: float,
                       weight_decay: float, maximize: bool) -> None:
     """One Adagrad step over all tensors, in place (float32 ``state_sums``; ``param_copies`` empty or
     one bf16/fp16 copy per param, overwritten). Default implementation (non-CPU devices): pure torch."""
-    check_step("cpu_adagrad_step_", params, grads, [("state_sums", state_sums)], param_copies, steps, cpu=False)
+    _check(False, params, grads, state_sums, param_copies, steps)
     _adagrad_torch_(params, grads, state_sums, param_copies, steps, lr, lr_decay, eps, weight_decay, maximize)
 
 
@@ -48,7 +54,7 @@ def cpu_adagrad_step_(params: List[Tensor], grads: List[Tensor], state_sums: Lis
 def _cpu_adagrad_step_cpu(params, grads, state_sums, param_copies, steps, lr, lr_decay, eps, weight_decay,
                           maximize) -> None:
     if not caller_checked():  # a direct call; the optimizers checked their arguments already
-        check_step("cpu_adagrad_step_", params, grads, [("state_sums", state_sums)], param_copies, steps)
+        _check(True, params, grads, state_sums, param_copies, steps)
     module = kernel_loader("CPUAdagradBuilder", fallback_env=CPU_FALLBACK_ENV).module()
     fn = module.adagrad_step if module is not None else _adagrad_torch_
     fn(params, grads, state_sums, param_copies, steps, lr, lr_decay, eps, weight_decay, maximize)
@@ -57,7 +63,7 @@ def _cpu_adagrad_step_cpu(params, grads, state_sums, param_copies, steps, lr, lr
 @cpu_adagrad_step_.register_fake
 def _cpu_adagrad_step_fake(params, grads, state_sums, param_copies, steps, lr, lr_decay, eps, weight_decay,
                           maximize) -> None:
-    check_step("cpu_adagrad_step_", params, grads, [("state_sums", state_sums)], param_copies, steps, cpu=False)
+    _check(False, params, grads, state_sums, param_copies, steps)
 
 
 class CPUAdagrad(CPUOptimizerBase):

@@ -41,6 +41,12 @@ def _adam_torch_(params, grads, exp_avgs, exp_avg_sqs, param_copies, steps, lr, 
             c.copy_(p32)
 
 
+def _check(cpu: bool, params, grads, exp_avgs, exp_avg_sqs, param_copies, steps) -> None:
+    """The op's arguments through the CPU optimizers' one validator."""
+    states = [("exp_avgs", exp_avgs), ("exp_avg_sqs", exp_avg_sqs)]
+    check_step("cpu_adam_step_", params, grads, states, param_copies, steps, cpu=cpu)
+
+
 @torch.library.custom_op("accelops::cpu_adam_step_", mutates_args=("params", "exp_avgs", "exp_avg_sqs",
                                                                    "param_copies"))
 def cpu_adam_step_(params: List[Tensor], grads: List[Tensor], exp_avgs: List[Tensor], exp_avg_sqs: List[Tensor],
@@ -52,7 +58,7 @@ def cpu_adam_step_(params: List[Tensor], grads: List[Tensor], exp_avgs: List[Ten
     each tensor's step count after this step. ``param_copies`` is empty or one bf16/fp16 tensor per
     param, overwritten with the updated params. Default implementation (non-CPU devices): pure torch.
     """
-    check_step("cpu_adam_step_", params, grads, [("exp_avgs", exp_avgs), ("exp_avg_sqs", exp_avg_sqs)], param_copies, steps, cpu=False)
+    _check(False, params, grads, exp_avgs, exp_avg_sqs, param_copies, steps)
     _adam_torch_(params, grads, exp_avgs, exp_avg_sqs, param_copies, steps, lr, beta1, beta2, eps, weight_decay,
                  adamw, bias_correction, maximize)
 
@@ -61,7 +67,7 @@ def cpu_adam_step_(params: List[Tensor], grads: List[Tensor], exp_avgs: List[Ten
 def _cpu_adam_step_cpu(params, grads, exp_avgs, exp_avg_sqs, param_copies, steps, lr, beta1, beta2, eps,
                        weight_decay, adamw, bias_correction, maximize) -> None:
     if not caller_checked():  # a direct call; the optimizers checked their arguments already
-        check_step("cpu_adam_step_", params, grads, [("exp_avgs", exp_avgs), ("exp_avg_sqs", exp_avg_sqs)], param_copies, steps)
+        _check(True, params, grads, exp_avgs, exp_avg_sqs, param_copies, steps)
     module = kernel_loader("CPUAdamBuilder", fallback_env=CPU_FALLBACK_ENV).module()
     fn = module.adam_step if module is not None else _adam_torch_
     fn(params, grads, exp_avgs, exp_avg_sqs, param_copies, steps, lr, beta1, beta2, eps, weight_decay, adamw,
@@ -71,7 +77,7 @@ def _cpu_adam_step_cpu(params, grads, exp_avgs, exp_avg_sqs, param_copies, steps
 @cpu_adam_step_.register_fake
 def _cpu_adam_step_fake(params, grads, exp_avgs, exp_avg_sqs, param_copies, steps, lr, beta1, beta2, eps,
                        weight_decay, adamw, bias_correction, maximize) -> None:
-    check_step("cpu_adam_step_", params, grads, [("exp_avgs", exp_avgs), ("exp_avg_sqs", exp_avg_sqs)], param_copies, steps, cpu=False)
+    _check(False, params, grads, exp_avgs, exp_avg_sqs, param_copies, steps)
 
 
 class CPUAdam(CPUOptimizerBase):

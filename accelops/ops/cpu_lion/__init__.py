@@ -32,19 +32,25 @@ def _lion_torch_(params, grads, exp_avgs, param_copies, lr, beta1, beta2, weight
             c.copy_(p32)
 
 
+def _check(cpu: bool, params, grads, exp_avgs, param_copies) -> None:
+    """The op's arguments through the CPU optimizers' one validator."""
+    states = [("exp_avgs", exp_avgs)]
+    check_step("cpu_lion_step_", params, grads, states, param_copies, None, cpu=cpu)
+
+
 @torch.library.custom_op("accelops::cpu_lion_step_", mutates_args=("params", "exp_avgs", "param_copies"))
 def cpu_lion_step_(params: List[Tensor], grads: List[Tensor], exp_avgs: List[Tensor], param_copies: List[Tensor],
                    lr: float, beta1: float, beta2: float, weight_decay: float, maximize: bool) -> None:
     """One Lion step over all tensors, in place (float32 ``exp_avgs``; ``param_copies`` empty or one
     bf16/fp16 copy per param, overwritten). Default implementation (non-CPU devices): pure torch."""
-    check_step("cpu_lion_step_", params, grads, [("exp_avgs", exp_avgs)], param_copies, None, cpu=False)
+    _check(False, params, grads, exp_avgs, param_copies)
     _lion_torch_(params, grads, exp_avgs, param_copies, lr, beta1, beta2, weight_decay, maximize)
 
 
 @cpu_lion_step_.register_kernel("cpu")
 def _cpu_lion_step_cpu(params, grads, exp_avgs, param_copies, lr, beta1, beta2, weight_decay, maximize) -> None:
     if not caller_checked():  # a direct call; the optimizers checked their arguments already
-        check_step("cpu_lion_step_", params, grads, [("exp_avgs", exp_avgs)], param_copies, None)
+        _check(True, params, grads, exp_avgs, param_copies)
     module = kernel_loader("CPULionBuilder", fallback_env=CPU_FALLBACK_ENV).module()
     fn = module.lion_step if module is not None else _lion_torch_
     fn(params, grads, exp_avgs, param_copies, lr, beta1, beta2, weight_decay, maximize)
@@ -52,7 +58,7 @@ def _cpu_lion_step_cpu(params, grads, exp_avgs, param_copies, lr, beta1, beta2, 
 
 @cpu_lion_step_.register_fake
 def _cpu_lion_step_fake(params, grads, exp_avgs, param_copies, lr, beta1, beta2, weight_decay, maximize) -> None:
-    check_step("cpu_lion_step_", params, grads, [("exp_avgs", exp_avgs)], param_copies, None, cpu=False)
+    _check(False, params, grads, exp_avgs, param_copies)
 
 
 class CPULion(CPUOptimizerBase):
