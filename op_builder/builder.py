@@ -194,7 +194,10 @@ class OpBuilder:
     def _common_reasons(self) -> List[str]:
         reasons = []
         compiler = toolchain.compiler_executable()
-        if shutil.which(compiler) is None:
+        if toolchain.empty_cxx():
+            reasons.append("CXX is set but empty: torch's extension builder would run an empty command; unset CXX "
+                           "or set it to a compiler")
+        elif shutil.which(compiler) is None:
             reasons.append(f"no C++ compiler: `{compiler}` (from CXX or the default) is not on PATH; install one "
                            f"(e.g. g++) or set CXX to its path")
         elif not toolchain.is_msvc():  # cl has no --version

@@ -118,12 +118,20 @@ def import_path(path: Path, module_name: str) -> ModuleType:
     return module
 
 
-def _lock_timeout() -> float:
-    raw = os.environ.get(LOCK_TIMEOUT_ENV, "")
+def lock_timeout() -> float:
+    """Seconds to wait for another process's build: ``ACCELOPS_BUILD_LOCK_TIMEOUT`` (a positive number, or
+    ``inf`` to wait for ever), default 3600; anything else is a ``ValueError`` naming the variable."""
+    raw = os.environ.get(LOCK_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_LOCK_TIMEOUT_S
     try:
-        return float(raw) if raw else DEFAULT_LOCK_TIMEOUT_S
+        value = float(raw)
     except ValueError:
-        raise ValueError(f"{LOCK_TIMEOUT_ENV}={raw!r} is not a number of seconds") from None
+        value = float("nan")
+    if not value > 0:  # also refuses nan
+        raise ValueError(f"{LOCK_TIMEOUT_ENV}={raw!r}: expected a positive number of seconds, or inf to wait for "
+                         f"ever")
+    return value
 
 
 def _try_lock(handle) -> bool:
@@ -158,7 +166,7 @@ def build_lock(root: Path, module_name: str, what: str) -> Iterator[None]:
     locks = root / "locks"
     locks.mkdir(mode=0o700, exist_ok=True)
     path = locks / f"{module_name}.lock"
-    timeout = _lock_timeout()
+    timeout = lock_timeout()
     with open(path, "a+") as handle:
         start = time.monotonic()
         if not _try_lock(handle):

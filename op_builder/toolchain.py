@@ -16,11 +16,20 @@ def is_msvc() -> bool:
     return os.name == "nt"
 
 
+def empty_cxx() -> bool:
+    """True when ``CXX`` is set to an empty (or blank) value: torch would run that as the compiler, so builds
+    fail; accelops reports it as a reason instead of treating it as unset."""
+    return "CXX" in os.environ and not os.environ["CXX"].strip()
+
+
 def compiler_command() -> str:
     """The host compiler torch's extension builder uses: ``$CXX``, else ``c++`` (``cl`` on Windows).
 
-    May hold arguments (``ccache g++``); ``compiler_executable()`` is its first word.
+    May hold arguments (``ccache g++``); ``compiler_executable()`` is its first word. An empty ``CXX`` is
+    shown as ``''`` (see ``empty_cxx``).
     """
+    if empty_cxx():
+        return "''"
     return os.environ.get("CXX") or ("cl" if is_msvc() else "c++")
 
 

@@ -1,0 +1,26 @@
+"""Settings the engine reads from the environment: bad values are clear errors or reasons, one rule each."""
+import pytest
+
+from accelops.op_builder import ALL_OPS, jit_cache, toolchain
+
+
+@pytest.mark.parametrize("raw", ["nan", "0", "-5", "abc", "-inf"])
+def test_a_lock_timeout_that_is_not_a_positive_number_is_an_error(monkeypatch, raw):
+    monkeypatch.setenv("ACCELOPS_BUILD_LOCK_TIMEOUT", raw)
+    with pytest.raises(ValueError, match=f"ACCELOPS_BUILD_LOCK_TIMEOUT='{raw}': expected a positive number"):
+        jit_cache.lock_timeout()
+
+
+@pytest.mark.parametrize("raw, expected", [("", 3600.0), ("2.5", 2.5), ("inf", float("inf")), (" 10 ", 10.0)])
+def test_a_positive_lock_timeout_or_inf_is_taken(monkeypatch, raw, expected):
+    monkeypatch.setenv("ACCELOPS_BUILD_LOCK_TIMEOUT", raw)
+    assert jit_cache.lock_timeout() == expected
+
+
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_cxx_is_a_reason_not_the_default_compiler(monkeypatch, value):
+    # torch's extension builder runs an empty CXX as the compiler command, so a build would fail
+    monkeypatch.setenv("CXX", value)
+    compat = ALL_OPS["cpu_adam"]().is_compatible()
+    assert not compat and any(r.startswith("CXX is set but empty") for r in compat.reasons), compat.reasons
+    assert toolchain.compiler_command() == "''"
