@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from typing import Any, Dict, List, Optional
@@ -77,17 +78,40 @@ def verify_failed(facts: Dict[str, Any]) -> bool:
     return any(r["status"] == "FAIL" for r in results) or not any(r["status"] == "PASS" for r in results)
 
 
+#: Exit status when the report cannot be written (stdout closed or full): sysexits' EX_IOERR.
+EXIT_OUTPUT_ERROR = 74
+
+
+def _output_failed(reason: str) -> int:
+    """One line on stderr; stdout is pointed at the null device so that Python's final flush stays quiet."""
+    sys.stderr.write(f"ds_report: cannot write the report to standard output: {reason}\n")
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):
+        pass
+    return EXIT_OUTPUT_ERROR
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    """Print the report to stdout; returns the exit status (1 when a verified op failed or none passed)."""
-    from .text import use_colour, write_lines
+    """Print the report to stdout; returns the exit status: 1 when a verified op failed or none passed, 74
+    (with one line on stderr) when stdout is closed or cannot be written, else 0."""
+    from .text import use_colour
 
     args = _parser().parse_args(argv)
+    if sys.stdout is None:  # started with stdout closed (`>&-`)
+        sys.stderr.write("ds_report: standard output is closed; redirect it to a file or a pipe\n")
+        return EXIT_OUTPUT_ERROR
     facts = collect(verify=args.verify)
     if args.json:
-        sys.stdout.write(json.dumps(facts, indent=2, sort_keys=True, default=str) + "\n")
+        text = json.dumps(facts, indent=2, sort_keys=True, default=str) + "\n"
     else:
-        write_lines(render_text(facts, use_colour(sys.stdout), args.hide_operator_status,
-                                args.hide_errors_and_warnings))
+        lines = render_text(facts, use_colour(sys.stdout), args.hide_operator_status, args.hide_errors_and_warnings)
+        text = "\n".join(lines) + "\n"
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except OSError as exc:  # a full disk (`>/dev/full`), a closed pipe, ...
+        return _output_failed(exc.strerror or str(exc))
     return 1 if verify_failed(facts) else 0
 
 

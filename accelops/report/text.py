@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any, Dict, List, Optional, TextIO
 
 GREEN, RED, YELLOW, RESET = "\033[92m", "\033[91m", "\033[93m", "\033[0m"
@@ -169,8 +168,3 @@ def warning_lines(messages: List[str], paint: Painter) -> List[str]:
     if not messages:
         return []
     return _section(paint.warn("warnings while probing")) + [f"  {m}" for m in messages]
-
-
-def write_lines(lines: List[str], stream: TextIO = sys.stdout) -> None:
-    """Print ``lines`` to ``stream``, one per line."""
-    stream.write("\n".join(lines) + "\n")

@@ -225,3 +225,16 @@ def test_device_count_errors_and_the_prebuilt_line_are_in_the_text():
     assert result.returncode == 0, result.stderr
     assert "\ndevices                unknown (LOCAL_SIZE must be a positive integer, got 'abc')" in result.stdout
     assert "\nprebuilt ops " in result.stdout
+
+
+@pytest.mark.parametrize("redirect", [">&-", ">/dev/full"])
+def test_a_closed_or_full_stdout_is_one_line_on_stderr_and_a_non_zero_exit(redirect):
+    if redirect == ">/dev/full" and not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    command = f'exec "{sys.executable}" -m accelops {redirect}'
+    result = subprocess.run(["sh", "-c", command], capture_output=False, stderr=subprocess.PIPE, text=True,
+                            timeout=300)
+    assert result.returncode == 74, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ds_report: "), result.stderr
+    assert "Traceback" not in result.stderr
