@@ -94,18 +94,24 @@ class CpuAccelerator(TorchDeviceAccelerator):
             raise ValueError(f"LOCAL_SIZE must be a positive integer, got {value!r}")
         return count
 
-    def synchronize(self, device_index: Optional[int] = None) -> None:
+    def _check_index(self, device_index: Optional[int]) -> None:
+        """A given index must name the one CPU device (the contract's TypeError/ValueError otherwise)."""
         if device_index is not None:
             check_device_index(device_index, self.device_count(), self.name)
+
+    def synchronize(self, device_index: Optional[int] = None) -> None:
+        self._check_index(device_index)
 
     def is_available(self) -> bool:
         return True
 
     # ------------------------------------------------------------------ RNG (the global CPU generator)
     def set_rng_state(self, new_state, device_index: Optional[int] = None) -> None:
+        self._check_index(device_index)
         self._torch.set_rng_state(new_state)
 
     def get_rng_state(self, device_index: Optional[int] = None):
+        self._check_index(device_index)
         return self._torch.get_rng_state()
 
     def manual_seed(self, seed: int) -> None:
@@ -123,9 +129,11 @@ class CpuAccelerator(TorchDeviceAccelerator):
 
     # ------------------------------------------------------------------ streams and events
     def current_stream(self, device_index: Optional[int] = None):
+        self._check_index(device_index)
         return self._torch.cpu.current_stream()
 
     def default_stream(self, device_index: Optional[int] = None):
+        self._check_index(device_index)
         return self._torch.cpu.current_stream()
 
     @property
@@ -137,21 +145,27 @@ class CpuAccelerator(TorchDeviceAccelerator):
         """Nothing cached: the CPU allocator returns memory to the C library directly."""
 
     def memory_allocated(self, device_index: Optional[int] = None) -> int:
+        self._check_index(device_index)
         return host_memory.resident_bytes()
 
     def max_memory_allocated(self, device_index: Optional[int] = None) -> int:
+        self._check_index(device_index)
         return host_memory.peak_resident_bytes()
 
     def reset_peak_memory_stats(self, device_index: Optional[int] = None) -> None:
+        self._check_index(device_index)
         host_memory.reset_peak_resident()
 
     def memory_reserved(self, device_index: Optional[int] = None) -> int:
+        self._check_index(device_index)
         return host_memory.resident_bytes()
 
     def max_memory_reserved(self, device_index: Optional[int] = None) -> int:
+        self._check_index(device_index)
         return host_memory.peak_resident_bytes()
 
     def memory_stats(self, device_index: Optional[int] = None) -> Dict[str, Any]:
+        self._check_index(device_index)
         return {
             "allocated_bytes.all.current": host_memory.resident_bytes(),
             "allocated_bytes.all.peak": host_memory.peak_resident_bytes(),
@@ -160,9 +174,11 @@ class CpuAccelerator(TorchDeviceAccelerator):
         }
 
     def total_memory(self, device_index: Optional[int] = None) -> int:
+        self._check_index(device_index)
         return host_memory.host_total_bytes()
 
     def available_memory(self, device_index: Optional[int] = None) -> int:
+        self._check_index(device_index)
         return host_memory.host_available_bytes()
 
     # ------------------------------------------------------------------ data types

@@ -186,3 +186,25 @@ def test_fork_safety(cpu):
             os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.WEXITSTATUS(status) == 0
+
+
+INDEXED = ["synchronize", "get_rng_state", "current_stream", "default_stream", "memory_allocated",
+           "max_memory_allocated", "reset_peak_memory_stats", "memory_reserved", "max_memory_reserved",
+           "memory_stats", "total_memory", "available_memory"]
+
+
+@pytest.mark.parametrize("method", INDEXED)
+def test_every_method_with_a_device_index_checks_it(cpu, method):
+    getattr(cpu, method)(0)  # the one CPU device
+    getattr(cpu, method)()
+    with pytest.raises(ValueError, match=r"cpu device index 3 is out of range \(valid: 0\.\.0\)"):
+        getattr(cpu, method)(3)
+    with pytest.raises(TypeError, match="must be an int"):
+        getattr(cpu, method)("0")
+
+
+def test_set_rng_state_checks_the_index(cpu):
+    state = cpu.get_rng_state()
+    cpu.set_rng_state(state, 0)
+    with pytest.raises(ValueError, match="out of range"):
+        cpu.set_rng_state(state, 1)
