@@ -15,6 +15,7 @@ from torch import Tensor
 from ._distinct_params import DistinctParamsMixin
 from .cpu_optim_validate import check_param, check_state, checked_by_caller
 from .loader import CPU_FALLBACK_ENV, kernel_loader
+from .optim_args import check_saved_tensor
 
 __all__ = ["CPUOptimizerBase"]
 
@@ -142,7 +143,7 @@ class CPUOptimizerBase(DistinctParamsMixin, torch.optim.Optimizer):
                 raise ValueError(f"{self._name()}: state of param {pid} has keys {sorted(keys)}, expected "
                                  f"{sorted(wanted)}: a state_dict of another optimizer?")
             for key in self._STATE_KEYS:
-                if tuple(saved[pid][key].shape) != tuple(p.shape):
+                if tuple(check_saved_tensor(self._name(), saved[pid][key], key, pid).shape) != tuple(p.shape):
                     raise ValueError(f"{self._name()}: state {key!r} of param {pid} has shape "
                                      f"{tuple(saved[pid][key].shape)}, the param {tuple(p.shape)}: a state_dict of "
                                      f"another model?")

@@ -406,3 +406,22 @@ def test_the_op_validates_direct_calls_on_every_path(path, device):
         cpu_adam_step_([p], [g], [m], [v], [], [0.0], 1e-2, 0.9, 0.999, 1e-8, 0.0, True, True, False)
     if device == "cpu":
         assert torch.equal(p, before)
+
+
+@pytest.mark.parametrize("make", [lambda b: CPUAdam([torch.zeros(2, requires_grad=True)], betas=b),
+                                  lambda b: CPULion([torch.zeros(2, requires_grad=True)], betas=b)])
+@pytest.mark.parametrize("betas", [(0.9,), (0.9, 0.99, 0.999), 0.9, ("a", "b")])
+def test_betas_that_are_not_a_pair_are_a_clear_error(make, betas):
+    with pytest.raises(ValueError, match="betas must be a pair of numbers"):
+        make(betas)
+
+
+def test_a_state_dict_with_lists_for_tensors_is_refused_clearly():
+    p = torch.zeros(3, requires_grad=True)
+    p.grad = torch.ones(3)
+    opt = CPUAdam([p])
+    opt.step()
+    sd = opt.state_dict()
+    sd["state"][0]["exp_avg"] = [0.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="state 'exp_avg' of param 0 is a list, expected a tensor"):
+        CPUAdam([torch.zeros(3, requires_grad=True)]).load_state_dict(sd)

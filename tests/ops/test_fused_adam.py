@@ -521,3 +521,17 @@ def test_cuda_kernel_validates_direct_calls_first_and_explains_extension_errors(
     with pytest.raises(RuntimeError, match="tensors must be contiguous"):
         fa._fused_adam_step_cuda(a["params"], a["grads"], a["exp_avgs"], a["exp_avg_sqs"], a["steps"], 1e-3, 0.9,
                                  0.999, 1e-8, 0.0, True, True)
+
+
+@pytest.mark.parametrize("betas", [(0.9,), (0.9, 0.99, 0.999), 0.9])
+def test_betas_that_are_not_a_pair_are_a_clear_error(betas):
+    with pytest.raises(ValueError, match="FusedAdam: betas must be a pair of numbers"):
+        FusedAdam([torch.zeros(2, requires_grad=True)], betas=betas)
+
+
+def test_a_state_dict_with_lists_for_tensors_is_refused_clearly():
+    params, opt = _stepped_optimizer()
+    sd = copy.deepcopy(opt.state_dict())
+    sd["state"][0]["exp_avg_sq"] = sd["state"][0]["exp_avg_sq"].tolist()
+    with pytest.raises(ValueError, match="state 'exp_avg_sq' of param 0 is a list, expected a tensor"):
+        FusedAdam(make_params(torch.float32)).load_state_dict(sd)

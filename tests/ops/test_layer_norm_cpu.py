@@ -222,3 +222,12 @@ def test_kernel_refuses_bad_buffers(ln_kernel):
     with pytest.raises(RuntimeError, match="elements"):
         ln_kernel.add_layer_norm_bwd(torch.randn(4, 8), torch.randn(4, 8), torch.zeros(3), torch.ones(4),
                                      torch.ones(8))
+
+
+@pytest.mark.filterwarnings("ignore:Sparse invariant checks")
+@pytest.mark.parametrize("which", ["x", "residual", "weight"])
+def test_a_sparse_input_is_a_clear_error(which):
+    args = {"x": torch.randn(4, 8), "residual": torch.randn(4, 8), "weight": torch.ones(8), "bias": torch.zeros(8)}
+    args[which] = args[which].to_sparse()
+    with pytest.raises(ValueError, match=f"fused_add_layer_norm: {which} must be a dense \\(strided\\) tensor"):
+        fused_add_layer_norm(args["x"], args["residual"], args["weight"], args["bias"])

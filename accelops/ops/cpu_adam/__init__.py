@@ -12,6 +12,7 @@ from torch import Tensor
 from ..cpu_optim_validate import caller_checked, check_step
 from ..cpu_optimizer_base import CPUOptimizerBase
 from ..loader import CPU_FALLBACK_ENV, kernel_loader
+from ..optim_args import check_betas
 
 __all__ = ["CPUAdam", "cpu_adam_step_"]
 
@@ -100,8 +101,7 @@ class CPUAdam(CPUOptimizerBase):
             raise ValueError(f"Invalid learning rate: {lr}")
         if not 0.0 <= eps:
             raise ValueError(f"Invalid epsilon value: {eps}")
-        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
-            raise ValueError(f"Invalid betas: {betas}; each must be in [0, 1)")
+        betas = check_betas("CPUAdam", betas)
         if not 0.0 <= weight_decay:
             raise ValueError(f"Invalid weight_decay value: {weight_decay}")
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=False,

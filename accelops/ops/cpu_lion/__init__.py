@@ -13,6 +13,7 @@ from torch import Tensor
 from ..cpu_optim_validate import caller_checked, check_step
 from ..cpu_optimizer_base import CPUOptimizerBase
 from ..loader import CPU_FALLBACK_ENV, kernel_loader
+from ..optim_args import check_betas
 
 __all__ = ["CPULion", "cpu_lion_step_"]
 
@@ -72,8 +73,7 @@ class CPULion(CPUOptimizerBase):
     def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, maximize=False):
         if not 0.0 <= lr:
             raise ValueError(f"Invalid learning rate: {lr}")
-        if not (0.0 <= betas[0] <= 1.0 and 0.0 <= betas[1] <= 1.0):
-            raise ValueError(f"Invalid betas: {betas}; each must be in [0, 1]")
+        betas = check_betas("CPULion", betas, closed=True)
         if not 0.0 <= weight_decay:
             raise ValueError(f"Invalid weight_decay value: {weight_decay}")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), weight_decay=weight_decay, maximize=maximize))

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from .._distinct_params import DistinctParamsMixin
 from ..loader import kernel_loader
+from ..optim_args import check_betas, check_saved_tensor
 from .validate import check_param, check_state, check_step, optimizer_labels
 
 __all__ = ["FusedAdam", "fused_adam_step_"]
@@ -157,8 +158,7 @@ class FusedAdam(DistinctParamsMixin, torch.optim.Optimizer):
             raise ValueError(f"Invalid learning rate: {lr}")
         if not eps >= 0.0:
             raise ValueError(f"Invalid epsilon value: {eps}")
-        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
-            raise ValueError(f"Invalid betas: {betas}; each must be in [0, 1)")
+        betas = check_betas("FusedAdam", betas)
         if not weight_decay >= 0.0:
             raise ValueError(f"Invalid weight_decay value: {weight_decay}")
         if state_dtype not in (None, torch.float32):
@@ -224,7 +224,7 @@ class FusedAdam(DistinctParamsMixin, torch.optim.Optimizer):
                 raise ValueError(f"FusedAdam: state of param {pid} lacks {sorted(missing)}: a state_dict of "
                                  f"another optimizer?")
             for key in ("exp_avg", "exp_avg_sq"):
-                if tuple(saved[key].shape) != tuple(p.shape):
+                if tuple(check_saved_tensor("FusedAdam", saved[key], key, pid).shape) != tuple(p.shape):
                     raise ValueError(f"FusedAdam: state {key!r} of param {pid} has shape {tuple(saved[key].shape)}, "
                                      f"the param {tuple(p.shape)}: a state_dict of another model?")
 

@@ -22,6 +22,9 @@ def check_arguments(x, residual, weight, bias, eps) -> None:
                             f"bias are required; pass ones and zeros for a layer norm without affine parameters)")
     if residual is not None and not isinstance(residual, Tensor):
         raise TypeError(f"fused_add_layer_norm: residual must be a tensor or None, got {type(residual).__name__}")
+    for name, t in (("x", x), ("residual", residual), ("weight", weight), ("bias", bias)):
+        if t is not None and t.layout != torch.strided:
+            raise ValueError(f"fused_add_layer_norm: {name} must be a dense (strided) tensor, got {t.layout}")
     if not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
         raise ValueError(f"fused_add_layer_norm: eps must be a finite number >= 0, got {eps!r}")
 
