@@ -43,13 +43,29 @@ def _dist():
 
 
 def _as_timedelta(timeout: Union[None, float, int, timedelta]) -> timedelta:
+    """``timeout`` (seconds or a ``timedelta``) as a positive ``timedelta``; ``ValueError`` naming it otherwise."""
     if timeout is None:
         return DEFAULT_TIMEOUT
+    expected = f"init_distributed: timeout must be positive: a number of seconds or a timedelta, got {timeout!r}"
     if not isinstance(timeout, timedelta):
-        timeout = timedelta(seconds=float(timeout))
-    if timeout.total_seconds() <= 0:
-        raise ValueError(f"timeout must be positive, got {timeout}")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            raise ValueError(expected)
+        try:
+            timeout = timedelta(seconds=float(timeout))
+        except (ValueError, OverflowError):  # nan, inf
+            raise ValueError(expected) from None
+    if not timeout.total_seconds() > 0:
+        raise ValueError(expected)
     return timeout
+
+
+def _check_backend(dist, backend: str) -> None:
+    """``ValueError`` unless ``backend`` names torch.distributed backends (``gloo``, ``cpu:gloo,cuda:nccl``)."""
+    known = [str(name) for name in dist.Backend.backend_list if name != "undefined"]
+    names = [part.split(":")[-1].strip().lower() for part in str(backend).split(",")] if isinstance(backend, str) else []
+    if not names or any(name not in known for name in names):
+        raise ValueError(f"init_distributed: backend {backend!r} is not a torch.distributed backend; known: "
+                         f"{', '.join(known)} (or None: the accelerator's)")
 
 
 def _user_group_info(dist) -> DistributedInfo:
@@ -184,6 +200,7 @@ def init_distributed(backend: Optional[str] = None, init_method: Optional[str] =
         from accelops.accelerator import get_accelerator
 
         backend = get_accelerator().communication_backend_name()
+    _check_backend(dist, backend)
 
     if local_world:
         store, reported = dist.HashStore(), "local"

@@ -98,3 +98,25 @@ def test_two_processes_with_the_same_rank():
     server.add("accelops/joined/1", 1)  # a first process already joined as rank 1
     _env(RANK=1, WORLD_SIZE=3, MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
     assert "another process already joined as rank 1" in _init_error(timeout=5)
+
+
+@pytest.mark.parametrize("timeout", ["abc", float("nan"), float("inf"), 0, -1, True, "30"])
+def test_a_bad_timeout_names_the_argument(timeout):
+    with pytest.raises(ValueError, match="init_distributed: timeout must be positive: a number of seconds or a timedelta"):
+        comm.init_distributed(timeout=timeout)
+    assert not comm.is_initialized()
+
+
+@pytest.mark.parametrize("backend", ["bogus", "cpu:bogus", "", 3])
+def test_an_unknown_backend_names_the_known_ones(backend):
+    with pytest.raises(ValueError, match="is not a torch.distributed backend; known: gloo"):
+        comm.init_distributed(backend=backend)
+    assert not comm.is_initialized()
+
+
+def test_a_device_mapped_backend_string_is_accepted():
+    info = comm.init_distributed(backend="cpu:gloo")
+    try:
+        assert info.world_size == 1
+    finally:
+        comm.destroy()
