@@ -238,3 +238,18 @@ def test_a_closed_or_full_stdout_is_one_line_on_stderr_and_a_non_zero_exit(redir
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("ds_report: "), result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("setting", ["no toolchain", "bad tier"])
+def test_verify_that_checks_nothing_is_not_a_pass(tmp_path, setting):
+    import re
+
+    import torch
+
+    if setting == "bad tier" and (torch.version.cuda or torch.version.hip):
+        pytest.skip("the GPU ops do not depend on the CPU tier")
+    env = env_without(tmp_path) if setting == "no toolchain" else dict(os.environ, ACCELOPS_CPU_TIER="sse9")
+    env["ACCELOPS_CACHE_DIR"] = str(tmp_path / "empty-cache")  # nothing cached either
+    result = run_report("--verify", env=env)
+    assert result.returncode == 1, result.stdout[-2000:]
+    assert re.search(r"verify: nothing was checked \(0 passed, \d+ skipped\)", result.stdout), result.stdout[-2000:]
