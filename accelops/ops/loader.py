@@ -9,6 +9,7 @@ pure-torch path. ``backend`` is ``"kernel"`` or ``"torch"`` and ``reason`` says 
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from types import ModuleType
 from typing import Dict, Optional
@@ -60,7 +61,7 @@ class KernelLoader:
                 loaded = builder.load_with_origin(verbose=False)
             except Exception as exc:  # any build/load failure: the torch path still gives correct results
                 self._failure = str(exc) or type(exc).__name__
-                warnings.warn(self.warning.format(reason=self._failure), RuntimeWarning, stacklevel=3)
+                warnings.warn(self.warning.format(reason=self._failure), RuntimeWarning, stacklevel=_callers_level())
                 return None
             self._module, self.origin, self.variant = loaded.module, loaded.origin, loaded.variant
         return self._module
@@ -76,6 +77,15 @@ class KernelLoader:
         if self.forced_fallback():
             return f"{self.fallback_env} is set"
         return None if self._failure is None else f"the op could not be loaded: {self._failure}"
+
+
+def _callers_level() -> int:
+    """The ``stacklevel`` that makes a warning name the first line outside accelops and torch (the user's
+    ``opt.step()``), however deep the op dispatch is."""
+    frame, level = sys._getframe(2), 2  # 1 is the frame that warns
+    while frame is not None and str(frame.f_globals.get("__name__", "")).split(".")[0] in ("accelops", "torch"):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def kernel_loader(builder_class: str, warning: Optional[str] = None,

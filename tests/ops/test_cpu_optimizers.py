@@ -425,3 +425,23 @@ def test_a_state_dict_with_lists_for_tensors_is_refused_clearly():
     sd["state"][0]["exp_avg"] = [0.0, 0.0, 0.0]
     with pytest.raises(ValueError, match="state 'exp_avg' of param 0 is a list, expected a tensor"):
         CPUAdam([torch.zeros(3, requires_grad=True)]).load_state_dict(sd)
+
+
+def test_the_fallback_warning_names_the_callers_line(monkeypatch):
+    import accelops.accelerator as accelerator
+
+    loader = kernel_loader("CPUAdamBuilder", fallback_env=CPU_FALLBACK_ENV)
+    monkeypatch.delenv(CPU_FALLBACK_ENV, raising=False)
+    monkeypatch.setattr(loader, "_module", None)  # restored (loaded or not) after the test
+    monkeypatch.setattr(loader, "_failure", None)
+
+    class NoBuild:
+        def create_op_builder(self, name):
+            raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(accelerator, "get_accelerator", lambda: NoBuild())
+    p = torch.zeros(3, requires_grad=True)
+    p.grad = torch.ones(3)
+    with pytest.warns(RuntimeWarning, match="no compiler here") as record:
+        CPUAdam([p]).step()
+    assert [w.filename for w in record] == [__file__]
