@@ -50,11 +50,24 @@ def cache_root(create: bool = True) -> Path:
         root = Path(base) / "accelops"
     if not create:
         return root
-    if not root.is_dir():
-        root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(root, 0o700)
+    with _usable(root, "the folder"):
+        if not root.is_dir():
+            root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.chmod(root, 0o700)
     _check_private(root)
     return root
+
+
+@contextlib.contextmanager
+def _usable(path: Path, what: str) -> Iterator[None]:
+    """Turn an ``OSError`` on the cache (a file where a folder belongs, no write permission, ...) into the same
+    error type with a message that names the path and the way out."""
+    try:
+        yield
+    except OSError as exc:
+        problem = exc.strerror or str(exc)
+        raise type(exc)(exc.errno, f"accelops: cannot use the op cache: {what} {path}: {problem}. Make it a folder "
+                                   f"you can write to, or set {CACHE_ENV} to one") from None
 
 
 def _check_private(root: Path) -> None:
@@ -164,7 +177,9 @@ def build_lock(root: Path, module_name: str, what: str) -> Iterator[None]:
     Raises ``CacheLockTimeout`` naming the lock file and the time waited.
     """
     locks = root / "locks"
-    locks.mkdir(mode=0o700, exist_ok=True)
+    with _usable(locks, "the lock folder"):
+        locks.mkdir(mode=0o700, exist_ok=True)
+        open(locks / f"{module_name}.lock", "a").close()
     path = locks / f"{module_name}.lock"
     timeout = lock_timeout()
     with open(path, "a+") as handle:
@@ -212,7 +227,8 @@ def discard_entry(root: Path, module_name: str) -> None:
 
 def new_build_dir(root: Path, module_name: str) -> Path:
     """A fresh private temporary folder next to the entry (same filesystem, so rename is atomic)."""
-    return Path(tempfile.mkdtemp(prefix=f"{module_name}.tmp-{os.getpid()}-", dir=root))
+    with _usable(root, "the folder"):
+        return Path(tempfile.mkdtemp(prefix=f"{module_name}.tmp-{os.getpid()}-", dir=root))
 
 
 def publish(build_dir: Path, root: Path, module_name: str) -> Path:

@@ -24,3 +24,40 @@ def test_an_empty_cxx_is_a_reason_not_the_default_compiler(monkeypatch, value):
     compat = ALL_OPS["cpu_adam"]().is_compatible()
     assert not compat and any(r.startswith("CXX is set but empty") for r in compat.reasons), compat.reasons
     assert toolchain.compiler_command() == "''"
+
+
+def _cache_error(monkeypatch, root):
+    from tiny_builder import TinyBuilder
+
+    monkeypatch.setenv("ACCELOPS_CACHE_DIR", str(root))
+    with pytest.raises(OSError) as info:
+        TinyBuilder().load(verbose=False)
+    return str(info.value)
+
+
+def test_a_cache_path_that_is_a_file_is_a_clear_error(tmp_path, monkeypatch, tiny_csrc):
+    root = tmp_path / "cache"
+    root.write_text("not a folder")
+    message = _cache_error(monkeypatch, root)
+    assert f"cannot use the op cache: the folder {root}" in message and "ACCELOPS_CACHE_DIR" in message
+
+
+def test_a_locks_entry_that_is_a_file_is_a_clear_error(tmp_path, monkeypatch, tiny_csrc):
+    root = tmp_path / "cache"
+    root.mkdir(mode=0o700)
+    (root / "locks").write_text("not a folder")
+    message = _cache_error(monkeypatch, root)
+    assert f"cannot use the op cache: the lock folder {root / 'locks'}" in message
+
+
+def test_a_read_only_cache_is_a_clear_error(tmp_path, monkeypatch, tiny_csrc):
+    import errno
+    import tempfile
+
+    def read_only(*args, **kwargs):  # what mkdtemp raises in a folder without write permission (root ignores it)
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only)
+    root = tmp_path / "cache"
+    message = _cache_error(monkeypatch, root)
+    assert f"cannot use the op cache: the folder {root}: Permission denied" in message
