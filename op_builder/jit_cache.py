@@ -210,19 +210,43 @@ def build_lock(root: Path, module_name: str, what: str) -> Iterator[None]:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
+def _remove(path: Path) -> None:
+    """Delete a folder tree, a file or a link, whatever stands at ``path``."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
 def remove_leftovers(root: Path, module_name: str) -> None:
     """Delete temporary build folders of ``module_name`` (call only while holding its build lock)."""
     for stale in root.glob(f"{module_name}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+        _remove(stale)
 
 
 def discard_entry(root: Path, module_name: str) -> None:
-    """Move a (corrupt) published entry aside and delete it (call only while holding its build lock)."""
+    """Move a (corrupt) published entry, folder or stray file, aside and delete it (only while holding its
+    build lock)."""
     entry = root / module_name
-    if entry.exists():
+    if entry.exists() or entry.is_symlink():
         aside = root / f"{module_name}.tmp-discard-{os.getpid()}"
         os.rename(entry, aside)
-        shutil.rmtree(aside, ignore_errors=True)
+        _remove(aside)
+
+
+def unusable_reason(root: Path) -> Optional[str]:
+    """Why ``load()`` would refuse the existing cache folder ``root`` (not private, not a folder), or None.
+    Creates nothing: for reports."""
+    if not root.exists():
+        return None
+    if not root.is_dir():
+        return f"{root} is not a folder"
+    try:
+        _check_private(root)
+    except PermissionError as exc:
+        return str(exc)
+    return None
 
 
 def new_build_dir(root: Path, module_name: str) -> Path:

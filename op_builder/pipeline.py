@@ -86,7 +86,11 @@ def cache_entry(builder) -> Tuple[Path, Optional[str]]:
     intact object is there, else why not (``"not built"``, truncated, ...). Compiles nothing."""
     variant = builder.variant()
     name = builder.module_name(variant, builder.cache_key(variant))
-    folder = jit_cache.cache_root(create=False) / name
+    root = jit_cache.cache_root(create=False)
+    refused = jit_cache.unusable_reason(root)
+    if refused:
+        return root / name, f"the cache is not used: {refused}"
+    folder = root / name
     return folder, jit_cache.verified_object(folder, name)
 
 

@@ -156,3 +156,25 @@ def test_no_ninja_error(cache_dir, tiny_csrc, monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda cmd, *a, **k: None if cmd == "ninja" else real_which(cmd, *a, **k))
     compat = TinyBuilder().is_compatible()
     assert not compat and any("ninja is not installed" in r for r in compat.reasons)
+
+
+def test_an_entry_that_is_a_file_is_replaced_and_leaves_nothing_behind(cache_dir, tiny_csrc):
+    builder = TinyBuilder()
+    name = builder.module_name(builder.variant(), builder.cache_key())
+    cache_dir.mkdir(mode=0o700)
+    (cache_dir / name).write_text("a stray file where the entry folder belongs")
+    code, out, err = run_loader()
+    assert code == 0, err
+    assert (cache_dir / name).is_dir()
+    assert not list(cache_dir.glob("*.tmp-*")), list(cache_dir.glob("*.tmp-*"))
+
+
+def test_a_cache_that_load_refuses_is_not_reported_as_cached(cache_dir, tiny_csrc):
+    code, out, err = run_loader()
+    assert code == 0, err
+    assert TinyBuilder().cache_entry()[1] is None
+    cache_dir.chmod(0o770)  # group-writable: load() refuses to import from it
+    folder, problem = TinyBuilder().cache_entry()
+    assert problem is not None and problem.startswith("the cache is not used:") and "chmod 700" in problem
+    code, out, err = run_loader()
+    assert code != 0 and "must be yours and not writable by group or others" in err
