@@ -445,3 +445,17 @@ def test_the_fallback_warning_names_the_callers_line(monkeypatch):
     with pytest.warns(RuntimeWarning, match="no compiler here") as record:
         CPUAdam([p]).step()
     assert [w.filename for w in record] == [__file__]
+
+
+def test_an_infinite_lr_gives_torchs_infinities_not_nan(path):
+    """lr=inf without weight decay: torch.optim.AdamW skips the decay (no inf * 0); so do the kernels."""
+    ours, ref = torch.ones(9, requires_grad=True), torch.ones(9, requires_grad=True)
+    for t in (ours, ref):
+        t.grad = torch.full((9,), 0.5)
+    CPUAdam([ours], lr=float("inf"), weight_decay=0.0, adamw_mode=True).step()
+    torch.optim.AdamW([ref], lr=float("inf"), weight_decay=0.0).step()
+    assert torch.equal(ours.detach(), ref.detach()) and torch.isinf(ours).all()
+    lion = torch.ones(9, requires_grad=True)
+    lion.grad = torch.full((9,), 0.5)
+    CPULion([lion], lr=float("inf"), weight_decay=0.0).step()
+    assert torch.equal(lion.detach(), torch.full((9,), -float("inf")))

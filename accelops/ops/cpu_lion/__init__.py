@@ -24,7 +24,8 @@ def _lion_torch_(params, grads, exp_avgs, param_copies, lr, beta1, beta2, weight
     for p, g, m, c in zip(params, grads, exp_avgs, copies):
         p32 = p.float()
         g32 = -g.float() if maximize else g.float()
-        p32.mul_(1.0 - lr * weight_decay)
+        if weight_decay != 0.0:  # no inf * 0 for lr=inf
+            p32.mul_(1.0 - lr * weight_decay)
         p32.add_(torch.sign(m.mul(beta1).add_(g32, alpha=1.0 - beta1)), alpha=-lr)
         m.mul_(beta2).add_(g32, alpha=1.0 - beta2)
         if p32 is not p:

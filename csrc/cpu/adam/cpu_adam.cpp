@@ -24,7 +24,7 @@ void adam_step(std::vector<at::Tensor> params, std::vector<at::Tensor> grads, st
     a.beta2 = float(beta2);
     a.eps = float(eps);
     a.weight_decay = float(weight_decay);
-    a.decay = adamw ? float(1.0 - lr * weight_decay) : 1.f;
+    a.decay = (adamw && weight_decay != 0.0) ? float(1.0 - lr * weight_decay) : 1.f;  // no inf * 0 for lr=inf (as torch)
     a.step_size = float(bias_correction ? lr / (1.0 - std::pow(beta1, t)) : lr);
     a.bc2_sqrt = float(bias_correction ? std::sqrt(1.0 - std::pow(beta2, t)) : 1.0);
     a.l2 = !adamw && weight_decay != 0.0;

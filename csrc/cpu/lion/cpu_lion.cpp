@@ -11,7 +11,8 @@ void lion_step(std::vector<at::Tensor> params, std::vector<at::Tensor> grads, st
                std::vector<at::Tensor> param_copies, double lr, double beta1, double beta2, double weight_decay,
                bool maximize) {
   check_lists("cpu_lion", params, grads, {&exp_avgs}, param_copies);
-  LionArgs a{float(lr), float(beta1), float(beta2), float(1.0 - lr * weight_decay), maximize};
+  const double decay = weight_decay != 0.0 ? 1.0 - lr * weight_decay : 1.0;  // no inf * 0 for lr=inf
+  LionArgs a{float(lr), float(beta1), float(beta2), float(decay), maximize};
   std::vector<LionArgs> args(params.size(), a);
   run_blocks(params, grads, exp_avgs, nullptr, param_copies, args,
              [](auto* p, auto* g, float* m, float* unused, auto* c, int64_t n, const LionArgs& a) {
