@@ -55,6 +55,21 @@ class TorchDeviceAccelerator(Accelerator):
             importlib.import_module(self.vendor_module)
         return self._torch.get_device_module(self.name)
 
+    @property
+    def _device(self):
+        """``torch.<name>`` for a call that needs a device of this backend; a clear ``RuntimeError`` where there
+        is none (``DS_ACCELERATOR=cuda`` on a build host serves the op builders and names only)."""
+        if not self.__dict__.get("_seen_available"):
+            if not self.is_available():
+                raise RuntimeError(
+                    f"accelops: the {self.name} accelerator has no usable device here (torch "
+                    f"{self._torch.__version__}, {self.device_count()} {self.name} devices). Chosen without a device "
+                    f"(DS_ACCELERATOR={self.name} on a build host), it serves only the op builders "
+                    f"(get_op_builder, create_op_builder) and names (name, communication_backend_name, "
+                    f"visible_devices_envs); unset DS_ACCELERATOR or run on a {self.name} machine for device calls")
+            self.__dict__["_seen_available"] = True
+        return self._module
+
     def _index(self, device_index: Optional[int]) -> int:
         if device_index is None:
             return self.current_device()
@@ -75,7 +90,7 @@ class TorchDeviceAccelerator(Accelerator):
 
     # ------------------------------------------------------------------ devices
     def device_name(self, device_index: Optional[int] = None) -> str:
-        if device_index is None:
+        if device_index is None:  # a name: also served without a device (cross-compiling)
             return self.name
         return f"{self.name}:{check_device_index(device_index, self.device_count(), self.name)}"
 
@@ -83,10 +98,10 @@ class TorchDeviceAccelerator(Accelerator):
         return self._torch.device(self.name, self._index(device_index))
 
     def set_device(self, device_index: int) -> None:
-        self._module.set_device(check_device_index(device_index, self.device_count(), self.name))
+        self._device.set_device(check_device_index(device_index, self.device_count(), self.name))
 
     def current_device(self) -> int:
-        return int(self._module.current_device())
+        return int(self._device.current_device())
 
     def current_device_name(self) -> str:
         return f"{self.name}:{self.current_device()}"
@@ -98,7 +113,7 @@ class TorchDeviceAccelerator(Accelerator):
             return 0
 
     def synchronize(self, device_index: Optional[int] = None) -> None:
-        self._module.synchronize(None if device_index is None else self._index(device_index))
+        self._device.synchronize(None if device_index is None else self._index(device_index))
 
     def is_available(self) -> bool:
         try:
@@ -111,10 +126,10 @@ class TorchDeviceAccelerator(Accelerator):
         return self._torch.random
 
     def set_rng_state(self, new_state, device_index: Optional[int] = None) -> None:
-        self._module.set_rng_state(new_state, self._index(device_index))
+        self._device.set_rng_state(new_state, self._index(device_index))
 
     def get_rng_state(self, device_index: Optional[int] = None):
-        return self._module.get_rng_state(self._index(device_index))
+        return self._device.get_rng_state(self._index(device_index))
 
     def manual_seed(self, seed: int) -> None:
         self._module.manual_seed(seed)
@@ -123,56 +138,56 @@ class TorchDeviceAccelerator(Accelerator):
         self._module.manual_seed_all(seed)
 
     def initial_seed(self) -> int:
-        return int(self._module.initial_seed())
+        return int(self._device.initial_seed())
 
     def default_generator(self, device_index: int):
-        return self._module.default_generators[check_device_index(device_index, self.device_count(), self.name)]
+        return self._device.default_generators[check_device_index(device_index, self.device_count(), self.name)]
 
     # ------------------------------------------------------------------ streams and events
     @property
     def Stream(self) -> type:
-        return self._module.Stream
+        return self._device.Stream
 
     def stream(self, stream) -> ContextManager:
-        return self._module.stream(stream)
+        return self._device.stream(stream)
 
     def current_stream(self, device_index: Optional[int] = None):
-        return self._module.current_stream(self._index(device_index))
+        return self._device.current_stream(self._index(device_index))
 
     def default_stream(self, device_index: Optional[int] = None):
-        return self._module.default_stream(self._index(device_index))
+        return self._device.default_stream(self._index(device_index))
 
     @property
     def Event(self) -> type:
-        return self._module.Event
+        return self._device.Event
 
     # ------------------------------------------------------------------ memory
     def empty_cache(self) -> None:
-        self._module.empty_cache()
+        self._device.empty_cache()
 
     def memory_allocated(self, device_index: Optional[int] = None) -> int:
-        return int(self._module.memory_allocated(self._index(device_index)))
+        return int(self._device.memory_allocated(self._index(device_index)))
 
     def max_memory_allocated(self, device_index: Optional[int] = None) -> int:
-        return int(self._module.max_memory_allocated(self._index(device_index)))
+        return int(self._device.max_memory_allocated(self._index(device_index)))
 
     def reset_peak_memory_stats(self, device_index: Optional[int] = None) -> None:
-        self._module.reset_peak_memory_stats(self._index(device_index))
+        self._device.reset_peak_memory_stats(self._index(device_index))
 
     def memory_reserved(self, device_index: Optional[int] = None) -> int:
-        return int(self._module.memory_reserved(self._index(device_index)))
+        return int(self._device.memory_reserved(self._index(device_index)))
 
     def max_memory_reserved(self, device_index: Optional[int] = None) -> int:
-        return int(self._module.max_memory_reserved(self._index(device_index)))
+        return int(self._device.max_memory_reserved(self._index(device_index)))
 
     def memory_stats(self, device_index: Optional[int] = None) -> Dict[str, Any]:
-        return dict(self._module.memory_stats(self._index(device_index)))
+        return dict(self._device.memory_stats(self._index(device_index)))
 
     def total_memory(self, device_index: Optional[int] = None) -> int:
-        return int(self._module.get_device_properties(self._index(device_index)).total_memory)
+        return int(self._device.get_device_properties(self._index(device_index)).total_memory)
 
     def available_memory(self, device_index: Optional[int] = None) -> int:
-        free, _total = self._module.mem_get_info(self._index(device_index))
+        free, _total = self._device.mem_get_info(self._index(device_index))
         return int(free)
 
     # ------------------------------------------------------------------ data types

@@ -200,3 +200,24 @@ def test_mps_backend_with_fake_module(monkeypatch):
     assert mps.communication_backend_name() == "gloo"
     with pytest.raises(ValueError, match="out of range"):
         mps.set_device(1)
+
+
+DEVICE_CALLS = {
+    "current_device": (), "set_device": (0,), "synchronize": (), "device": (), "current_device_name": (),
+    "get_rng_state": (), "initial_seed": (), "default_generator": (0,), "current_stream": (), "default_stream": (),
+    "empty_cache": (), "memory_allocated": (), "memory_stats": (), "total_memory": (), "available_memory": (),
+}
+
+
+@pytest.mark.parametrize("method", sorted(DEVICE_CALLS))
+def test_cuda_chosen_without_devices_gives_the_contracts_clear_error(method):
+    """DS_ACCELERATOR=cuda on a build host: device calls say what this mode serves, instead of torch's
+    "Torch not compiled with CUDA enabled" AssertionError (or a device index error)."""
+    cuda = builtin_backend_class("cuda")()
+    if torch.cuda.is_available():
+        pytest.skip("a real GPU is present")
+    with pytest.raises(RuntimeError, match="the cuda accelerator has no usable device here .* serves only the op "
+                                           "builders"):
+        getattr(cuda, method)(*DEVICE_CALLS[method])
+    assert cuda.create_op_builder("CPUAdamBuilder").NAME == "cpu_adam"  # what the mode is for
+    assert cuda.communication_backend_name() == "nccl" and cuda.device_name() == "cuda"
