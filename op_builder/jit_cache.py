@@ -36,7 +36,8 @@ class CacheLockTimeout(TimeoutError):
 
 
 def cache_root(create: bool = True) -> Path:
-    """``$ACCELOPS_CACHE_DIR``, else ``$XDG_CACHE_HOME/accelops``, else ``~/.cache/accelops``.
+    """``$ACCELOPS_CACHE_DIR``, else ``$XDG_CACHE_HOME/accelops``, else ``~/.cache/accelops``; on Windows
+    ``%LOCALAPPDATA%\\accelops\\cache``.
 
     With ``create`` the folder is made on first use with owner-only permissions (0700); an existing
     folder owned by another user, or writable by group or others, is refused with ``PermissionError``
@@ -45,6 +46,9 @@ def cache_root(create: bool = True) -> Path:
     configured = os.environ.get(CACHE_ENV)
     if configured:
         root = Path(configured).expanduser()
+    elif sys.platform == "win32":  # the per-user, non-roaming application data folder
+        base = os.environ.get("LOCALAPPDATA") or os.path.join(os.path.expanduser("~"), "AppData", "Local")
+        root = Path(base) / "accelops" / "cache"
     else:
         base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         root = Path(base) / "accelops"

@@ -61,3 +61,16 @@ def test_a_read_only_cache_is_a_clear_error(tmp_path, monkeypatch, tiny_csrc):
     root = tmp_path / "cache"
     message = _cache_error(monkeypatch, root)
     assert f"cannot use the op cache: the folder {root}: Permission denied" in message
+
+
+def test_the_default_cache_on_windows_is_under_localappdata(tmp_path, monkeypatch):
+    import sys
+
+    for name in ("ACCELOPS_CACHE_DIR", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(sys, "platform", "win32")  # simulated: pathlib keeps this system's paths
+    monkeypatch.setenv("LOCALAPPDATA", str(tmp_path / "AppData" / "Local"))
+    assert jit_cache.cache_root(create=False) == tmp_path / "AppData" / "Local" / "accelops" / "cache"
+    monkeypatch.delenv("LOCALAPPDATA")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert jit_cache.cache_root(create=False) == tmp_path / "home" / "AppData" / "Local" / "accelops" / "cache"
