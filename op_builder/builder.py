@@ -200,8 +200,8 @@ class OpBuilder:
         elif shutil.which(compiler) is None:
             reasons.append(f"no C++ compiler: `{compiler}` (from CXX or the default) is not on PATH; install one "
                            f"(e.g. g++) or set CXX to its path")
-        elif not toolchain.is_msvc():  # cl has no --version
-            problem, _ = toolchain.probe_version(toolchain.compiler_words())
+        else:
+            problem, _ = toolchain.probe_compiler()
             if problem:
                 reasons.append(f"the C++ compiler does not run: {problem}; fix it or set CXX to a working one")
         if shutil.which("ninja") is None:

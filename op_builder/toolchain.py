@@ -59,6 +59,29 @@ def probe_version(command: Tuple[str, ...]) -> Tuple[Optional[str], str]:
     return None, output
 
 
+@functools.lru_cache(maxsize=None)
+def probe_msvc(command: Tuple[str, ...]) -> Tuple[Optional[str], str]:
+    """``(problem, output)`` of running MSVC's ``cl`` without arguments once per process: it has no
+    ``--version`` (that is an error to it) but prints its banner, "Microsoft (R) C/C++ Optimizing Compiler
+    Version ...", on stderr. ``problem`` is None when the banner came, else why not."""
+    shown = " ".join(command)
+    try:
+        result = subprocess.run(list(command), capture_output=True, text=True, errors="replace", timeout=60,
+                                stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"`{shown}` failed: {exc}", ""
+    output = (result.stderr + result.stdout).strip()
+    if "Microsoft" not in output or "Compiler" not in output:
+        return f"`{shown}` printed no MSVC compiler banner (exit {result.returncode})", output
+    return None, output
+
+
+def probe_compiler() -> Tuple[Optional[str], str]:
+    """``(problem, output)`` of the host compiler's version probe: ``--version`` for gcc/clang, the banner for
+    MSVC. Run once per process."""
+    return probe_msvc(compiler_words()) if is_msvc() else probe_version(compiler_words())
+
+
 def tool_identity(path: Optional[str]) -> str:
     """Cheap identity of an executable (resolved path, size, mtime): no subprocess."""
     if not path:

@@ -15,15 +15,16 @@ def _not_found(reason: str, path: Optional[str] = None) -> Dict[str, Any]:
     return {"found": False, "path": path, "version": None, "reason": reason}
 
 
-def tool_version(command: List[str], path: Optional[str] = None) -> Dict[str, Any]:
-    """Run ``command --version`` once (cached with the op builders' probe) and return path, version line or
-    reason. ``path`` is where ``command[0]`` lives, for the report (looked up on PATH when not given)."""
+def tool_version(command: List[str], path: Optional[str] = None, probe=None) -> Dict[str, Any]:
+    """Run ``command --version`` once (cached with the op builders' probe; ``probe()`` instead when given) and
+    return path, version line or reason. ``path`` is where ``command[0]`` lives, for the report (looked up on
+    PATH when not given)."""
     from accelops.op_builder.toolchain import probe_version
 
     path = path or shutil.which(command[0])
     if path is None:
         return _not_found(f"{command[0]} not found on PATH")
-    problem, output = probe_version(tuple(command))  # the same call (and cached result) as the builders
+    problem, output = probe() if probe else probe_version(tuple(command))  # the builders' call and cache
     lines = [line.strip() for line in output.splitlines() if line.strip()]
     if problem or not lines:
         return _not_found(problem or f"`{command[0]} --version` printed nothing", path)
@@ -125,10 +126,10 @@ def cuda_compiler_facts(torch_info: Dict[str, Any]) -> Dict[str, Any]:
 
 def cxx_compiler_facts() -> Dict[str, Any]:
     """The C++ compiler op builds use (``$CXX`` may carry arguments), probed as the builders probe it."""
-    from accelops.op_builder.toolchain import compiler_executable, compiler_words
+    from accelops.op_builder.toolchain import compiler_executable, compiler_words, probe_compiler
 
     words = compiler_words()
-    return tool_version(list(words), path=shutil.which(compiler_executable()))
+    return tool_version(list(words), path=shutil.which(compiler_executable()), probe=probe_compiler)
 
 
 def environment_facts() -> Dict[str, Any]:

@@ -74,3 +74,42 @@ def test_the_default_cache_on_windows_is_under_localappdata(tmp_path, monkeypatc
     monkeypatch.delenv("LOCALAPPDATA")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert jit_cache.cache_root(create=False) == tmp_path / "home" / "AppData" / "Local" / "accelops" / "cache"
+
+
+FAKE_CL = """#!/bin/sh
+echo "Microsoft (R) C/C++ Optimizing Compiler Version 19.44.35211 for x64" >&2
+echo "Copyright (C) Microsoft Corporation.  All rights reserved." >&2
+if [ $# -gt 0 ]; then
+    echo "cl : Command line warning D9002 : ignoring unknown option '$1'" >&2
+    echo "cl : Command line error D8003 : missing source filename" >&2
+    exit 2
+fi
+echo "usage: cl [ option... ] filename... [ /link linkoption... ]"
+"""
+
+
+def test_msvc_is_probed_by_its_banner_not_version(tmp_path, monkeypatch):
+    """Simulated Windows: a fake ``cl`` that, like the real one, rejects --version and prints its banner."""
+    import os
+
+    from accelops.report.environment import cxx_compiler_facts
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "cl").write_text(FAKE_CL)
+    (bin_dir / "cl").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(toolchain, "is_msvc", lambda: True)
+    toolchain.probe_version.cache_clear()
+    toolchain.probe_msvc.cache_clear()
+    assert toolchain.compiler_command() == "cl"
+    assert toolchain.probe_version(("cl",))[0] == "`cl --version` exited 2"  # what a --version probe would say
+    facts = cxx_compiler_facts()
+    assert facts["found"] and facts["version"].startswith("Microsoft (R) C/C++ Optimizing Compiler Version 19.44")
+    reasons = ALL_OPS["cpu_adam"]().is_compatible().reasons
+    assert not any("C++ compiler" in r for r in reasons), reasons
+    (bin_dir / "cl").write_text("#!/bin/sh\necho 'not a compiler'\n")  # something else named cl
+    toolchain.probe_msvc.cache_clear()
+    assert any("printed no MSVC compiler banner" in r for r in ALL_OPS["cpu_adam"]().is_compatible().reasons)
+    toolchain.probe_msvc.cache_clear()
