@@ -9,6 +9,7 @@ from typing import List
 import torch
 from torch import Tensor
 
+from ..adam_reference import adam_update_
 from ..cpu_optim_validate import caller_checked, check_step
 from ..cpu_optimizer_base import CPUOptimizerBase
 from ..loader import CPU_FALLBACK_ENV, kernel_loader
@@ -24,18 +25,7 @@ def _adam_torch_(params, grads, exp_avgs, exp_avg_sqs, param_copies, steps, lr, 
     for p, g, m, v, c, step in zip(params, grads, exp_avgs, exp_avg_sqs, copies, steps):
         p32 = p.float()
         g32 = -g.float() if maximize else g.float()
-        if weight_decay != 0.0:
-            if adamw:
-                p32.mul_(1.0 - lr * weight_decay)
-            else:
-                g32 = g32.add(p32, alpha=weight_decay)
-        m.lerp_(g32, 1.0 - beta1)
-        v.mul_(beta2).addcmul_(g32, g32, value=1.0 - beta2)
-        step_size, bc2_sqrt = lr, 1.0
-        if bias_correction:
-            step_size = lr / (1.0 - beta1**step)
-            bc2_sqrt = (1.0 - beta2**step) ** 0.5
-        p32.addcdiv_(m, (v.sqrt() / bc2_sqrt).add_(eps), value=-step_size)
+        adam_update_(p32, g32, m, v, step, lr, beta1, beta2, eps, weight_decay, adamw, bias_correction)
         if p32 is not p:
             p.copy_(p32)
         if c is not None:
