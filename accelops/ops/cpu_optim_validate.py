@@ -86,11 +86,11 @@ def check_step(op: str, params: Sequence[Tensor], grads: Sequence[Tensor],
     """Every argument of one op call: list lengths (``states`` is ``[(name, tensors), ...]``; ``copies`` empty or
     one per param; ``steps`` one count >= 1 per param when given), then each param, grad, copy and state."""
     n = len(params)
-    lengths = [("grads", len(grads))] + [(name, len(ts)) for name, ts in states]
-    lengths += [("steps", len(steps))] if steps is not None else []
-    wrong = [f"{name} has {count}" for name, count in lengths if count != n]
-    if wrong or len(copies) not in (0, n):
-        wrong += [f"param_copies has {len(copies)} (must be 0 or {n})"] if len(copies) not in (0, n) else []
+    lengths = [("grads", grads)] + list(states) + ([("steps", steps)] if steps is not None else [])
+    wrong = [f"{name} has {len(ts)}" for name, ts in lengths if len(ts) != n]
+    if len(copies) not in (0, n):
+        wrong.append(f"param_copies has {len(copies)} (must be 0 or {n})")
+    if wrong:
         raise ValueError(f"{op}: got {n} params but {', '.join(wrong)}; every list needs one entry per param")
     if steps is not None and any(not s >= 1 for s in steps):
         raise ValueError(f"{op}: step counts must be >= 1 (the count after this step), got {list(steps)}")

@@ -18,9 +18,10 @@ import torch
 from torch import Tensor
 
 from .._distinct_params import DistinctParamsMixin
+from ..adam_reference import adam_update_
 from ..loader import kernel_loader
 from ..optim_args import check_betas, check_saved_tensor
-from .validate import check_param, check_state, check_step, optimizer_labels
+from .validate import check_state, check_step, optimizer_labels
 
 __all__ = ["FusedAdam", "fused_adam_step_"]
 
@@ -58,20 +59,8 @@ def _adam_torch_(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2, 
         g32 = g.float()
         if grad_scale is not None:
             g32 = g32 / grad_scale.to(g32.device)
-        if weight_decay != 0.0:
-            if adam_w_mode:
-                p32.mul_(1.0 - lr * weight_decay)
-            else:
-                g32 = g32.add(p32, alpha=weight_decay)
-        m32.lerp_(g32, 1.0 - beta1)
-        v32.mul_(beta2).addcmul_(g32, g32, value=1.0 - beta2)
-        step_size, bc2_sqrt = lr, 1.0
-        if bias_correction:
-            step = float(step_t)
-            step_size = lr / (1.0 - beta1**step)
-            bc2_sqrt = (1.0 - beta2**step) ** 0.5
-        denom = (v32.sqrt() / bc2_sqrt).add_(eps)
-        p32.addcdiv_(m32, denom, value=-step_size)
+        step = float(step_t) if bias_correction else 0.0
+        adam_update_(p32, g32, m32, v32, step, lr, beta1, beta2, eps, weight_decay, adam_w_mode, bias_correction)
         for dst, src in ((p, p32), (m, m32), (v, v32)):
             if dst is not src:
                 dst.copy_(src)
@@ -274,12 +263,10 @@ class FusedAdam(DistinctParamsMixin, torch.optim.Optimizer):
         if not indexes:
             return
         params = [group["params"][i] for i in indexes]
-        labels = optimizer_labels(lambda k: indexes[k])
-        for k, p in enumerate(params):
-            state = self.state[p]
-            check_param(labels, k, p, p.grad, params[0].device)
-            check_state(labels, k, p, state.get("exp_avg"), state.get("exp_avg_sq"), state.get("step"), p.device,
-                        first=k)
+        states = [self.state[p] for p in params]
+        check_step(params, [p.grad for p in params], [s.get("exp_avg") for s in states],
+                   [s.get("exp_avg_sq") for s in states], [s.get("step") for s in states],
+                   labels=optimizer_labels(lambda k: indexes[k]))
 
     @staticmethod
     def _amp_scalar(t, name, device):

@@ -73,10 +73,10 @@ def one_element_fp32(t, label: str, device: torch.device) -> None:
         raise ValueError(f"{label} must be a one-element float32 tensor on {device}, got {got}")
 
 
-def check_param(labels: Labels, i: int, p: Tensor, g, device: torch.device, first: int = 0) -> None:
-    """The i-th param and its gradient: dense, on ``device`` (that of param ``first``), contiguous, a supported
-    dtype, the gradient of the param's dtype and shape."""
-    first_name = labels.param_name(first)
+def check_param(labels: Labels, i: int, p: Tensor, g, device: torch.device) -> None:
+    """The i-th param and its gradient: dense, on ``device`` (that of param 0), contiguous, a supported dtype,
+    the gradient of the param's dtype and shape."""
+    first_name = labels.param_name(0)
     for label, t in ((labels.param(i), p), (labels.grad(i), g)):
         _dense(label, t)
         _placed(label, t, device, first_name)
