@@ -3,8 +3,9 @@
 An entry is a folder ``<cache>/<module>/`` holding ``<module><ext>`` and ``manifest.json`` (size and
 sha256 of the object). It is built in ``<cache>/<module>.tmp-<pid>-<random>/`` and published with one
 ``os.rename``, so readers see a complete entry or none. Builders of one key serialise on
-``<cache>/locks/<module>.lock`` (``fcntl.flock``; the kernel drops it when its holder dies). A holder
-removes the temporary folders of dead builders, and a corrupt entry is moved aside and rebuilt.
+``<cache>/locks/<module>.lock`` (``fcntl.flock``, on Windows ``msvcrt.locking``; the system drops it when
+its holder dies). A holder removes the temporary folders of dead builders, and a corrupt entry is moved aside
+and rebuilt.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ CACHE_ENV = "ACCELOPS_CACHE_DIR"
 LOCK_TIMEOUT_ENV = "ACCELOPS_BUILD_LOCK_TIMEOUT"
 DEFAULT_LOCK_TIMEOUT_S = 3600.0
 MANIFEST = "manifest.json"
-EXT = ".pyd" if os.name == "nt" else ".so"  # what torch.utils.cpp_extension produces
+EXT = ".pyd" if sys.platform == "win32" else ".so"  # what torch.utils.cpp_extension produces
 
 
 class CacheLockTimeout(TimeoutError):
@@ -75,7 +76,7 @@ def _usable(path: Path, what: str) -> Iterator[None]:
 
 
 def _check_private(root: Path) -> None:
-    if os.name == "nt":
+    if sys.platform == "win32":  # per-user profile folder; POSIX owner and mode bits do not apply
         return
     st = root.stat()
     if st.st_uid != os.getuid() or st.st_mode & 0o022:
@@ -152,13 +153,18 @@ def lock_timeout() -> float:
 
 
 def _try_lock(handle) -> bool:
-    if os.name == "nt":
+    """Take the exclusive lock of the open lock file without blocking; False when another process holds it.
+
+    Windows: ``msvcrt.locking`` on the file's first byte (released by the system when its holder dies).
+    Elsewhere: ``fcntl.flock`` on the whole file.
+    """
+    if sys.platform == "win32":
         import msvcrt
 
-        handle.seek(0)  # lock and unlock the same byte
+        handle.seek(0)  # msvcrt locks bytes from the current position: always the first byte
         try:
             msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
-        except OSError:
+        except OSError:  # PermissionError (EACCES) while another process holds it
             return False
         return True
     import fcntl
@@ -173,11 +179,24 @@ def _try_lock(handle) -> bool:
     return True
 
 
+def _unlock(handle) -> None:
+    """Release the lock ``_try_lock`` took."""
+    if sys.platform == "win32":
+        import msvcrt
+
+        handle.seek(0)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+    else:
+        import fcntl
+
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
 @contextlib.contextmanager
 def build_lock(root: Path, module_name: str, what: str) -> Iterator[None]:
     """Hold the exclusive build lock of one cache key; waits with a progress line, up to the timeout.
 
-    The lock is an ``fcntl.flock`` on an ordinary file, so a holder killed by SIGKILL releases it.
+    The lock (see ``_try_lock``) is held through an open file, so a holder that is killed releases it.
     Raises ``CacheLockTimeout`` naming the lock file and the time waited.
     """
     locks = root / "locks"
@@ -203,15 +222,7 @@ def build_lock(root: Path, module_name: str, what: str) -> Iterator[None]:
         try:
             yield
         finally:
-            if os.name == "nt":
-                import msvcrt
-
-                handle.seek(0)
-                msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
-            else:
-                import fcntl
-
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            _unlock(handle)
 
 
 def _remove(path: Path) -> None:
