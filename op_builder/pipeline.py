@@ -3,13 +3,16 @@
 1. a prebuilt module from the wheel (``accelops/build_info.json``), only when it was built from this
    install's sources and flags and for this machine's torch, Python, CPU tier (and CUDA/HIP, accelerator);
 2. a JIT cache hit: the shared object is imported directly (no ninja, no compiler, no subprocess);
-3. a JIT build under the cache key's lock, in a temporary folder published by atomic rename;
+3. a JIT build under the cache key's lock, in a temporary folder published by atomic rename, then imported from
+   the published entry like a cache hit (nothing is loaded from the temporary folder: Windows refuses to
+   rename a folder holding a loaded ``.pyd``);
 4. ``OpBuildError`` naming the cause (incompatibility reasons, or the compiler output's tail + log path).
 """
 from __future__ import annotations
 
 import os
 import shutil
+import threading
 from pathlib import Path
 from types import ModuleType
 from typing import Dict, NamedTuple, Optional, Tuple
@@ -70,15 +73,13 @@ def load(builder, verbose: bool = True) -> Loaded:
         build_dir = jit_cache.new_build_dir(root, name)
         try:
             with Progress(f"accelops: building {what}"):
-                module = _compile(builder, build_dir, variant, name, verbose, root)
+                _compile(builder, build_dir, variant, name, verbose, root)
             jit_cache.write_manifest(build_dir, name, {"op": builder.NAME, "variant": variant})
             jit_cache.publish(build_dir, root, name)
         except BaseException:
             shutil.rmtree(build_dir, ignore_errors=True)
             raise
-    module.__file__ = str(entry / f"{name}{jit_cache.EXT}")  # same inode, renamed with its folder
-    _loaded[name] = Loaded(module, "build", variant)
-    return _loaded[name]
+    return _import(builder, entry, name, variant, "build")
 
 
 def cache_entry(builder) -> Tuple[Path, Optional[str]]:
@@ -104,8 +105,32 @@ def _import(builder, folder: Path, name: str, variant: str, origin: str) -> Load
     return _loaded[name]
 
 
-def _compile(builder, build_dir: Path, variant: str, name: str, verbose: bool, root: Path) -> ModuleType:
-    """Compile a private copy of csrc/ into ``build_dir/<name><ext>`` and import it."""
+#: Set in the thread that runs torch's JIT build for the engine: torch then compiles without importing.
+_compile_only = threading.local()
+
+
+def _install_compile_only_switch() -> None:
+    """Wrap torch's private ``_import_module_from_library`` (the last step of ``cpp_extension.load``) so that,
+    in a thread inside ``_compile``, it returns the built file's path instead of loading it. Other callers of
+    torch's ``load`` are unaffected. Where a torch lacks that function, its ``load`` imports the object from
+    the temporary folder as well (harmless off Windows)."""
+    from torch.utils import cpp_extension
+
+    original = getattr(cpp_extension, "_import_module_from_library", None)
+    if original is None or getattr(original, "accelops_switch", False):
+        return
+
+    def import_unless_engine_build(module_name, path, is_python_module):
+        if getattr(_compile_only, "active", False):
+            return os.path.join(path, f"{module_name}{jit_cache.EXT}")
+        return original(module_name, path, is_python_module)
+
+    import_unless_engine_build.accelops_switch = True
+    cpp_extension._import_module_from_library = import_unless_engine_build
+
+
+def _compile(builder, build_dir: Path, variant: str, name: str, verbose: bool, root: Path) -> None:
+    """Compile a private copy of csrc/ into ``build_dir/<name><ext>`` with torch's JIT builder; loads nothing."""
     from torch.utils.cpp_extension import load as torch_load
 
     src = build_dir / "src"
@@ -114,8 +139,10 @@ def _compile(builder, build_dir: Path, variant: str, name: str, verbose: bool, r
     work.mkdir()
     args = builder.build_args(variant)
     cuda_cflags = builder.arch_flags(variant) + args["cuda_cflags"]
+    _install_compile_only_switch()
+    _compile_only.active = True
     try:
-        module = torch_load(
+        torch_load(
             name=name,
             sources=[str(src / s) for s in builder.sources()],
             extra_cflags=args["cflags"],
@@ -128,10 +155,11 @@ def _compile(builder, build_dir: Path, variant: str, name: str, verbose: bool, r
         )
     except Exception as exc:
         raise _compile_error(builder, exc, root, name) from None
+    finally:
+        _compile_only.active = False
     os.replace(work / f"{name}{jit_cache.EXT}", build_dir / f"{name}{jit_cache.EXT}")
     shutil.rmtree(src, ignore_errors=True)
     shutil.rmtree(work, ignore_errors=True)
-    return module
 
 
 def _compile_error(builder, exc: Exception, root: Path, name: str) -> OpBuildError:
