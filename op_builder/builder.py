@@ -249,7 +249,8 @@ class OpBuilder:
 
 
 class CPUOpBuilder(OpBuilder):
-    """A C++ op for the host CPU: the engine adds the CPU-tier flags, ``-O3`` and OpenMP."""
+    """A C++ op for the host CPU: the engine adds ``-O3``, the CPU-tier flags, exact floating point (no FMA
+    contraction) and OpenMP (MSVC: ``/O2``, ``/arch:``, ``/fp:precise``, ``/openmp``)."""
 
     KIND = "cpu"
 
@@ -261,7 +262,8 @@ class CPUOpBuilder(OpBuilder):
         omp = cpu_tier.openmp_flags(msvc=msvc)
         optimise = ["/O2"] if msvc else ["-O3"]
         return {
-            "cflags": optimise + cpu_tier.tier_flags(variant, msvc=msvc) + omp["cflags"] + self.host_args(),
+            "cflags": optimise + cpu_tier.tier_flags(variant, msvc=msvc) + cpu_tier.exact_fp_flags(msvc)
+            + omp["cflags"] + self.host_args(),
             "cuda_cflags": [],
             "ldflags": omp["ldflags"] + ([] if msvc else _strip_flags()),
         }

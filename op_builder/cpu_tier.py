@@ -98,8 +98,24 @@ def tier_flags(tier: str, msvc: bool = False) -> List[str]:
     return _GCC_FLAGS[tier] + [f"-D{define}"]
 
 
+def exact_fp_flags(msvc: bool = False) -> List[str]:
+    """Flags that keep floating point exactly as written (the kernels must round like torch's fp32 ops).
+
+    gcc/clang: ``-ffp-contract=off`` (no implicit FMA contraction). MSVC: ``/fp:precise``, whose contraction is
+    off by default from Visual Studio 2022 17.0; for older compilers ``cpu_simd.h`` also sets
+    ``#pragma fp_contract(off)``. Fast-math is never enabled.
+    """
+    return ["/fp:precise"] if msvc else ["-ffp-contract=off"]
+
+
 def openmp_flags(msvc: bool = False, darwin: bool = None) -> Dict[str, List[str]]:
-    """OpenMP compile and link flags (``{"cflags": [...], "ldflags": [...]}``), linked explicitly."""
+    """OpenMP compile and link flags (``{"cflags": [...], "ldflags": [...]}``), linked explicitly.
+
+    MSVC: ``/openmp``, the vcomp140 runtime of the Visual C++ redistributable that torch and Python already
+    need; not ``/openmp:llvm``, whose libomp140 ships only with Visual Studio (a wheel built with it would not
+    load on a user's machine). The kernels use only OpenMP 2.0 constructs (``parallel``, ``for`` with a signed
+    index, ``omp_get_max_threads``/``omp_get_thread_num``), which vcomp supports.
+    """
     darwin = platform.system() == "Darwin" if darwin is None else darwin
     if msvc:
         return {"cflags": ["/openmp"], "ldflags": []}

@@ -4,6 +4,10 @@
 // bf16 (round-to-nearest-even on store, NaN kept quiet) or fp16 (IEEE half, hardware conversion).
 // No fast-math: results must round like torch's fp32 ops.
 #pragma once
+#if defined(_MSC_VER) && !defined(__clang__)
+// No implicit FMA contraction (gcc/clang get -ffp-contract=off; MSVC before VS 2022 17.0 contracts by default).
+#pragma fp_contract(off)
+#endif
 #include <cmath>
 #include <cstdint>
 #include <cstring>

@@ -59,13 +59,19 @@ def test_msvc_flag_set(monkeypatch):
     monkeypatch.setattr(toolchain, "is_msvc", lambda: True)
     args = ALL_OPS["cpu_adam"]().build_args("avx2")
     assert args["cflags"][:1] == ["/O2"] and "/openmp" in args["cflags"] and "/arch:AVX2" in args["cflags"]
+    assert "/fp:precise" in args["cflags"]  # MSVC's counterpart of -ffp-contract=off
     assert not any(f.startswith("-") for f in args["cflags"] + args["ldflags"])
+    for tier in ("avx512", "scalar"):
+        flags = ALL_OPS["cpu_layer_norm"]().build_args(tier)["cflags"]
+        assert "/fp:precise" in flags and f"/DACCELOPS_CPU_{tier.upper()}" in flags
 
 
 def test_gcc_build_args_link_openmp_without_debug_info():
     args = ALL_OPS["cpu_adam"]().build_args("avx2")
     assert "-fopenmp" in args["cflags"] and "-fopenmp" in args["ldflags"]
     assert "-g" not in args["cflags"] and "-O3" in args["cflags"]
+    for name in ("cpu_adam", "cpu_adagrad", "cpu_lion", "cpu_layer_norm"):  # every CPU op: no FMA contraction
+        assert "-ffp-contract=off" in ALL_OPS[name]().build_args("scalar")["cflags"]
 
 
 def test_registry_and_unknown_names():

@@ -14,7 +14,3 @@ class CPUAdamBuilder(CPUOpBuilder):
     def include_paths(self):
         """Header folders, relative to ``csrc/``."""
         return ["includes"]
-
-    def cxx_args(self):
-        """No fast-math and no implicit FMA contraction: the kernels round exactly as written (like torch)."""
-        return ["-ffp-contract=off"]

@@ -16,11 +16,6 @@ class CPULayerNormBuilder(CPUOpBuilder):
         """Header folders, relative to ``csrc/``."""
         return ["includes"]
 
-    def cxx_args(self):
-        """No fast-math and no implicit FMA contraction: the kernels round exactly as written (like torch)."""
-        return ["-ffp-contract=off"]
-
-
 class FusedLayerNormBuilder(CUDAOpBuilder):
     """Builds ``csrc/cuda/layer_norm``: kernels in a light ``.cu`` file, bindings in a ``.cpp`` file."""
 
