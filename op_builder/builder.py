@@ -167,7 +167,9 @@ class OpBuilder:
         })
 
     def toolchain_identity(self) -> Dict[str, str]:
-        """Compiler identities that go into the cache key (no subprocess)."""
+        """Compiler identities that go into the cache key (no subprocess). The compiler is looked up on PATH only:
+        on Windows outside a developer prompt that is "missing" (activating Visual Studio takes seconds, too slow
+        for every warm load; MSVC 2015-2022 share one ABI)."""
         return {"cxx": toolchain.tool_identity(shutil.which(toolchain.compiler_executable())),
                 "cxx_command": toolchain.compiler_command()}
 
@@ -193,17 +195,9 @@ class OpBuilder:
     # ------------------------------------------------------------------ compatibility
     def _common_reasons(self) -> List[str]:
         reasons = []
-        compiler = toolchain.compiler_executable()
-        if toolchain.empty_cxx():
-            reasons.append("CXX is set but empty: torch's extension builder would run an empty command; unset CXX "
-                           "or set it to a compiler")
-        elif shutil.which(compiler) is None:
-            reasons.append(f"no C++ compiler: `{compiler}` (from CXX or the default) is not on PATH; install one "
-                           f"(e.g. g++) or set CXX to its path")
-        else:
-            problem, _ = toolchain.probe_compiler()
-            if problem:
-                reasons.append(f"the C++ compiler does not run: {problem}; fix it or set CXX to a working one")
+        problem = toolchain.compiler_problem()
+        if problem:
+            reasons.append(problem)
         if shutil.which("ninja") is None:
             reasons.append("ninja is not installed (`pip install ninja`); torch's extension builder needs it")
         return reasons + self.extra_requirements()

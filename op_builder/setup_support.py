@@ -30,7 +30,7 @@ def say(message: str) -> None:
     line = f"accelops prebuild: {message}"
     print(line, file=sys.stderr)
     try:
-        with open("/dev/tty" if os.name != "nt" else "CONOUT$", "w") as tty:
+        with open("CONOUT$" if sys.platform == "win32" else "/dev/tty", "w") as tty:
             tty.write(line + "\n")
     except OSError:
         pass
@@ -124,6 +124,11 @@ def setup_kwargs(csrc_rel: str = "csrc") -> dict:
         import torch
     except ImportError as exc:
         raise SystemExit(NO_TORCH.format(error=exc)) from None
+    from . import toolchain
+
+    adopted = toolchain.adopt_developer_prompt()
+    if adopted:
+        say(adopted)
     ops = all_ops()
     chosen, notes = prebuilt.plan(ops)
     for note in notes:

@@ -126,10 +126,12 @@ def cuda_compiler_facts(torch_info: Dict[str, Any]) -> Dict[str, Any]:
 
 def cxx_compiler_facts() -> Dict[str, Any]:
     """The C++ compiler op builds use (``$CXX`` may carry arguments), probed as the builders probe it."""
-    from accelops.op_builder.toolchain import compiler_executable, compiler_words, probe_compiler
+    from accelops.op_builder import toolchain
 
-    words = compiler_words()
-    return tool_version(list(words), path=shutil.which(compiler_executable()), probe=probe_compiler)
+    path = toolchain.compiler_path()
+    if path is None:
+        return _not_found(toolchain.compiler_problem() or f"{toolchain.compiler_executable()} not found")
+    return tool_version(list(toolchain.compiler_words()), path=path, probe=toolchain.probe_compiler)
 
 
 def environment_facts() -> Dict[str, Any]:

@@ -138,3 +138,107 @@ def test_a_jit_build_is_published_before_anything_is_loaded(cache_dir, tiny_csrc
     assert loaded == [os.path.realpath(entry / f"{entry.name}{jit_cache.EXT}")]  # one import, from the entry
     assert result.module.__file__ == str(entry / f"{entry.name}{jit_cache.EXT}")
     assert not list(cache_dir.glob("accelops_tiny_*.tmp-*"))  # the temporary folder became the entry
+
+
+FAKE_CL = """#!/bin/sh
+echo "Microsoft (R) C/C++ Optimizing Compiler Version 19.44.35211 for x64" >&2
+echo "usage: cl [ option... ] filename... [ /link linkoption... ]"
+"""
+
+
+@pytest.fixture
+def msvc(monkeypatch, tmp_path):
+    """Simulated Windows x64 with MSVC installed but not on PATH: setuptools' lookup (faked at its import
+    location) returns the environment vcvarsall would, whose PATH holds a fake ``cl``."""
+    from accelops.op_builder import toolchain
+
+    vs_bin = tmp_path / "VC" / "bin"
+    vs_bin.mkdir(parents=True)
+    (vs_bin / "cl.exe").write_text(FAKE_CL)  # shutil.which follows sys.platform: it looks for cl + PATHEXT
+    (vs_bin / "cl.exe").chmod(0o755)
+    monkeypatch.setenv("PATHEXT", ".exe")
+    lookup = types.ModuleType("setuptools._distutils.compilers.C.msvc")
+    lookup.asked = []
+
+    def get_vc_env(spec):
+        lookup.asked.append(spec)
+        if lookup.missing:
+            raise RuntimeError("Unable to find vcvarsall.bat")  # what setuptools says without Visual Studio
+        return {"path": f"{vs_bin}{os.pathsep}{os.environ['PATH']}", "include": str(tmp_path / "VC" / "include")}
+
+    lookup._get_vc_env = get_vc_env
+    lookup.missing = False
+    monkeypatch.setitem(sys.modules, "setuptools._distutils.compilers.C.msvc", lookup)
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setattr("sysconfig.get_platform", lambda: "win-amd64")
+    for name in ("CXX", "VSCMD_ARG_TGT_ARCH", "DISTUTILS_USE_SDK"):
+        monkeypatch.delenv(name, raising=False)
+    caches = (toolchain.visual_studio_env, toolchain.probe_msvc)
+    for cache in caches:
+        cache.cache_clear()
+    lookup.bin = vs_bin
+    yield lookup
+    for cache in caches:
+        cache.cache_clear()
+
+
+def _compiler_reasons():
+    from accelops.op_builder import ALL_OPS
+
+    return [r for r in ALL_OPS["cpu_adam"]().is_compatible().reasons if "compiler" in r]
+
+
+def test_msvc_outside_a_developer_prompt_is_found_as_torch_finds_it(msvc):
+    from accelops.op_builder import toolchain
+    from accelops.report.environment import cxx_compiler_facts
+
+    assert toolchain.compiler_command() == "cl"
+    assert toolchain.compiler_path() == str(msvc.bin / "cl.exe")
+    assert _compiler_reasons() == []
+    facts = cxx_compiler_facts()
+    assert facts["found"] and facts["path"] == str(msvc.bin / "cl.exe") and facts["version"].startswith("Microsoft (R)")
+    assert msvc.asked == ["x86_amd64"]  # torch's PLAT_TO_VCVARS argument, asked once per process
+
+
+def test_no_visual_studio_is_a_reason_with_the_way_out(msvc):
+    from accelops.report.environment import cxx_compiler_facts
+
+    msvc.missing = True
+    reasons = _compiler_reasons()
+    assert len(reasons) == 1
+    assert "MSVC's `cl` is not on PATH" in reasons[0] and "Unable to find vcvarsall.bat" in reasons[0]
+    assert "Desktop development with C++" in reasons[0] and "Native Tools Command Prompt" in reasons[0]
+    facts = cxx_compiler_facts()
+    assert not facts["found"] and "Unable to find vcvarsall.bat" in facts["reason"]
+
+
+def test_a_developer_prompt_is_used_as_it_is(msvc, monkeypatch):
+    monkeypatch.setenv("VSCMD_ARG_TGT_ARCH", "x64")
+    assert any("the prompt's PATH holds no cl" in r for r in _compiler_reasons())
+    monkeypatch.setenv("PATH", f"{msvc.bin}{os.pathsep}{os.environ['PATH']}")
+    assert _compiler_reasons() == []
+    assert msvc.asked == []  # Visual Studio is not activated a second time
+
+
+def test_a_wheel_build_in_a_developer_prompt_passes_torchs_abi_check(msvc, monkeypatch):
+    """torch's BuildExtension stops a build in a developer prompt without DISTUTILS_USE_SDK; the prebuild sets
+    it (and says so) before torch checks."""
+    from torch.utils import cpp_extension
+
+    from accelops.op_builder import toolchain
+
+    monkeypatch.setattr(cpp_extension, "IS_WINDOWS", True)
+    monkeypatch.setattr(cpp_extension, "get_compiler_abi_compatibility_and_version",
+                        lambda compiler: (True, cpp_extension.TorchVersion("19.44.35211")))
+    builder = types.SimpleNamespace(compiler=object())  # MSVC's compiler object has no compiler_cxx
+    monkeypatch.setenv("VSCMD_ARG_TGT_ARCH", "x64")
+    with pytest.raises(UserWarning, match="DISTUTILS_USE_SDK is not set"):
+        cpp_extension.BuildExtension._check_abi(builder)
+    note = toolchain.adopt_developer_prompt()
+    assert "DISTUTILS_USE_SDK=1" in note and os.environ["DISTUTILS_USE_SDK"] == "1"
+    assert cpp_extension.BuildExtension._check_abi(builder) == ("cl", "19.44.35211")
+    assert toolchain.adopt_developer_prompt() is None  # already set: nothing changed, nothing said
+    monkeypatch.delenv("VSCMD_ARG_TGT_ARCH")
+    monkeypatch.delenv("DISTUTILS_USE_SDK")
+    assert toolchain.adopt_developer_prompt() is None  # no prompt: setuptools finds Visual Studio itself
+    assert "DISTUTILS_USE_SDK" not in os.environ

@@ -114,7 +114,7 @@ def test_missing_compiler_ninja_and_toolkit_become_rows_with_reasons(tmp_path):
     result = run_report("--json", env=env)
     assert result.returncode == 0, result.stderr
     facts = json.loads(result.stdout)
-    assert not facts["cxx_compiler"]["found"] and "not found on PATH" in facts["cxx_compiler"]["reason"]
+    assert not facts["cxx_compiler"]["found"] and "is not on PATH" in facts["cxx_compiler"]["reason"]
     assert not facts["ninja"]["found"] and "ninja not found" in facts["ninja"]["reason"]
     assert not facts["cuda_compiler"]["found"] and "nvcc not found" in facts["cuda_compiler"]["reason"]
     for row in facts["ops"]:
