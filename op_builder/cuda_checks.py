@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from typing import List, Optional, Tuple
 
 SKIP_CHECK_ENV = "DS_SKIP_CUDA_CHECK"
@@ -33,7 +34,7 @@ def nvcc_path() -> Optional[str]:
     home = cuda_home()
     if not home:
         return None
-    path = os.path.join(home, "bin", "nvcc.exe" if os.name == "nt" else "nvcc")
+    path = os.path.join(home, "bin", "nvcc.exe" if sys.platform == "win32" else "nvcc")
     return path if os.path.isfile(path) else None
 
 
