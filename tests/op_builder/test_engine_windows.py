@@ -242,3 +242,54 @@ def test_a_wheel_build_in_a_developer_prompt_passes_torchs_abi_check(msvc, monke
     monkeypatch.delenv("DISTUTILS_USE_SDK")
     assert toolchain.adopt_developer_prompt() is None  # no prompt: setuptools finds Visual Studio itself
     assert "DISTUTILS_USE_SDK" not in os.environ
+
+
+def test_the_cache_folder_has_no_posix_owner_check_on_windows(monkeypatch, tmp_path):
+    """Windows folders carry ACLs, not POSIX mode bits (Python reports them as 0o777): the per-user
+    %LOCALAPPDATA% folder is accepted where Linux would refuse a group-writable one."""
+    root = tmp_path / "cache"
+    root.mkdir(mode=0o777)
+    os.chmod(root, 0o777)
+    monkeypatch.setenv(jit_cache.CACHE_ENV, str(root))
+    with pytest.raises(PermissionError, match="must be yours and not writable by group or others"):
+        jit_cache.cache_root()
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.delattr(os, "getuid")  # there is none on Windows
+    assert jit_cache.cache_root() == root
+    assert jit_cache.unusable_reason(root) is None
+
+
+def test_nvcc_is_nvcc_exe_on_windows(monkeypatch, tmp_path):
+    from accelops.op_builder import cuda_checks
+
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "nvcc.exe").write_text("")
+    monkeypatch.setenv("CUDA_HOME", str(tmp_path))
+    assert cuda_checks.nvcc_path() is None  # Linux: bin/nvcc
+    monkeypatch.setattr(sys, "platform", "win32")
+    assert cuda_checks.nvcc_path() == str(tmp_path / "bin" / "nvcc.exe")
+
+
+def test_prebuild_messages_reach_the_windows_console(monkeypatch, capsys):
+    from accelops.op_builder import setup_support
+
+    opened = []
+
+    class Console:
+        def __init__(self, name, mode):
+            opened.append((name, mode))
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def write(self, text):
+            opened.append(text)
+
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setattr(setup_support, "open", Console, raising=False)
+    setup_support.say("building cpu_adam (avx2)")
+    assert opened == [("CONOUT$", "w"), "accelops prebuild: building cpu_adam (avx2)\n"]
+    assert "accelops prebuild: building cpu_adam (avx2)" in capsys.readouterr().err
