@@ -12,7 +12,13 @@ from typing import Iterator, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-__all__ = ["DTYPES", "LOW_DTYPES", "check_param", "check_state", "check_step", "checked_by_caller", "caller_checked"]
+__all__ = ["DTYPES", "LOW_DTYPES", "NotOnCPUError", "check_param", "check_state", "check_step", "checked_by_caller",
+           "caller_checked"]
+
+
+class NotOnCPUError(ValueError, AssertionError):
+    """A tensor that must be on the CPU is not. Also an ``AssertionError``: DeepSpeed's CPU optimizers assert
+    the device, and callers written for them catch that type."""
 
 _tls = threading.local()
 
@@ -45,8 +51,9 @@ def check_param(owner: str, where: str, p: Tensor, g: Tensor, copy: Optional[Ten
     it through a contiguous copy; the ops take contiguous grads only).
     """
     if cpu and (p.device.type != "cpu" or g.device.type != "cpu"):
-        raise ValueError(f"{owner}: {where} (or its grad) is on '{p.device}'/'{g.device}'; {owner} updates CPU "
-                         f"tensors only (use FusedAdam or torch.optim for other devices)")
+        raise NotOnCPUError(f"{owner}: {where} (or its grad) is on '{p.device}'/'{g.device}'; {owner} updates CPU "
+                            f"tensors only (with ZeRO, set 'offload_optimizer': 'cpu'; for other devices use "
+                            f"FusedAdam or torch.optim)")
     if g.is_sparse or g.layout != torch.strided or p.layout != torch.strided:
         raise RuntimeError(f"{owner}: {where} has a sparse gradient or is not dense; {owner} supports dense "
                            f"(strided) params and gradients only")
@@ -71,12 +78,15 @@ def check_param(owner: str, where: str, p: Tensor, g: Tensor, copy: Optional[Ten
                              f"{copy.dtype} {tuple(copy.shape)} on {copy.device} for a {p.dtype} param")
 
 
-def check_state(owner: str, where: str, key: str, p: Tensor, t, cpu: bool = True) -> None:
-    """Refuse a state tensor the kernel cannot update in place (e.g. loaded from another model's state_dict)."""
-    if (not isinstance(t, Tensor) or t.shape != p.shape or t.dtype != torch.float32
+def check_state(owner: str, where: str, key: str, p: Tensor, t, cpu: bool = True,
+                dtype: torch.dtype = torch.float32) -> None:
+    """Refuse a state tensor the kernel cannot update in place (e.g. loaded from another model's state_dict).
+    ``dtype``: what the state must hold (float32, or the param dtype for ``fp32_optimizer_states=False``)."""
+    if (not isinstance(t, Tensor) or t.shape != p.shape or t.dtype != dtype
             or (cpu and t.device.type != "cpu") or t.layout != torch.strided or not t.is_contiguous()):
         got = f"{t.dtype} {tuple(t.shape)} on {t.device}" if isinstance(t, Tensor) else type(t).__name__
-        raise ValueError(f"{owner}: state {key!r} of {where} must be a contiguous float32 CPU tensor of shape "
+        kind = str(dtype).replace("torch.", "")
+        raise ValueError(f"{owner}: state {key!r} of {where} must be a contiguous {kind} CPU tensor of shape "
                          f"{tuple(p.shape)}; got {got} (a state_dict from another model?)")
 
 

@@ -3,11 +3,13 @@
 A subclass names its op builder, its fp32 state keys and implements ``_update`` (one call per param
 group with checked lists). This base checks every param/grad before anything is updated, creates the
 fp32 state with torch's keys, counts steps like torch (a float32 scalar tensor ``step`` per param),
-loads state_dicts from torch.optim without rounding fp32 state to the param dtype, and supports the
-master-weight pattern: ``step(grads=..., param_copies=...)`` updates fp32 master params from (e.g. bf16)
-grads and writes their bf16/fp16 copies in the same pass.
+loads state_dicts from torch.optim and from DeepSpeed's CPU optimizers without rounding fp32 state to the
+param dtype and without changing the update rule chosen at construction, and supports the master-weight
+pattern: ``step(grads=..., param_copies=...)`` updates fp32 master params from (e.g. bf16) grads and writes
+their bf16/fp16 copies in the same pass.
 """
-from typing import Dict, List, Optional, Sequence
+import warnings
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -17,7 +19,7 @@ from .cpu_optim_validate import check_param, check_state, checked_by_caller
 from .loader import CPU_FALLBACK_ENV, kernel_loader
 from .optim_args import check_saved_tensor
 
-__all__ = ["CPUOptimizerBase"]
+__all__ = ["CPUOptimizerBase", "DeepSpeedCPUOptimizer"]
 
 
 class CPUOptimizerBase(DistinctParamsMixin, torch.optim.Optimizer):
@@ -26,6 +28,15 @@ class CPUOptimizerBase(DistinctParamsMixin, torch.optim.Optimizer):
     _BUILDER: str = ""
     _STATE_KEYS: Sequence[str] = ()
     _STATE_INIT: float = 0.0  # initial value of the first state tensor (Adagrad's initial_accumulator_value)
+    #: Group keys that choose the update rule (Adam vs AdamW): fixed at construction, never taken from a loaded
+    #: state_dict (DeepSpeed keeps its mode outside the groups, so its state_dicts do not carry it).
+    _RULE_KEYS: Sequence[str] = ()
+    #: State keys of DeepSpeed's layout that differ from ours: ``{ours: deepspeed's}`` (Adagrad's ``sum``).
+    _DEEPSPEED_KEYS: Dict[str, str] = {}
+    #: State keys DeepSpeed saves but never reads (its Lion keeps an unused ``exp_avg_sq``): dropped on load.
+    _DEEPSPEED_UNUSED: Sequence[str] = ()
+    #: False keeps the state in the param dtype (DeepSpeed's ``fp32_optimizer_states=False``); the math is fp32.
+    _fp32_states: bool = True
 
     @property
     def backend(self) -> str:
@@ -46,19 +57,24 @@ class CPUOptimizerBase(DistinctParamsMixin, torch.optim.Optimizer):
         check_param(self._name(), where, p, g, copy)
         return g.contiguous()  # read-only: a copy of a strided grad is safe
 
-    def _state_for(self, p: Tensor) -> Dict[str, Tensor]:
-        state = self.state[p]
+    def _state_dtype(self, p: Tensor) -> torch.dtype:
+        return torch.float32 if self._fp32_states else p.dtype
+
+    def _state_for(self, p: Tensor, key: Any = None) -> Dict[str, Tensor]:
+        """The state of ``p`` under ``key`` (default ``p``), created on first use."""
+        state = self.state[p if key is None else key]
         if not state:
             state["step"] = torch.zeros((), dtype=torch.float32)
-            for i, key in enumerate(self._STATE_KEYS):
+            for i, name in enumerate(self._STATE_KEYS):
                 fill = self._STATE_INIT if i == 0 else 0.0
-                state[key] = torch.full_like(p, fill, dtype=torch.float32, memory_format=torch.contiguous_format)
+                state[name] = torch.full_like(p, fill, dtype=self._state_dtype(p),
+                                              memory_format=torch.contiguous_format)
         return state
 
     def _check_state(self, where: str, p: Tensor, state: Dict[str, Tensor]) -> None:
         """Refuse state the kernel cannot update in place (e.g. loaded from another model's state_dict)."""
         for key in self._STATE_KEYS:
-            check_state(self._name(), where, key, p, state.get(key))
+            check_state(self._name(), where, key, p, state.get(key), dtype=self._state_dtype(p))
 
     def _checked_lists(self, grads: Optional[Sequence[Optional[Tensor]]],
                        param_copies: Optional[Sequence[Optional[Tensor]]]):
@@ -120,39 +136,102 @@ class CPUOptimizerBase(DistinctParamsMixin, torch.optim.Optimizer):
         for group, ps, gs, states, copies, steps in self._checked_lists(grads, param_copies):
             if ps:
                 torch._foreach_add_(steps, 1.0)
-                with checked_by_caller():
-                    self._update(group, ps, gs, states, copies, [float(s) for s in steps])
+                self._run_update(group, ps, gs, states, copies, [float(s) for s in steps])
         return loss
+
+    def _run_update(self, group, params, grads, states, copies, steps) -> None:
+        """``_update`` on checked lists; state kept in a low precision goes through fp32 copies."""
+        work = [[t if t.dtype == torch.float32 else t.float() for t in lst] for lst in states]
+        with checked_by_caller():
+            self._update(group, params, grads, work, copies, steps)
+        for lst, done in zip(states, work):
+            for t, w in zip(lst, done):
+                if w is not t:
+                    t.copy_(w)
 
     def _update(self, group, params, grads, states, copies, steps) -> None:
         raise NotImplementedError
 
     def load_state_dict(self, state_dict) -> None:
-        """Load like torch.optim, keeping the state float32 and contiguous (torch would cast it to the
-        param dtype); works with state_dicts saved by the matching torch.optim optimizer. State of another
-        optimizer (other keys) or of other params (other shapes) is refused before anything changes."""
+        """Load like torch.optim, from torch's layout or DeepSpeed's (its key names, an int ``step``).
+
+        The state becomes float32 and contiguous (torch would cast it to the param dtype; with
+        ``fp32_optimizer_states=False`` it takes the param dtype). The update rule chosen at construction
+        (``adamw_mode``) is kept, and group settings the saved groups lack keep this optimizer's values
+        instead of defaults. State of another optimizer (other keys) or of other params (other shapes) is
+        refused before anything changes."""
+        state_dict = {**state_dict, "state": {pid: self._our_layout(pid, value)
+                                              for pid, value in state_dict["state"].items()}}
         ids = [i for group in state_dict["param_groups"] for i in group["params"]]
         saved = state_dict["state"]
         params = [p for group in self.param_groups for p in group["params"]]
-        wanted = {"step", *self._STATE_KEYS}
         for pid, p in zip(ids, params):
             if pid not in saved:
                 continue
-            keys = set(saved[pid])
-            if keys != wanted:
-                raise ValueError(f"{self._name()}: state of param {pid} has keys {sorted(keys)}, expected "
-                                 f"{sorted(wanted)}: a state_dict of another optimizer?")
             for key in self._STATE_KEYS:
                 if tuple(check_saved_tensor(self._name(), saved[pid][key], key, pid).shape) != tuple(p.shape):
                     raise ValueError(f"{self._name()}: state {key!r} of param {pid} has shape "
                                      f"{tuple(saved[pid][key].shape)}, the param {tuple(p.shape)}: a state_dict of "
                                      f"another model?")
+        before = [dict(group) for group in self.param_groups]
         super().load_state_dict(state_dict)
+        self._keep_group_settings(before, state_dict["param_groups"])
         for pid, p in zip(ids, params):
             if pid not in saved:
                 continue
             state = self.state[p]
             for key in self._STATE_KEYS:
-                state[key] = saved[pid][key].to(dtype=torch.float32, memory_format=torch.contiguous_format,
+                state[key] = saved[pid][key].to(dtype=self._state_dtype(p), memory_format=torch.contiguous_format,
                                                 copy=True)
             state["step"] = torch.as_tensor(saved[pid]["step"], dtype=torch.float32).clone()
+
+    def _our_layout(self, pid: Any, saved: Dict[str, Any]) -> Dict[str, Any]:
+        """One param's saved state with DeepSpeed's key names mapped to ours; other keys are refused."""
+        renamed = {key: value for key, value in saved.items() if key not in self._DEEPSPEED_UNUSED}
+        for ours, theirs in self._DEEPSPEED_KEYS.items():
+            if theirs in renamed and ours not in renamed:
+                renamed[ours] = renamed.pop(theirs)
+        wanted = {"step", *self._STATE_KEYS}
+        if set(renamed) != wanted:
+            raise ValueError(f"{self._name()}: state of param {pid} has keys {sorted(saved)}, expected "
+                             f"{sorted(wanted)}: a state_dict of another optimizer?")
+        return renamed
+
+    def _keep_group_settings(self, before: List[Dict[str, Any]], saved_groups: List[Dict[str, Any]]) -> None:
+        """After torch replaced the groups with the saved ones: the rule keys and every key the saved group
+        lacked take this optimizer's values again (torch's ``__setstate__`` would fill in defaults)."""
+        for group, mine, saved in zip(self.param_groups, before, saved_groups):
+            for key, value in mine.items():
+                if key == "params":
+                    continue
+                if key in self._RULE_KEYS and key in saved and saved[key] != value:
+                    warnings.warn(f"{self._name()}: the loaded state_dict has {key}={saved[key]!r}; this optimizer "
+                                  f"keeps {key}={value!r}, chosen at construction (a loaded state never changes "
+                                  f"the update rule)", stacklevel=3)
+                if key in self._RULE_KEYS or key not in saved:
+                    group[key] = value
+
+
+class DeepSpeedCPUOptimizer:
+    """Mixin of the DeepSpeed-named CPU optimizers (``DeepSpeedCPUAdam``, ...): DeepSpeed's attributes
+    (``opt_id`` counted per class from 0, ``fp32_optimizer_states``) and state_dicts in DeepSpeed's layout
+    (its key names, an int ``step``), which DeepSpeed's own optimizers load. Loading takes either layout."""
+
+    optimizer_id = 0
+
+    def _deepspeed_setup(self, fp32_optimizer_states: bool) -> None:
+        owner = type(self)
+        self.opt_id = owner.optimizer_id
+        owner.optimizer_id = self.opt_id + 1
+        self.fp32_optimizer_states = bool(fp32_optimizer_states)
+        self._fp32_states = self.fp32_optimizer_states
+
+    def state_dict(self) -> Dict[str, Any]:
+        """torch's state_dict with each param's state in DeepSpeed's layout (tensors shared, as torch shares
+        them)."""
+        sd = super().state_dict()
+        renames = self._DEEPSPEED_KEYS
+        sd["state"] = {pid: {(key if key == "step" else renames.get(key, key)): (int(value) if key == "step" else value)
+                             for key, value in state.items()}
+                       for pid, state in sd["state"].items()}
+        return sd

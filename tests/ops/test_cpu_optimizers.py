@@ -194,7 +194,7 @@ def test_state_dict_round_trip_with_torch(path, ours_cls, torch_cls, kwargs, dir
 
 def test_state_is_float32_after_loading_a_bf16_state(path):
     p = torch.randn(7, dtype=torch.bfloat16)
-    ref = torch.optim.Adam([p.clone()])
+    ref = torch.optim.AdamW([p.clone()])
     ref.param_groups[0]["params"][0].grad = torch.randn(7, dtype=torch.bfloat16)
     ref.step()
     ours = CPUAdam([p])

@@ -9,13 +9,13 @@ from typing import List
 import torch
 from torch import Tensor
 
-from ..adam_reference import adam_update_
+from ..adam_reference import adam_rollback_, adam_update_
 from ..cpu_optim_validate import caller_checked, check_step
-from ..cpu_optimizer_base import CPUOptimizerBase
+from ..cpu_optimizer_base import CPUOptimizerBase, DeepSpeedCPUOptimizer
 from ..loader import CPU_FALLBACK_ENV, kernel_loader
 from ..optim_args import check_betas
 
-__all__ = ["CPUAdam", "cpu_adam_step_"]
+__all__ = ["CPUAdam", "DeepSpeedCPUAdam", "cpu_adam_step_"]
 
 
 def _adam_torch_(params, grads, exp_avgs, exp_avg_sqs, param_copies, steps, lr, beta1, beta2, eps, weight_decay,
@@ -82,6 +82,7 @@ class CPUAdam(CPUOptimizerBase):
 
     _BUILDER = "CPUAdamBuilder"
     _STATE_KEYS = ("exp_avg", "exp_avg_sq")
+    _RULE_KEYS = ("decoupled_weight_decay",)
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, adamw_mode=True,
                  bias_correction=True, amsgrad=False, maximize=False):
@@ -112,3 +113,82 @@ class CPUAdam(CPUOptimizerBase):
                        float(beta2), float(group["eps"]), float(group["weight_decay"]),
                        bool(group["decoupled_weight_decay"]), bool(group["bias_correction"]),
                        bool(group["maximize"]))
+
+    @property
+    def adam_w_mode(self) -> bool:
+        """DeepSpeed's name of the mode: True for AdamW (decoupled weight decay), False for Adam with L2 decay.
+        Setting it switches every group."""
+        return all(bool(group["decoupled_weight_decay"]) for group in self.param_groups)
+
+    @adam_w_mode.setter
+    def adam_w_mode(self, value: bool) -> None:
+        for group in self.param_groups:
+            group["decoupled_weight_decay"] = bool(value)
+
+    def _subgroup_param(self, who: str):
+        """The one param with a gradient (ZeRO-Offload gives each sub group's optimizer call one flat param)."""
+        found = [(group, i, p) for group in self.param_groups for i, p in enumerate(group["params"])
+                 if p.grad is not None]
+        if len(found) != 1:
+            raise ValueError(f"{self._name()}.{who}: expected exactly one param with a gradient (the sub group's flat "
+                             f"param), found {len(found)}")
+        group, i, p = found[0]
+        return group, f"param {i} of the sub group (shape {tuple(p.shape)})", p
+
+    @torch.no_grad()
+    def step_subgroup(self, subgroup_id: int, closure=None):
+        """One step of the sub group ``subgroup_id`` (DeepSpeed's ZeRO-Offload call): the one param with a
+        gradient is updated with the state kept under ``self.state[subgroup_id]``. Returns the closure's loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        group, where, p = self._subgroup_param("step_subgroup")
+        g = self._check(where, p, p.grad, None)
+        state = self._state_for(p, key=subgroup_id)
+        self._check_state(where, p, state)
+        state["step"] += 1
+        self._run_update(group, [p], [g], [[state[key]] for key in self._STATE_KEYS], [], [float(state["step"])])
+        return loss
+
+    @torch.no_grad()
+    def rollback_subgroup(self, sub_group_id: int, closure=None):
+        """Undo the last ``step_subgroup(sub_group_id)`` (DeepSpeed's overflow path): the param and the sub
+        group's moments return to their values before it (up to float32 rounding) and its step count drops by
+        one. The param's gradient must be the one that step used. ``RuntimeError`` when the sub group has no
+        step to undo."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        state = self.state.get(sub_group_id)
+        if not state or float(state["step"]) <= 0:
+            raise RuntimeError(f"{self._name()}: cannot roll back sub group {sub_group_id}: it has no step to undo")
+        group, where, p = self._subgroup_param("rollback_subgroup")
+        g = self._check(where, p, p.grad, None)
+        self._check_state(where, p, state)
+        beta1, beta2 = group["betas"]
+        p32, m, v = p.float(), state["exp_avg"].float(), state["exp_avg_sq"].float()
+        g32 = -g.float() if group["maximize"] else g.float()
+        adam_rollback_(p32, g32, m, v, float(state["step"]), float(group["lr"]), float(beta1), float(beta2),
+                       float(group["eps"]), float(group["weight_decay"]), bool(group["decoupled_weight_decay"]),
+                       bool(group["bias_correction"]))
+        for target, value in ((p, p32), (state["exp_avg"], m), (state["exp_avg_sq"], v)):
+            if value is not target:
+                target.copy_(value)
+        state["step"] -= 1
+        return loss
+
+
+class DeepSpeedCPUAdam(DeepSpeedCPUOptimizer, CPUAdam):
+    """DeepSpeed's ``DeepSpeedCPUAdam``: its positional order and defaults, ``opt_id``, ``adam_w_mode`` and
+    ``fp32_optimizer_states`` (False keeps ``exp_avg``/``exp_avg_sq`` in the param dtype; the math stays fp32),
+    and state_dicts in DeepSpeed's layout. ``amsgrad=True`` is refused (DeepSpeed ignores it silently)."""
+
+    optimizer_id = 0
+
+    def __init__(self, model_params, lr=1e-3, bias_correction=True, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
+                 amsgrad=False, adamw_mode=True, fp32_optimizer_states=True):
+        super().__init__(model_params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, adamw_mode=adamw_mode,
+                         bias_correction=bias_correction, amsgrad=amsgrad)
+        self._deepspeed_setup(fp32_optimizer_states)
