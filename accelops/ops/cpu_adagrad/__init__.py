@@ -9,11 +9,11 @@ from typing import List
 import torch
 from torch import Tensor
 
-from ..cpu_optim_validate import caller_checked, check_step
-from ..cpu_optimizer_base import CPUOptimizerBase
+from ..cpu_optim_validate import DTYPES, NotOnCPUError, caller_checked, check_step
+from ..cpu_optimizer_base import CPUOptimizerBase, DeepSpeedCPUOptimizer
 from ..loader import CPU_FALLBACK_ENV, kernel_loader
 
-__all__ = ["CPUAdagrad", "cpu_adagrad_step_"]
+__all__ = ["CPUAdagrad", "DeepSpeedCPUAdagrad", "cpu_adagrad_step_"]
 
 
 def _adagrad_torch_(params, grads, state_sums, param_copies, steps, lr, lr_decay, eps, weight_decay,
@@ -68,11 +68,13 @@ def _cpu_adagrad_step_fake(params, grads, state_sums, param_copies, steps, lr, l
 
 class CPUAdagrad(CPUOptimizerBase):
     """Adagrad for CPU params (float32/bfloat16/float16) with float32 state under torch's keys (``sum``,
-    ``step``), so a state_dict moves to ``torch.optim.Adagrad`` and back. ``step(grads=...,
-    param_copies=...)`` runs the fused master-weight step; ``backend`` tells which path runs."""
+    ``step``), so a state_dict moves to ``torch.optim.Adagrad`` and back (DeepSpeed's ``exp_avg_sq`` loads
+    too). ``step(grads=..., param_copies=...)`` runs the fused master-weight step; a sparse gradient
+    updates only the entries it holds; ``backend`` tells which path runs."""
 
     _BUILDER = "CPUAdagradBuilder"
     _STATE_KEYS = ("sum",)
+    _DEEPSPEED_KEYS = {"sum": "exp_avg_sq"}
 
     def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10,
                  maximize=False):
@@ -89,3 +91,72 @@ class CPUAdagrad(CPUOptimizerBase):
     def _update(self, group, params, grads, states, copies, steps) -> None:
         cpu_adagrad_step_(params, grads, states[0], copies, steps, float(group["lr"]), float(group["lr_decay"]),
                           float(group["eps"]), float(group["weight_decay"]), bool(group.get("maximize", False)))
+
+    @torch.no_grad()
+    def step(self, closure=None, *, grads=None, param_copies=None):
+        """As ``CPUOptimizerBase.step``; in addition a sparse gradient (``nn.Embedding(sparse=True)``) updates
+        only the entries it holds, weight decay included, as DeepSpeed's CPU Adagrad does (torch's refuses
+        weight decay there). A param with a sparse gradient takes no param copy. Every param is checked
+        before anything is updated."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        flat = [(group, i, p) for group in self.param_groups for i, p in enumerate(group["params"])]
+        given = grads if grads is not None else [p.grad for _, _, p in flat]
+        if not isinstance(given, (list, tuple)) or len(given) != len(flat):
+            super().step(grads=grads, param_copies=param_copies)  # raises, naming the mistake
+            return loss
+        sparse = [k for k, g in enumerate(given) if isinstance(g, Tensor) and g.layout != torch.strided]
+        for k in sparse:
+            group, i, p = flat[k]
+            self._check_sparse(f"param {i} (shape {tuple(p.shape)})", p, given[k],
+                               param_copies[k] if param_copies is not None else None)
+        dense = [None if k in sparse else g for k, g in enumerate(given)]
+        copies = None if param_copies is None else [None if k in sparse else c for k, c in enumerate(param_copies)]
+        super().step(grads=dense, param_copies=copies)
+        for k in sparse:
+            group, i, p = flat[k]
+            self._sparse_update(group, f"param {i} (shape {tuple(p.shape)})", p, given[k])
+        return loss
+
+    def _check_sparse(self, where: str, p: Tensor, g: Tensor, copy) -> None:
+        owner = self._name()
+        if p.device.type != "cpu" or g.device.type != "cpu":
+            raise NotOnCPUError(f"{owner}: {where} (or its grad) is on '{p.device}'/'{g.device}'; {owner} updates "
+                                f"CPU tensors only")
+        if not g.is_sparse:
+            raise RuntimeError(f"{owner}: {where} has a {g.layout} gradient; supported: dense (strided) or sparse COO")
+        if p.dtype not in DTYPES or g.dtype != p.dtype:
+            raise TypeError(f"{owner}: {where} has dtype {p.dtype} and a sparse grad of {g.dtype}; both must be one "
+                            f"of float32, bfloat16, float16")
+        if tuple(g.shape) != tuple(p.shape) or not p.is_contiguous():
+            raise ValueError(f"{owner}: {where} must be contiguous with a sparse grad of its shape "
+                             f"{tuple(p.shape)}; got a grad of shape {tuple(g.shape)}")
+        if copy is not None:
+            raise ValueError(f"{owner}: {where} has a sparse gradient; param_copies must be None for it")
+        self._check_state(where, p, self._state_for(p))
+
+    def _sparse_update(self, group, where: str, p: Tensor, g: Tensor) -> None:
+        g = g.coalesce()  # nn.Embedding's backward leaves repeated indices uncoalesced
+        index = tuple(g.indices())
+        state = self._state_for(p)
+        state["step"] += 1
+        rows, sums = p[index], state["sum"][index]  # gathered copies of the touched entries
+        self._run_update(group, [rows], [g.values().contiguous()], [[sums]], [], [float(state["step"])])
+        p[index] = rows
+        state["sum"][index] = sums
+
+
+class DeepSpeedCPUAdagrad(DeepSpeedCPUOptimizer, CPUAdagrad):
+    """DeepSpeed's ``DeepSpeedCPUAdagrad``: its order and defaults (no ``lr_decay``), ``opt_id``,
+    ``fp32_optimizer_states`` (False keeps the state in the param dtype), sparse gradients, and state_dicts in
+    DeepSpeed's layout (``exp_avg_sq``, int ``step``). ``amsgrad=True`` is refused (DeepSpeed ignores it)."""
+
+    optimizer_id = 0
+
+    def __init__(self, model_params, lr=1e-2, eps=1e-10, weight_decay=0, amsgrad=False, fp32_optimizer_states=True):
+        if amsgrad:
+            raise ValueError("DeepSpeedCPUAdagrad does not support amsgrad=True")
+        super().__init__(model_params, lr=lr, eps=eps, weight_decay=weight_decay)
+        self._deepspeed_setup(fp32_optimizer_states)

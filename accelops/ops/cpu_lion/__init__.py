@@ -11,11 +11,11 @@ import torch
 from torch import Tensor
 
 from ..cpu_optim_validate import caller_checked, check_step
-from ..cpu_optimizer_base import CPUOptimizerBase
+from ..cpu_optimizer_base import CPUOptimizerBase, DeepSpeedCPUOptimizer
 from ..loader import CPU_FALLBACK_ENV, kernel_loader
 from ..optim_args import check_betas
 
-__all__ = ["CPULion", "cpu_lion_step_"]
+__all__ = ["CPULion", "DeepSpeedCPULion", "cpu_lion_step_"]
 
 
 def _lion_torch_(params, grads, exp_avgs, param_copies, lr, beta1, beta2, weight_decay, maximize) -> None:
@@ -70,6 +70,7 @@ class CPULion(CPUOptimizerBase):
 
     _BUILDER = "CPULionBuilder"
     _STATE_KEYS = ("exp_avg",)
+    _DEEPSPEED_UNUSED = ("exp_avg_sq",)  # DeepSpeed's Lion saves it, never reads it
 
     def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, maximize=False):
         if not 0.0 <= lr:
@@ -83,3 +84,14 @@ class CPULion(CPUOptimizerBase):
         beta1, beta2 = group["betas"]
         cpu_lion_step_(params, grads, states[0], copies, float(group["lr"]), float(beta1), float(beta2),
                        float(group["weight_decay"]), bool(group["maximize"]))
+
+
+class DeepSpeedCPULion(DeepSpeedCPUOptimizer, CPULion):
+    """DeepSpeed's ``DeepSpeedCPULion``: its defaults (lr 1e-3, betas (0.9, 0.999), unlike ``CPULion``'s),
+    ``opt_id``, ``fp32_optimizer_states`` and state_dicts in DeepSpeed's layout (int ``step``)."""
+
+    optimizer_id = 0
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), weight_decay=0, fp32_optimizer_states=True):
+        super().__init__(params, lr=lr, betas=betas, weight_decay=weight_decay)
+        self._deepspeed_setup(fp32_optimizer_states)
