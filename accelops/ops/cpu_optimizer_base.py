@@ -8,7 +8,6 @@ param dtype and without changing the update rule chosen at construction, and sup
 pattern: ``step(grads=..., param_copies=...)`` updates fp32 master params from (e.g. bf16) grads and writes
 their bf16/fp16 copies in the same pass.
 """
-import warnings
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
@@ -17,7 +16,7 @@ from torch import Tensor
 from ._distinct_params import DistinctParamsMixin
 from .cpu_optim_validate import check_param, check_state, checked_by_caller
 from .loader import CPU_FALLBACK_ENV, kernel_loader
-from .optim_args import check_saved_tensor
+from .optim_args import check_saved_tensor, keep_group_settings
 
 __all__ = ["CPUOptimizerBase", "DeepSpeedCPUOptimizer"]
 
@@ -175,7 +174,7 @@ class CPUOptimizerBase(DistinctParamsMixin, torch.optim.Optimizer):
                                      f"another model?")
         before = [dict(group) for group in self.param_groups]
         super().load_state_dict(state_dict)
-        self._keep_group_settings(before, state_dict["param_groups"])
+        keep_group_settings(self._name(), self.param_groups, before, state_dict["param_groups"], self._RULE_KEYS)
         for pid, p in zip(ids, params):
             if pid not in saved:
                 continue
@@ -196,20 +195,6 @@ class CPUOptimizerBase(DistinctParamsMixin, torch.optim.Optimizer):
             raise ValueError(f"{self._name()}: state of param {pid} has keys {sorted(saved)}, expected "
                              f"{sorted(wanted)}: a state_dict of another optimizer?")
         return renamed
-
-    def _keep_group_settings(self, before: List[Dict[str, Any]], saved_groups: List[Dict[str, Any]]) -> None:
-        """After torch replaced the groups with the saved ones: the rule keys and every key the saved group
-        lacked take this optimizer's values again (torch's ``__setstate__`` would fill in defaults)."""
-        for group, mine, saved in zip(self.param_groups, before, saved_groups):
-            for key, value in mine.items():
-                if key == "params":
-                    continue
-                if key in self._RULE_KEYS and key in saved and saved[key] != value:
-                    warnings.warn(f"{self._name()}: the loaded state_dict has {key}={saved[key]!r}; this optimizer "
-                                  f"keeps {key}={value!r}, chosen at construction (a loaded state never changes "
-                                  f"the update rule)", stacklevel=3)
-                if key in self._RULE_KEYS or key not in saved:
-                    group[key] = value
 
 
 class DeepSpeedCPUOptimizer:

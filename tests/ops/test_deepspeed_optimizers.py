@@ -268,3 +268,27 @@ def test_step_subgroup_needs_one_param_with_a_grad():
     a.grad, b.grad = torch.randn(3), torch.randn(3)
     with pytest.raises(ValueError, match="exactly one param with a gradient"):
         DeepSpeedCPUAdam([a, b]).step_subgroup(0)
+
+
+# ---------------------------------------------------------------------------------------------- FusedAdam
+def test_fused_adam_signature_and_deepspeed_states():
+    from accelops.ops.fused_adam import FusedAdam
+
+    names = list(inspect.signature(FusedAdam.__init__).parameters)[:10]
+    assert names == ["self", "params", "lr", "bias_correction", "betas", "eps", "adam_w_mode", "weight_decay",
+                     "amsgrad", "set_grad_none"]
+    p = torch.ones(6)
+    opt = FusedAdam([p], lr=1e-3, weight_decay=0.1, adam_w_mode=True)
+    assert opt.adam_w_mode is True
+    # an old DeepSpeed FusedAdam checkpoint: the step lives in the group, moments in the param dtype
+    sd = {"state": {0: {"exp_avg": torch.zeros(6), "exp_avg_sq": torch.zeros(6)}},
+          "param_groups": [{"lr": 1e-3, "bias_correction": True, "betas": (0.9, 0.999), "eps": 1e-8,
+                            "weight_decay": 0.1, "step": 5, "params": [0]}]}
+    opt.load_state_dict(sd)
+    assert opt.state[p]["step"].item() == 5
+    p.grad = torch.zeros(6)
+    opt.step()
+    torch.testing.assert_close(p, torch.full((6,), 1.0 - 1e-4), rtol=0, atol=1e-7)  # AdamW kept
+    with pytest.warns(UserWarning, match="keeps decoupled_weight_decay=True"):
+        opt.load_state_dict({**sd, "param_groups": [{**sd["param_groups"][0], "decoupled_weight_decay": False}]})
+    assert opt.adam_w_mode is True

@@ -13,7 +13,7 @@ from ..adam_reference import adam_rollback_, adam_update_
 from ..cpu_optim_validate import caller_checked, check_step
 from ..cpu_optimizer_base import CPUOptimizerBase, DeepSpeedCPUOptimizer
 from ..loader import CPU_FALLBACK_ENV, kernel_loader
-from ..optim_args import check_betas
+from ..optim_args import AdamWModeAttribute, check_betas
 
 __all__ = ["CPUAdam", "DeepSpeedCPUAdam", "cpu_adam_step_"]
 
@@ -71,7 +71,7 @@ def _cpu_adam_step_fake(params, grads, exp_avgs, exp_avg_sqs, param_copies, step
     _check(False, params, grads, exp_avgs, exp_avg_sqs, param_copies, steps)
 
 
-class CPUAdam(CPUOptimizerBase):
+class CPUAdam(AdamWModeAttribute, CPUOptimizerBase):
     """Adam (``adamw_mode=False``: L2 weight decay) or AdamW (default) for CPU params.
 
     Params may be float32, bfloat16 or float16; the state (``exp_avg``, ``exp_avg_sq``, ``step``: torch's
@@ -113,17 +113,6 @@ class CPUAdam(CPUOptimizerBase):
                        float(beta2), float(group["eps"]), float(group["weight_decay"]),
                        bool(group["decoupled_weight_decay"]), bool(group["bias_correction"]),
                        bool(group["maximize"]))
-
-    @property
-    def adam_w_mode(self) -> bool:
-        """DeepSpeed's name of the mode: True for AdamW (decoupled weight decay), False for Adam with L2 decay.
-        Setting it switches every group."""
-        return all(bool(group["decoupled_weight_decay"]) for group in self.param_groups)
-
-    @adam_w_mode.setter
-    def adam_w_mode(self, value: bool) -> None:
-        for group in self.param_groups:
-            group["decoupled_weight_decay"] = bool(value)
 
     def _subgroup_param(self, who: str):
         """The one param with a gradient (ZeRO-Offload gives each sub group's optimizer call one flat param)."""

@@ -20,7 +20,7 @@ from torch import Tensor
 from .._distinct_params import DistinctParamsMixin
 from ..adam_reference import adam_update_
 from ..loader import kernel_loader
-from ..optim_args import check_betas, check_saved_tensor
+from ..optim_args import AdamWModeAttribute, check_betas, check_saved_tensor, keep_group_settings
 from .validate import check_state, check_step, optimizer_labels
 
 __all__ = ["FusedAdam", "fused_adam_step_"]
@@ -126,7 +126,7 @@ def _fused_adam_step_fake(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1
     return None
 
 
-class FusedAdam(DistinctParamsMixin, torch.optim.Optimizer):
+class FusedAdam(AdamWModeAttribute, DistinctParamsMixin, torch.optim.Optimizer):
     """Adam/AdamW that updates all parameters of a group with one multi-tensor kernel.
 
     Args mirror DeepSpeed's FusedAdam: ``adam_w_mode=True`` decays weights decoupled (AdamW),
@@ -134,7 +134,9 @@ class FusedAdam(DistinctParamsMixin, torch.optim.Optimizer):
     torch's key ``decoupled_weight_decay``. ``state_dtype`` is None (state
     in the param dtype, as torch) or ``torch.float32`` (fp32 state for 16-bit params). State keys are
     torch's (``step``, ``exp_avg``, ``exp_avg_sq``), one step count per parameter. Works with
-    ``torch.amp.GradScaler``: grads are unscaled inside the step, which is skipped on inf/nan.
+    ``torch.amp.GradScaler``: grads are unscaled inside the step, which is skipped on inf/nan. State dicts of
+    DeepSpeed's FusedAdam load (an int ``step`` per param, or in old ones per group); a loaded state never
+    changes ``adam_w_mode``.
     """
 
     _step_supports_amp_scaling = True
@@ -217,14 +219,30 @@ class FusedAdam(DistinctParamsMixin, torch.optim.Optimizer):
                     raise ValueError(f"FusedAdam: state {key!r} of param {pid} has shape {tuple(saved[key].shape)}, "
                                      f"the param {tuple(p.shape)}: a state_dict of another model?")
 
+    @staticmethod
+    def _with_param_steps(state_dict):
+        """Old DeepSpeed FusedAdam checkpoints keep one ``step`` per group: give it to each param's state."""
+        if not any("step" in group for group in state_dict["param_groups"]):
+            return state_dict
+        state = dict(state_dict["state"])
+        for group in state_dict["param_groups"]:
+            for pid in group["params"]:
+                if pid in state and "step" not in state[pid] and "step" in group:
+                    state[pid] = {**state[pid], "step": group["step"]}
+        return {**state_dict, "state": state}
+
     def load_state_dict(self, state_dict):
         """Load like torch, but keep the saved state's precision: torch casts state to the param dtype,
         which would round fp32 state of 16-bit params; ``step`` goes to the param's device. State of
         other params, or options FusedAdam lacks (amsgrad, maximize), are refused before anything changes."""
+        state_dict = self._with_param_steps(state_dict)
         self._refuse_foreign_state(state_dict)
         ids = [i for group in state_dict["param_groups"] for i in group["params"]]
         saved = state_dict["state"]
+        before = [dict(group) for group in self.param_groups]
         super().load_state_dict(state_dict)
+        keep_group_settings("FusedAdam", self.param_groups, before, state_dict["param_groups"],
+                            ("decoupled_weight_decay",))
         params = [p for group in self.param_groups for p in group["params"]]
         for k, (pid, p) in enumerate(zip(ids, params)):
             if pid not in saved:
