@@ -61,7 +61,7 @@ class KernelLoader:
                 loaded = builder.load_with_origin(verbose=False)
             except Exception as exc:  # any build/load failure: the torch path still gives correct results
                 self._failure = str(exc) or type(exc).__name__
-                warnings.warn(self.warning.format(reason=self._failure), RuntimeWarning, stacklevel=_callers_level())
+                warnings.warn(self.warning.format(reason=self._failure), RuntimeWarning, stacklevel=callers_stacklevel())
                 return None
             self._module, self.origin, self.variant = loaded.module, loaded.origin, loaded.variant
         return self._module
@@ -79,7 +79,7 @@ class KernelLoader:
         return None if self._failure is None else f"the op could not be loaded: {self._failure}"
 
 
-def _callers_level() -> int:
+def callers_stacklevel() -> int:
     """The ``stacklevel`` that makes a warning name the first line outside accelops and torch (the user's
     ``opt.step()``), however deep the op dispatch is."""
     frame, level = sys._getframe(2), 2  # 1 is the frame that warns

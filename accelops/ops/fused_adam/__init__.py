@@ -19,7 +19,7 @@ from torch import Tensor
 
 from .._distinct_params import DistinctParamsMixin
 from ..adam_reference import adam_update_
-from ..loader import kernel_loader
+from ..loader import callers_stacklevel, kernel_loader
 from ..optim_args import AdamWModeAttribute, check_betas, check_saved_tensor, keep_group_settings
 from .validate import check_state, check_step, optimizer_labels
 
@@ -33,7 +33,7 @@ _LOADER = kernel_loader("FusedAdamBuilder", "FusedAdam: the fused_adam CUDA op i
 def _warn_once(key: str, message: str) -> None:
     if key not in _warned:
         _warned.add(key)
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
+        warnings.warn(message, RuntimeWarning, stacklevel=callers_stacklevel())  # names the user's line
 
 
 def _load_cuda_module():
