@@ -4,7 +4,9 @@ Each op lives in its own folder (``cpu_adam/``, ``fused_adam/``, ``layer_norm/``
 (``build.py``); ``loader`` is the one kernel loader of every front end.
 
 Names are imported lazily on first access, so ``import accelops.ops`` imports no torch and builds
-nothing: ``from accelops.ops import CPUAdam`` loads ``accelops.ops.cpu_adam`` only then.
+nothing: ``from accelops.ops import CPUAdam`` loads ``accelops.ops.cpu_adam`` only then. DeepSpeed's module
+paths exist too: ``accelops.ops.adam`` (``DeepSpeedCPUAdam``, ``FusedAdam``), ``accelops.ops.adagrad``,
+``accelops.ops.lion``.
 """
 import importlib
 
@@ -15,6 +17,9 @@ _EXPORTS = {
     "FusedLayerNorm": "layer_norm",
     "fused_add_layer_norm": "layer_norm",
     "FusedAdam": "fused_adam",
+    "DeepSpeedCPUAdam": "cpu_adam",
+    "DeepSpeedCPUAdagrad": "cpu_adagrad",
+    "DeepSpeedCPULion": "cpu_lion",
 }
 
 __all__ = sorted(_EXPORTS)

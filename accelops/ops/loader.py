@@ -61,7 +61,8 @@ class KernelLoader:
                 loaded = builder.load_with_origin(verbose=False)
             except Exception as exc:  # any build/load failure: the torch path still gives correct results
                 self._failure = str(exc) or type(exc).__name__
-                warnings.warn(self.warning.format(reason=self._failure), RuntimeWarning, stacklevel=callers_stacklevel())
+                warnings.warn(self.warning.format(reason=self._failure), RuntimeWarning,
+                              stacklevel=callers_stacklevel())
                 return None
             self._module, self.origin, self.variant = loaded.module, loaded.origin, loaded.variant
         return self._module

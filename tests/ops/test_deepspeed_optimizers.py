@@ -292,3 +292,16 @@ def test_fused_adam_signature_and_deepspeed_states():
     with pytest.warns(UserWarning, match="keeps decoupled_weight_decay=True"):
         opt.load_state_dict({**sd, "param_groups": [{**sd["param_groups"][0], "decoupled_weight_decay": False}]})
     assert opt.adam_w_mode is True
+
+
+def test_deepspeed_module_paths():
+    from accelops.ops.adagrad import DeepSpeedCPUAdagrad as adagrad
+    from accelops.ops.adam import DeepSpeedCPUAdam as adam
+    from accelops.ops.adam import FusedAdam
+    from accelops.ops.fused_adam import FusedAdam as fused
+    from accelops.ops.lion import DeepSpeedCPULion as lion
+
+    assert (adam, adagrad, lion, FusedAdam) == (DeepSpeedCPUAdam, DeepSpeedCPUAdagrad, DeepSpeedCPULion, fused)
+    import accelops.ops
+
+    assert accelops.ops.DeepSpeedCPUAdam is DeepSpeedCPUAdam

@@ -1,0 +1,4 @@
+"""DeepSpeed's ``deepspeed.ops.adagrad`` names: ``from accelops.ops.adagrad import DeepSpeedCPUAdagrad``."""
+from .cpu_adagrad import DeepSpeedCPUAdagrad
+
+__all__ = ["DeepSpeedCPUAdagrad"]
