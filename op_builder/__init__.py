@@ -13,11 +13,13 @@ from __future__ import annotations
 import importlib
 from typing import Dict, Optional, Type
 
-from .builder import CPUOpBuilder, CUDAOpBuilder, OpBuilder
+from .builder import (CPUOpBuilder, CUDAOpBuilder, MissingCUDAException, OpBuilder, TorchCPUOpBuilder,
+                      installed_cuda_version)
 from .errors import Compatibility, OpBuildError
 
-__all__ = ["ALL_OPS", "Compatibility", "CPUOpBuilder", "CUDAOpBuilder", "OpBuildError", "OpBuilder",
-           "all_ops", "get_builder_class"]
+__all__ = ["ALL_OPS", "Compatibility", "CPUOpBuilder", "CUDAOpBuilder", "MissingCUDAException", "OpBuildError",
+           "OpBuilder", "TorchCPUOpBuilder", "all_ops", "compatible_ops", "get_builder_class",
+           "installed_cuda_version"]
 
 _all_ops: Optional[Dict[str, Type[OpBuilder]]] = None
 
@@ -49,6 +51,12 @@ def get_builder_class(class_name: str, accelerator_name: Optional[str] = None) -
         known = ", ".join(sorted(c.__name__ for c in ops.values()))
         raise ValueError(f"unknown op builder {class_name!r}; known: {known}")
     return cls
+
+
+def compatible_ops() -> Dict[str, bool]:
+    """Op name -> whether it can be built or loaded here, as DeepSpeed's ``git_version_info.compatible_ops``
+    (runs each op's compatibility check: the compiler probe, nvcc for CUDA ops)."""
+    return {name: bool(cls().is_compatible()) for name, cls in all_ops().items()}
 
 
 def __getattr__(name: str):

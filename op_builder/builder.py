@@ -19,6 +19,7 @@ from types import ModuleType
 from typing import Dict, List, Optional
 
 from . import cpu_tier, toolchain
+from .deepspeed_api import DeepSpeedBuilderAPI, MissingCUDAException, cross_compile_arches, installed_cuda_version
 from .errors import Compatibility, OpBuildError
 
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
@@ -39,24 +40,41 @@ def _version() -> str:
     return __version__
 
 
+def _shown(path: Path, root: Path) -> str:
+    """``path`` relative to ``root`` when inside it (keys stay the same wherever the tree is), else absolute."""
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
 def _strip_flags() -> List[str]:
     """Linker flags that leave out the static symbol table (the exported ones stay): smaller objects."""
     return ["-s"] if sys.platform.startswith("linux") else []
 
 
-class OpBuilder:
-    """Base of every op builder; ops subclass ``CPUOpBuilder`` or ``CUDAOpBuilder``.
+class OpBuilder(DeepSpeedBuilderAPI):
+    """Base of every op builder: a plain C++ op (``-O3``, exact floating point); ops subclass ``CPUOpBuilder``
+    (adds CPU tiers and OpenMP) or ``CUDAOpBuilder``.
 
-    Subclasses set ``NAME`` (``DS_BUILD_<NAME>`` selects it for prebuilds) and implement ``sources()``;
-    ``include_paths()``, ``cxx_args()``, ``msvc_args()`` and ``extra_requirements()`` are optional.
+    Subclasses set ``NAME`` (``DS_BUILD_<NAME>``, also ``BUILD_VAR``, selects it for prebuilds) and implement
+    ``sources()``; ``include_paths()``, ``cxx_args()``, ``msvc_args()``, ``extra_ldflags()`` and
+    ``extra_requirements()`` are optional. DeepSpeed's builder API works too (``deepspeed_api``).
     """
 
     NAME: str = ""
-    KIND: str = ""  # "cpu" or "cuda": a label for reports; behaviour lives in the flavours' methods
+    KIND: str = "cpu"  # "cpu" or "cuda": a label for reports; behaviour lives in the flavours' methods
 
-    def __init__(self, accelerator_name: Optional[str] = None) -> None:
+    def __init__(self, name: Optional[str] = None, accelerator_name: Optional[str] = None) -> None:
+        """``name`` is DeepSpeed's ``super().__init__(name=self.NAME)``; it must match ``NAME`` when both are
+        set. ``accelerator_name`` is what ``get_accelerator().create_op_builder`` passes."""
+        if name and self.NAME and name != self.NAME:
+            raise ValueError(f"{type(self).__name__}: name={name!r} differs from its NAME {self.NAME!r}")
+        if name and not self.NAME:
+            self.NAME = name
         if not self.NAME:
             raise TypeError(f"{type(self).__name__} is not an op builder (no NAME); use a subclass")
+        self.name = self.NAME
         self.accelerator_name = accelerator_name
 
     # ------------------------------------------------------------------ declared by ops
@@ -84,14 +102,21 @@ class OpBuilder:
         """The folder ``sources()`` and ``include_paths()`` are relative to."""
         return CSRC
 
-    # ------------------------------------------------------------------ flavour (CPU or CUDA)
+    # ------------------------------------------------------------------ flavour (plain C++, CPU or CUDA)
     def variant(self) -> str:
-        """What a build on this machine is specialised for: the CPU tier, or ``cuda``/``hip``."""
-        raise NotImplementedError
+        """What a build on this machine is specialised for: the CPU tier, ``cuda``/``hip``; ``host`` for a plain
+        C++ op."""
+        return "host"
 
     def build_args(self, variant: str) -> Dict[str, List[str]]:
         """Flags of one build: ``cflags``, ``cuda_cflags`` and ``ldflags`` (engine + op flags, no GPU arches)."""
-        raise NotImplementedError
+        msvc = toolchain.is_msvc()
+        return {"cflags": ["/O2" if msvc else "-O3"] + cpu_tier.exact_fp_flags(msvc) + self.host_args(),
+                "cuda_cflags": [], "ldflags": self.link_args()}
+
+    def link_args(self) -> List[str]:
+        """The engine's linker flags plus ``extra_ldflags()``."""
+        return ([] if toolchain.is_msvc() else _strip_flags()) + self.extra_ldflags()
 
     def arch_flags(self, variant: str) -> List[str]:
         """GPU arch flags of a build on this machine (may run nvcc); none for CPU ops."""
@@ -107,7 +132,7 @@ class OpBuilder:
 
     def prebuild_variants(self, cpu_tiers: List[str]) -> List[str]:
         """The variants a prebuild makes: every tier of ``cpu_tiers`` for CPU ops, this machine's for GPU ops."""
-        raise NotImplementedError
+        return [self.variant()]
 
     def prebuilt_candidates(self) -> List[str]:
         """Installed variants this machine may load, best first."""
@@ -120,12 +145,14 @@ class OpBuilder:
 
     def setuptools_extension(self, module: str, variant: str, csrc_rel: str):
         """The setuptools extension that prebuilds ``variant`` as ``module``; paths relative to setup.py."""
-        raise NotImplementedError
+        from torch.utils.cpp_extension import CppExtension
+
+        return CppExtension(**self._extension_kwargs(module, variant, csrc_rel))
 
     def _extension_kwargs(self, module: str, variant: str, csrc_rel: str) -> dict:
         args = self.build_args(variant)
-        return dict(name=module, sources=[f"{csrc_rel}/{s}" for s in self.sources()],
-                    include_dirs=[os.path.abspath(f"{csrc_rel}/{p}") for p in self.include_paths()],
+        return dict(name=module, sources=[os.path.join(csrc_rel, s) for s in self.sources()],
+                    include_dirs=[os.path.abspath(os.path.join(csrc_rel, p)) for p in self.include_paths()],
                     extra_compile_args={"cxx": args["cflags"]}, extra_link_args=args["ldflags"])
 
     # ------------------------------------------------------------------ flags and keys
@@ -161,7 +188,7 @@ class OpBuilder:
         return _digest({
             "op": self.NAME,
             "variant": variant,
-            "files": [(p.relative_to(root).as_posix(), _file_digest(p)) for p in self._hashed_files()],
+            "files": [(_shown(p, root), _file_digest(p)) for p in self._hashed_files()],
             "include_paths": self.include_paths(),
             "args": self.build_args(variant),
         })
@@ -259,7 +286,7 @@ class CPUOpBuilder(OpBuilder):
             "cflags": optimise + cpu_tier.tier_flags(variant, msvc=msvc) + cpu_tier.exact_fp_flags(msvc)
             + omp["cflags"] + self.host_args(),
             "cuda_cflags": [],
-            "ldflags": omp["ldflags"] + ([] if msvc else _strip_flags()),
+            "ldflags": omp["ldflags"] + self.link_args(),
         }
 
     def prebuild_variants(self, cpu_tiers: List[str]) -> List[str]:
@@ -270,11 +297,6 @@ class CPUOpBuilder(OpBuilder):
         if os.environ.get("ACCELOPS_CPU_TIER", "").strip():
             return [self.variant()]
         return cpu_tier.supported_tiers()
-
-    def setuptools_extension(self, module: str, variant: str, csrc_rel: str):
-        from torch.utils.cpp_extension import CppExtension
-
-        return CppExtension(**self._extension_kwargs(module, variant, csrc_rel))
 
 
 class CUDAOpBuilder(OpBuilder):
@@ -302,7 +324,7 @@ class CUDAOpBuilder(OpBuilder):
         device = self.hipcc_args() if variant == "hip" else self.nvcc_args()
         msvc = toolchain.is_msvc()
         return {"cflags": ["/O2" if msvc else "-O3"] + self.host_args(), "cuda_cflags": ["-O3"] + device,
-                "ldflags": [] if msvc else _strip_flags()}
+                "ldflags": self.link_args()}
 
     def arch_flags(self, variant: str) -> List[str]:
         """nvcc ``-gencode`` flags (runs nvcc for its defaults); none on ROCm, where torch passes
@@ -313,6 +335,14 @@ class CUDAOpBuilder(OpBuilder):
             return []
         arches, _ = cuda_checks.arch_list(cuda_checks.nvcc_path())
         return cuda_checks.gencode_flags(arches)
+
+    def compute_capability_args(self, cross_compile_archs=None) -> List[str]:
+        """DeepSpeed's name for the nvcc arch flags: ``-gencode`` for ``cross_compile_archs`` (``"8.0;9.0"`` or a
+        list) when given, else for ``TORCH_CUDA_ARCH_LIST``, the visible devices or nvcc's defaults."""
+        from . import cuda_checks
+
+        arches = cross_compile_arches(cross_compile_archs)
+        return cuda_checks.gencode_flags(arches) if arches else self.arch_flags(self.variant())
 
     def arch_key(self, variant: str) -> str:
         """``TORCH_CUDA_ARCH_LIST``, the visible devices, or nvcc's defaults (then nvcc's identity in the key
@@ -370,3 +400,10 @@ class CUDAOpBuilder(OpBuilder):
                 reasons += [error] if error else []
                 warnings += [warning] if warning else []
         return Compatibility(reasons, warnings)
+
+
+#: DeepSpeed's name of the CPU flavour (its CPU ops derive from ``TorchCPUOpBuilder``).
+TorchCPUOpBuilder = CPUOpBuilder
+
+__all__ = ["CPUOpBuilder", "CUDAOpBuilder", "MissingCUDAException", "OpBuilder", "TorchCPUOpBuilder",
+           "installed_cuda_version"]

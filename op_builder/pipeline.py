@@ -37,12 +37,13 @@ class Loaded(NamedTuple):
 _loaded: Dict[str, Loaded] = {}
 
 
-def load(builder, verbose: bool = True) -> Loaded:
-    """Load ``builder``'s op: prebuilt -> JIT cache -> JIT build (see the module docstring).
+def load(builder, verbose: bool = True, use_prebuilt: bool = True) -> Loaded:
+    """Load ``builder``'s op: prebuilt -> JIT cache -> JIT build (see the module docstring); ``use_prebuilt=False``
+    starts at the JIT cache.
 
     With ``verbose`` a skipped prebuilt module is logged with its reason; build progress is always logged.
     """
-    module, variant, skipped = prebuilt.load_prebuilt(builder)
+    module, variant, skipped = prebuilt.load_prebuilt(builder) if use_prebuilt else (None, None, None)
     if module is not None:
         return Loaded(module, "prebuilt", variant)
     if skipped and verbose:
