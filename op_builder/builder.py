@@ -64,6 +64,8 @@ class OpBuilder(DeepSpeedBuilderAPI):
 
     NAME: str = ""
     KIND: str = "cpu"  # "cpu" or "cuda": a label for reports; behaviour lives in the flavours' methods
+    #: What the op's front end runs where this op cannot load (ds_report shows it), or "" when nothing does.
+    TORCH_PATH: str = ""
 
     def __init__(self, name: Optional[str] = None, accelerator_name: Optional[str] = None) -> None:
         """``name`` is DeepSpeed's ``super().__init__(name=self.NAME)``; it must match ``NAME`` when both are

@@ -2,6 +2,7 @@
 
 ``variant`` and ``source`` describe the module that would load here: the prebuilt one when it fits this
 machine (``source`` "prebuilt"), else the JIT cache's ("cache") or a fresh build ("build"); None when none.
+``torch_path`` says what the op's front end runs where it cannot load (FusedAdam's pure-torch step), if anything.
 
 Nothing here compiles or imports an op; each row's probes are guarded so one broken op becomes a row
 with its reason instead of a crash.
@@ -14,7 +15,8 @@ from typing import Any, Dict, List, Optional
 def _row(name: str, builder: Optional[str], kind: Optional[str]) -> Dict[str, Any]:
     """A row with nothing known yet: not compatible, not cached, no reasons."""
     return {"name": name, "builder": builder, "kind": kind, "variant": None, "source": None, "prebuilt": None,
-            "compatible": False, "reasons": [], "warnings": [], "cached": False, "cache_detail": None}
+            "compatible": False, "reasons": [], "warnings": [], "cached": False, "cache_detail": None,
+            "torch_path": None}
 
 
 def op_row(name: str, cls: type) -> Dict[str, Any]:
@@ -22,6 +24,7 @@ def op_row(name: str, cls: type) -> Dict[str, Any]:
     from accelops.op_builder.prebuilt import prebuilt_status
 
     row = _row(name, cls.__name__, getattr(cls, "KIND", None))
+    row["torch_path"] = getattr(cls, "TORCH_PATH", "") or None
     try:
         builder = cls()
         row["variant"] = builder.variant()

@@ -106,7 +106,7 @@ def op_lines(rows: List[Dict[str, Any]], paint: Painter, show_reasons: bool = Tr
     cells = [[row["name"], row.get("kind") or "-", row.get("variant") or "-", _prebuilt_cell(row.get("prebuilt")),
               "[OKAY]" if row["compatible"] else "[NO]",
               "yes" if row.get("cached") else ("no" if row["compatible"] else "-"),
-              row.get("source") or "- (cannot load)"] for row in rows]
+              row.get("source") or ("torch path" if row.get("torch_path") else "- (cannot load)")] for row in rows]
     table = _table(header, cells)
     lines = _section("ops (JIT: built on first use into the cache; prebuilt: installed with the wheel)")
     lines.append(" ".join(table[0]).rstrip())
@@ -117,6 +117,8 @@ def op_lines(rows: List[Dict[str, Any]], paint: Painter, show_reasons: bool = Tr
             continue
         for reason in row.get("reasons") or []:
             lines.append(f"    not compatible: {reason}")
+        if not row.get("source") and row.get("torch_path"):
+            lines.append(f"    runs without it: {row['torch_path']}")
         for warning in row.get("warnings") or []:
             lines.append(f"    {paint.warn('warning')}: {warning}")
         skipped = (row.get("prebuilt") or {}).get("reason")

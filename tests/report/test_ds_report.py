@@ -109,6 +109,16 @@ def test_cuda_ops_say_why_on_cpu_only_torch(as_json):
         assert not row["compatible"] and "CPU-only build" in row["reasons"][0]
 
 
+def test_ops_with_a_torch_path_say_they_still_run(plain, as_json):
+    """FusedAdam runs on CPU tensors through its torch step: the report says so next to 'not compatible'."""
+    rows = {row["name"]: row for row in as_json["ops"]}
+    assert "pure-torch" in rows["fused_adam"]["torch_path"] and rows["cpu_adam"]["torch_path"] is None
+    if not rows["fused_adam"]["compatible"]:
+        line = next(line for line in plain.stdout.splitlines() if line.startswith("fused_adam "))
+        assert line.endswith("torch path")
+        assert "runs without it: FusedAdam steps with its pure-torch path" in plain.stdout
+
+
 def test_missing_compiler_ninja_and_toolkit_become_rows_with_reasons(tmp_path):
     env = env_without(tmp_path)
     result = run_report("--json", env=env)

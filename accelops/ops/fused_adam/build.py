@@ -6,6 +6,7 @@ class FusedAdamBuilder(CUDAOpBuilder):
     """Builds ``csrc/cuda/adam``: kernel in a light ``.cu`` file, bindings in a ``.cpp`` file."""
 
     NAME = "fused_adam"
+    TORCH_PATH = "FusedAdam steps with its pure-torch path (CPU and every other device)"
 
     def sources(self):
         """Kernel and binding sources, relative to ``csrc/``."""

@@ -20,6 +20,7 @@ class FusedLayerNormBuilder(CUDAOpBuilder):
     """Builds ``csrc/cuda/layer_norm``: kernels in a light ``.cu`` file, bindings in a ``.cpp`` file."""
 
     NAME = "fused_layer_norm"
+    TORCH_PATH = "FusedLayerNorm runs the cpu_layer_norm op on CPU tensors, pure torch on other devices"
 
     def sources(self):
         """Kernel and binding sources, relative to ``csrc/``."""
