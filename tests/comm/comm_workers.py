@@ -189,8 +189,165 @@ def worker_launched_allreduce():
     return res
 
 
+def _deepspeed_calls(dist, torch, rank, n, marker_dir):
+    """DeepSpeed call shapes on ``dist`` (accelops.comm imported as deepspeed.comm would be)."""
+    import warnings
+    from datetime import timedelta
+
+    res = {}
+    t = torch.tensor([rank + 1.0, -float(rank)])
+    dist.all_reduce(t)  # default op: ReduceOp.SUM
+    res["all_reduce"] = t.tolist()
+    t = torch.tensor([float(rank)])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, prof=True, log_name="max_of_ranks", debug="caller")
+    res["all_reduce_ds_max"] = t.item()
+    t = torch.tensor([rank + 5.0])
+    work = dist.all_reduce(t, torch.distributed.ReduceOp.MIN, None, True)  # positional, torch's op, async
+    work.wait()
+    res["all_reduce_torch_min_async"] = t.item()
+    try:
+        dist.all_reduce(torch.ones(1), op="sum")
+    except ValueError as exc:
+        res["bad_op"] = str(exc)
+    t = torch.full((2,), float(rank))
+    dist.broadcast(t, n - 1)
+    res["broadcast"] = t.tolist()
+    t = torch.full((2,), rank + 3.0)
+    dist.broadcast(t, src=0, async_op=True).wait()
+    res["broadcast_async"] = t.tolist()
+    gathered = [torch.zeros(2) for _ in range(n)]
+    dist.all_gather(gathered, torch.tensor([float(rank), 10.0 + rank]))
+    res["all_gather"] = [g.tolist() for g in gathered]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = torch.zeros(2 * n)
+        dist.all_gather_into_tensor(out, torch.tensor([float(rank), 10.0 + rank]))
+        res["all_gather_into_tensor"] = out.tolist()
+        out = torch.zeros(1)
+        dist.reduce_scatter_tensor(out, torch.arange(n, dtype=torch.float32) + 100.0 * rank)
+        res["reduce_scatter_tensor"] = out.tolist()
+    res["deprecation_warnings"] = [str(w.message) for w in caught if issubclass(w.category, FutureWarning)]
+    # Uneven splits: rank r sends r + d + 1 copies of 100 r + d to rank d.
+    in_splits = [rank + d + 1 for d in range(n)]
+    out_splits = [s + rank + 1 for s in range(n)]
+    source = torch.cat([torch.full((k,), 100.0 * rank + d) for d, k in enumerate(in_splits)])
+    out = torch.zeros(sum(out_splits))
+    dist.all_to_all_single(out, source, output_split_sizes=out_splits, input_split_sizes=in_splits)
+    res["all_to_all_single_uneven"] = out.tolist()
+    out = torch.zeros(n)
+    dist.all_to_all_single(out, torch.arange(n, dtype=torch.float32) + 10.0 * rank)
+    res["all_to_all_single_even"] = out.tolist()
+    outs = [torch.zeros(1) for _ in range(n)]
+    dist.all_to_all(outs, [torch.tensor([100.0 * rank + d]) for d in range(n)])
+    res["all_to_all"] = [o.item() for o in outs]
+    t = torch.tensor([rank + 1.0])
+    dist.reduce(t, 0)
+    res["reduce_on_0"] = t.item() if rank == 0 else None
+    out = torch.zeros(1)
+    dist.reduce_scatter(out, [torch.tensor([100.0 * rank + d]) for d in range(n)])
+    res["reduce_scatter"] = out.item()
+    gathered = [torch.zeros(1) for _ in range(n)] if rank == 0 else None
+    dist.gather(torch.tensor([rank * 3.0]), gathered)
+    res["gather_on_0"] = [g.item() for g in gathered] if rank == 0 else None
+    t = torch.zeros(1)
+    dist.scatter(t, [torch.tensor([10.0 * i]) for i in range(n)] if rank == 0 else None)
+    res["scatter"] = t.item()
+    objects = [None] * n
+    dist.all_gather_object(objects, {"rank": rank})
+    res["all_gather_object"] = objects
+    shared = [{"from": rank}, rank]
+    dist.broadcast_object_list(shared, 0)
+    res["broadcast_object_list"] = shared
+    # send/recv around the ring; even ranks send first so blocking calls cannot deadlock.
+    nxt, prv = (rank + 1) % n, (rank - 1) % n
+    got = torch.zeros(1)
+    if rank % 2 == 0:
+        dist.send(torch.tensor([rank + 0.5]), nxt)
+        sender = dist.recv(got)  # src=None: any rank
+    else:
+        sender = dist.recv(got)
+        dist.send(torch.tensor([rank + 0.5]), nxt)
+    res["send_recv"] = [got.item(), sender]
+    got = torch.zeros(1)
+    if rank % 2 == 0:
+        dist.send(torch.tensor([rank + 0.25]), dst=nxt, tag=7)
+        dist.recv(got, src=prv, tag=7)
+    else:
+        dist.recv(got, src=prv, tag=7)
+        dist.send(torch.tensor([rank + 0.25]), dst=nxt, tag=7)
+    res["send_recv_tagged"] = got.item()
+    got = torch.zeros(1)
+    reqs = [dist.irecv(got, src=prv), dist.isend(torch.tensor([rank * 7.0]), nxt)]
+    res["isend_irecv_handles"] = [callable(getattr(req, "wait", None)) for req in reqs]
+    for req in reqs:
+        req.wait()
+    res["isend_irecv"] = got.item()
+    # barrier: rank 0 writes a marker late; nobody may pass the barrier before it exists.
+    marker = os.path.join(marker_dir, "ds_rank0_was_here")
+    if rank == 0:
+        time.sleep(0.5)
+        with open(marker, "w") as fh:
+            fh.write("x")
+    dist.barrier()
+    res["marker_after_barrier"] = os.path.exists(marker)
+    dist.barrier(async_op=True).wait()
+    dist.barrier(device_ids=[0])
+    dist.monitored_barrier(timeout=timedelta(seconds=30), wait_all_ranks=True)
+    if rank == 0:
+        os.remove(marker)
+    # Groups: every rank creates every group.
+    last = dist.new_group([n - 1])
+    everyone = dist.new_group(list(range(n)))
+    res["group_rank_in_last"] = dist.get_rank(last)
+    res["global_rank_of_last_0"] = dist.get_global_rank(last, 0) if rank == n - 1 else None
+    res["global_rank_default_group"] = dist.get_global_rank(group_rank=1)
+    res["world_group_is_torch_world"] = dist.get_world_group() is torch.distributed.group.WORLD
+    res["world_size_of_everyone"] = dist.get_world_size(everyone)
+    t = torch.tensor([2.0 + rank])
+    dist.all_reduce(t, op=dist.ReduceOp.PRODUCT, group=everyone)
+    res["product_in_group"] = t.item()
+    if rank == n - 1:
+        t = torch.tensor([42.0])
+        dist.all_reduce(t, group=last)
+        res["sum_in_group_of_one"] = t.item()
+        dist.destroy_process_group(last)
+    res["still_initialized_after_subgroup_destroy"] = dist.is_initialized()
+    return res
+
+
+def worker_deepspeed_api():
+    """DeepSpeed-style code with only the import changed: ``from accelops import comm as dist``."""
+    import dataclasses
+    from datetime import timedelta
+
+    import torch
+    from accelops import comm as dist
+
+    rank, n = int(os.environ["DSAPI_RANK"]), int(os.environ["DSAPI_WORLD_SIZE"])
+    res = {"before": [dist.is_initialized(), dist.get_rank(), dist.get_world_size()]}
+    info = dist.init_distributed(dist_backend="gloo", distributed_port=int(os.environ["DSAPI_PORT"]), verbose=False,
+                                 timeout=timedelta(seconds=INIT_TIMEOUT_S), rank=rank, world_size=n)
+    res["info"] = dataclasses.asdict(info)
+    res["exported"] = {k: os.environ.get(k) for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    res["helpers"] = [dist.get_rank(), dist.get_world_size(), dist.get_local_rank(), dist.is_initialized()]
+    res["not_required_again_same"] = dist.init_distributed(dist_init_required=False) == info
+    res.update(_deepspeed_calls(dist, torch, rank, n, os.environ["COMM_TEST_DIR"]))
+    dist.destroy_process_group()
+    res["after_destroy"] = [dist.is_initialized(), dist.get_rank(), dist.get_world_size()]
+    # DeepSpeed's documented tcp:// form: rank and world size as arguments, backend under accelops' old name.
+    tcp = f"tcp://127.0.0.1:{os.environ['COMM_TEST_TCP_PORT']}"
+    info = dist.init_distributed(backend="gloo", init_method=tcp, rank=rank, world_size=n,
+                                 timeout=INIT_TIMEOUT_S, verbose=False)
+    t = torch.tensor([rank + 1.0])
+    dist.all_reduce(t)
+    res["tcp"] = [info.init_method, info.source, t.item()]
+    dist.destroy_process_group()
+    return res
+
+
 if __name__ == "__main__":
-    result = {"collectives": worker_collectives, "launched_allreduce": worker_launched_allreduce}[sys.argv[1]]()
+    result = {"collectives": worker_collectives, "launched_allreduce": worker_launched_allreduce,
+              "deepspeed_api": worker_deepspeed_api}[sys.argv[1]]()
     line = json.dumps(result)
     os.write(1, (line + "\n").encode())  # one write: mpirun relays ranks' output chunk by chunk
     if os.environ.get("COMM_TEST_DIR"):

@@ -9,7 +9,8 @@ events = []
 sys.addaudithook(lambda e, a: events.append(e) if e in ("subprocess.Popen", "os.fork", "socket.bind",
                                                         "socket.connect") else None)
 import accelops.comm
-from accelops.comm import init_distributed, resolve_launch_env
+from accelops.comm import init_distributed, resolve_launch_env, all_reduce, ReduceOp, isend, barrier
+assert all_reduce.__defaults__[0] is ReduceOp.SUM
 print(json.dumps({"torch": [m for m in sys.modules if m == "torch" or m.startswith("torch.")],
                   "mpi4py": "mpi4py" in sys.modules, "threads": threading.active_count(), "events": events}))
 """
