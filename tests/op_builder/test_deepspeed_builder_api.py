@@ -115,3 +115,21 @@ def test_every_builder_class_imports_from_the_package_and_the_compatible_map():
     ops = compatible_ops()
     assert ops["cpu_adam"] is True and set(ops) >= {"cpu_adam", "cpu_adagrad", "cpu_lion", "fused_adam"}
     assert all(isinstance(v, bool) for v in ops.values())
+
+
+def test_git_version_info_names():
+    import subprocess
+    import sys
+
+    import accelops
+    from accelops import git_version_info
+
+    assert git_version_info.version == accelops.__version__
+    assert git_version_info.compatible_ops == compatible_ops()
+    assert set(git_version_info.installed_ops) == set(compatible_ops())
+    assert all(isinstance(v, bool) for v in git_version_info.installed_ops.values())
+    import torch
+
+    assert torch.__version__.startswith(git_version_info.torch_info["version"])
+    code = "import sys, accelops.git_version_info; print('torch' in sys.modules)"  # importing it does nothing
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
