@@ -305,3 +305,12 @@ def test_deepspeed_module_paths():
     import accelops.ops
 
     assert accelops.ops.DeepSpeedCPUAdam is DeepSpeedCPUAdam
+
+
+def test_fused_adam_amsgrad_is_the_error_type_deepspeed_raises():
+    from accelops.ops.fused_adam import FusedAdam
+
+    with pytest.raises(RuntimeError, match="amsgrad"):
+        FusedAdam([torch.zeros(2)], amsgrad=True)
+    with pytest.raises(ValueError, match="amsgrad"):
+        FusedAdam([torch.zeros(2)], amsgrad=True)

@@ -126,6 +126,10 @@ def _fused_adam_step_fake(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1
     return None
 
 
+class UnsupportedOptionError(ValueError, RuntimeError):
+    """An option FusedAdam does not implement; also a ``RuntimeError``, the type DeepSpeed's FusedAdam raises."""
+
+
 class FusedAdam(AdamWModeAttribute, DistinctParamsMixin, torch.optim.Optimizer):
     """Adam/AdamW that updates all parameters of a group with one multi-tensor kernel.
 
@@ -144,7 +148,7 @@ class FusedAdam(AdamWModeAttribute, DistinctParamsMixin, torch.optim.Optimizer):
     def __init__(self, params, lr=1e-3, bias_correction=True, betas=(0.9, 0.999), eps=1e-8, adam_w_mode=True,
                  weight_decay=0.0, amsgrad=False, set_grad_none=True, state_dtype=None):
         if amsgrad:
-            raise ValueError("FusedAdam does not support amsgrad")
+            raise UnsupportedOptionError("FusedAdam does not support amsgrad (the AMSGrad variant)")
         if not lr >= 0.0:
             raise ValueError(f"Invalid learning rate: {lr}")
         if not eps >= 0.0:
