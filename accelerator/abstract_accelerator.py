@@ -28,6 +28,9 @@ class Accelerator(abc.ABC):
     name: str = ""
     #: Detection order: candidates with a higher priority are probed first. CPU is 0.
     priority: int = 0
+    #: True when ``range_push``/``range_pop`` honour ``domain`` (NVTX domains); DeepSpeed's
+    #: profiling helpers only pass a domain when this is True.
+    supports_nvtx_domain: bool = False
 
     # ------------------------------------------------------------------ detection
     @classmethod
@@ -159,12 +162,30 @@ class Accelerator(abc.ABC):
         """Restart the peak counters behind ``max_memory_allocated``/``max_memory_reserved``."""
 
     @abc.abstractmethod
+    def reset_max_memory_allocated(self, device_index: Optional[int] = None) -> None:
+        """Restart the peak behind ``max_memory_allocated`` (torch's old name; resets every peak counter,
+        as ``reset_peak_memory_stats`` does)."""
+
+    @abc.abstractmethod
     def memory_reserved(self, device_index: Optional[int] = None) -> int:
         """Bytes held by the allocator, including cached blocks."""
 
     @abc.abstractmethod
     def max_memory_reserved(self, device_index: Optional[int] = None) -> int:
         """Peak of ``memory_reserved`` since start or the last reset."""
+
+    @abc.abstractmethod
+    def memory_cached(self, device_index: Optional[int] = None) -> int:
+        """torch's old name for ``memory_reserved``: same value, an ``int`` of bytes."""
+
+    @abc.abstractmethod
+    def max_memory_cached(self, device_index: Optional[int] = None) -> int:
+        """torch's old name for ``max_memory_reserved``: same value, an ``int`` of bytes."""
+
+    @abc.abstractmethod
+    def reset_max_memory_cached(self, device_index: Optional[int] = None) -> None:
+        """Restart the peak behind ``max_memory_cached`` (resets every peak counter, as
+        ``reset_peak_memory_stats`` does)."""
 
     @abc.abstractmethod
     def memory_stats(self, device_index: Optional[int] = None) -> Dict[str, Any]:
@@ -191,14 +212,72 @@ class Accelerator(abc.ABC):
     def supported_dtypes(self) -> List[Any]:
         """Return the floating ``torch.dtype`` values usable for training, fp32 first."""
 
+    # ------------------------------------------------------------------ tensor types
+    # Each is a callable (``accelerator.tensor_types.TensorType``) that makes tensors of its dtype on
+    # this device type, called like ``torch.FloatTensor``: ``FloatTensor([1.0, 2.0])`` copies data,
+    # ``FloatTensor(2, 3)`` is an uninitialised 2x3 tensor. Calling one needs a device.
+    @property
+    @abc.abstractmethod
+    def FloatTensor(self) -> Any:
+        """Constructor of ``torch.float32`` tensors on this device."""
+
+    @property
+    @abc.abstractmethod
+    def DoubleTensor(self) -> Any:
+        """Constructor of ``torch.float64`` tensors on this device."""
+
+    @property
+    @abc.abstractmethod
+    def HalfTensor(self) -> Any:
+        """Constructor of ``torch.float16`` tensors on this device."""
+
+    @property
+    @abc.abstractmethod
+    def BFloat16Tensor(self) -> Any:
+        """Constructor of ``torch.bfloat16`` tensors on this device."""
+
+    @property
+    @abc.abstractmethod
+    def ByteTensor(self) -> Any:
+        """Constructor of ``torch.uint8`` tensors on this device."""
+
+    @property
+    @abc.abstractmethod
+    def IntTensor(self) -> Any:
+        """Constructor of ``torch.int32`` tensors on this device."""
+
+    @property
+    @abc.abstractmethod
+    def LongTensor(self) -> Any:
+        """Constructor of ``torch.int64`` tensors on this device."""
+
     # ------------------------------------------------------------------ host memory
     @abc.abstractmethod
-    def pin_memory(self, tensor: Any, align_bytes: int = 1) -> Any:
-        """Return a page-locked copy of a CPU ``tensor`` (the tensor itself where pinning is moot)."""
+    def pin_memory(self, tensor: Any, make_copy: bool = True, match_shape: bool = True) -> Any:
+        """Return page-locked host memory for the CPU ``tensor``.
+
+        ``make_copy=True``: a page-locked copy of ``tensor`` (on devices that read host memory
+        directly, CPU and MPS, the tensor itself). ``make_copy=False``: ``tensor`` is only a template
+        and a new buffer of its dtype with undefined contents is returned, shaped like ``tensor``
+        (``match_shape=True``) or flat with ``tensor.numel()`` elements (``match_shape=False``).
+        Raises ``TypeError`` for a non-tensor and ``ValueError`` for a tensor not on the CPU.
+        """
 
     @abc.abstractmethod
     def is_pinned(self, tensor: Any) -> bool:
         """True when ``tensor`` lives in page-locked host memory usable by this device."""
+
+    def unpin_memory(self, tensor: Any) -> None:
+        """Release page-locking that a backend's own pinning pool applied to ``tensor``.
+
+        accelops pins through torch's allocator, which unpins when the tensor is freed, so this
+        returns ``None`` and changes nothing. Raises ``TypeError`` for a non-tensor.
+        """
+        import torch
+
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"unpin_memory() expects a torch.Tensor, got {type(tensor).__name__}")
+        return None
 
     @abc.abstractmethod
     def on_accelerator(self, tensor: Any) -> bool:
@@ -219,12 +298,25 @@ class Accelerator(abc.ABC):
 
     # ------------------------------------------------------------------ profiling ranges
     @abc.abstractmethod
-    def range_push(self, msg: str) -> None:
-        """Open a named range visible in profiler timelines (NVTX on CUDA)."""
+    def range_push(self, msg: str, domain: Optional[str] = None, category: Any = None) -> None:
+        """Open a range named ``msg`` visible in profiler timelines (NVTX on CUDA).
+
+        ``domain`` groups ranges (an NVTX domain where ``supports_nvtx_domain``; elsewhere a separate
+        stack of ranges); ``category`` is an NVTX category, ignored where there is none.
+        """
 
     @abc.abstractmethod
-    def range_pop(self) -> None:
-        """Close the innermost range opened by ``range_push``."""
+    def range_pop(self, domain: Optional[str] = None) -> None:
+        """Close the innermost range opened by ``range_push`` with the same ``domain``."""
+
+    # ------------------------------------------------------------------ deferred work
+    @abc.abstractmethod
+    def lazy_call(self, callback: Any) -> None:
+        """Run ``callback()`` once the device runtime is initialised: now if it already is (or the device
+        needs no initialisation), else when it initialises. Does not initialise the device itself.
+
+        Returns ``None``. Raises ``TypeError`` when ``callback`` is not callable.
+        """
 
     # ------------------------------------------------------------------ distributed
     @abc.abstractmethod
@@ -248,6 +340,13 @@ class Accelerator(abc.ABC):
     def is_triton_supported(self) -> bool:
         """True when Triton kernels can run on this device."""
 
+    def prefer_triton_grouped_mm(self) -> bool:
+        """True when a Triton grouped GEMM beats ``torch._grouped_mm`` here (MoE expert layers).
+
+        False unless a backend knows better (CUDA sm7x/sm8x with Triton installed).
+        """
+        return False
+
     @abc.abstractmethod
     def get_compile_backend(self) -> str:
         """Return the ``torch.compile`` backend name used for this device."""
@@ -267,6 +366,17 @@ class Accelerator(abc.ABC):
     @abc.abstractmethod
     def create_op_builder(self, class_name: str) -> Any:
         """Return a new instance of ``get_op_builder(class_name)``."""
+
+    @abc.abstractmethod
+    def op_builder_dir(self) -> str:
+        """Return the dotted module path holding the op builders (``'accelops.op_builder'``).
+
+        ``getattr(importlib.import_module(op_builder_dir()), "CPUAdamBuilder")`` is a builder class.
+        """
+
+    @abc.abstractmethod
+    def build_extension(self) -> type:
+        """Return the setuptools ``build_ext`` command class for ops (torch's ``BuildExtension``)."""
 
     # ------------------------------------------------------------------ shared helpers
     def __repr__(self) -> str:

@@ -36,7 +36,8 @@ class HostEvent:
 
 
 class CpuAccelerator(TorchDeviceAccelerator):
-    """The CPU. ``device_count()`` is ``LOCAL_SIZE`` (ranks sharing this host) or 1.
+    """The CPU. ``device_count()`` is the number of ranks sharing this host: ``LOCAL_SIZE`` (DeepSpeed's
+    launcher, MPI), else ``LOCAL_WORLD_SIZE`` (torchrun), else 1.
 
     Every local rank uses the one host device, so ``device_name(i)`` is always ``'cpu'``.
     Memory figures describe this process (resident set) and the host (total/available).
@@ -45,6 +46,9 @@ class CpuAccelerator(TorchDeviceAccelerator):
     name = "cpu"
     priority = 0
     export_env_prefixes = ["OMP", "KMP", "MKL", "CCL", "I_MPI", "FI_"]
+    pins_host_memory = False  # the CPU reads ordinary host memory
+    #: Variables naming the ranks on this host, first set one wins.
+    local_size_envs = ("LOCAL_SIZE", "LOCAL_WORLD_SIZE")
 
     def __init__(self) -> None:
         super().__init__()
@@ -83,15 +87,22 @@ class CpuAccelerator(TorchDeviceAccelerator):
         return "cpu"
 
     def device_count(self) -> int:
-        value = os.environ.get("LOCAL_SIZE", "").strip()
-        if not value:
+        """Ranks on this host (see the class docstring), so every local rank has a device index.
+
+        Raises ``ValueError`` when the variable in use is not a positive integer.
+        """
+        for env in self.local_size_envs:
+            value = os.environ.get(env, "").strip()
+            if value:
+                break
+        else:
             return 1
         try:
             count = int(value)
         except ValueError:
-            raise ValueError(f"LOCAL_SIZE must be a positive integer, got {value!r}") from None
+            raise ValueError(f"{env} must be a positive integer, got {value!r}") from None
         if count < 1:
-            raise ValueError(f"LOCAL_SIZE must be a positive integer, got {value!r}")
+            raise ValueError(f"{env} must be a positive integer, got {value!r}")
         return count
 
     def _check_index(self, device_index: Optional[int]) -> None:
@@ -186,13 +197,15 @@ class CpuAccelerator(TorchDeviceAccelerator):
         return True
 
     def is_fp16_supported(self) -> bool:
-        return True
+        """True when oneDNN has native float16 kernels for this CPU (e.g. AVX512-FP16 or AMX-FP16 on x86),
+        as torch reports it; False otherwise or when torch was built without oneDNN."""
+        torch = self._torch
+        try:
+            return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_fp16_supported())
+        except (AttributeError, RuntimeError):
+            return False
 
     # ------------------------------------------------------------------ host memory
-    def pin_memory(self, tensor, align_bytes: int = 1):
-        """CPU tensors are already where the CPU reads them: returned unchanged, not copied."""
-        return tensor
-
     def is_pinned(self, tensor) -> bool:
         try:
             return bool(tensor.is_pinned())
@@ -209,3 +222,7 @@ class CpuAccelerator(TorchDeviceAccelerator):
             except Exception:
                 self._comm_backend = "gloo"
         return self._comm_backend
+
+
+#: DeepSpeed's name for this class.
+CPU_Accelerator = CpuAccelerator

@@ -1,9 +1,15 @@
 """NVIDIA CUDA, and AMD ROCm through the HIP build of torch (which also answers to ``torch.cuda``)."""
 from __future__ import annotations
 
-from typing import List, Tuple
+import importlib.util
+from typing import Any, Dict, List, Optional, Tuple
 
 from .torch_device_accelerator import TorchDeviceAccelerator
+
+
+def triton_installed() -> bool:
+    """True when the ``triton`` package can be imported (looked up, not imported)."""
+    return importlib.util.find_spec("triton") is not None
 
 
 class CudaAccelerator(TorchDeviceAccelerator):
@@ -12,6 +18,7 @@ class CudaAccelerator(TorchDeviceAccelerator):
     name = "cuda"
     priority = 100
     comm_backend = "nccl"  # RCCL answers to the same name on ROCm builds
+    supports_nvtx_domain = True
     export_env_prefixes = ["NCCL", "CUDA", "RCCL", "HIP", "ROCR", "PYTORCH_CUDA_ALLOC_CONF"]
 
     @classmethod
@@ -57,6 +64,17 @@ class CudaAccelerator(TorchDeviceAccelerator):
         major, _minor = self._module.get_device_capability()
         return major >= 7
 
+    def prefer_triton_grouped_mm(self) -> bool:
+        """True on CUDA compute capability 7.x and 8.x with Triton installed, where ``torch._grouped_mm``
+        loops over groups (its fused kernel needs sm90), or whenever torch lacks ``_grouped_mm``.
+        False on ROCm, without Triton and without a device."""
+        if self.is_rocm or not self.is_available() or not triton_installed():
+            return False
+        if not hasattr(self._torch, "_grouped_mm"):
+            return True
+        major, _minor = self._module.get_device_capability()
+        return 7 <= major < 9
+
     # Graphs
     def create_graph(self):
         return self._module.CUDAGraph()
@@ -68,8 +86,34 @@ class CudaAccelerator(TorchDeviceAccelerator):
         graph.replay()
 
     # NVTX / roctx ranges
-    def range_push(self, msg: str) -> None:
-        self._module.nvtx.range_push(msg)
+    def _nvtx_domain(self, domain: Optional[str]) -> Any:
+        """The ``nvtx`` package's domain object for ``domain``; None for no domain or without that package
+        (the range then goes to torch's NVTX stack, so pushes and pops still pair up)."""
+        if domain is None:
+            return None
+        domains: Dict[str, Any] = self.__dict__.setdefault("_nvtx_domains", {})
+        if domain not in domains:
+            try:
+                import nvtx
+            except ImportError:
+                nvtx = None
+            domains[domain] = nvtx.get_domain(domain) if nvtx is not None else None
+        return domains[domain]
 
-    def range_pop(self) -> None:
-        self._module.nvtx.range_pop()
+    def range_push(self, msg: str, domain: Optional[str] = None, category: Any = None) -> None:
+        nvtx_domain = self._nvtx_domain(domain)
+        if nvtx_domain is None:
+            self._module.nvtx.range_push(msg)
+        else:
+            nvtx_domain.push_range(message=msg, category=category)
+
+    def range_pop(self, domain: Optional[str] = None) -> None:
+        nvtx_domain = self._nvtx_domain(domain)
+        if nvtx_domain is None:
+            self._module.nvtx.range_pop()
+        else:
+            nvtx_domain.pop_range()
+
+
+#: DeepSpeed's name for this class.
+CUDA_Accelerator = CudaAccelerator

@@ -21,3 +21,7 @@ class HpuAccelerator(TorchDeviceAccelerator):
 
     def is_bf16_supported(self) -> bool:
         return self.is_available()
+
+
+#: DeepSpeed's name for this class.
+HPU_Accelerator = HpuAccelerator

@@ -11,6 +11,7 @@ class MpsAccelerator(TorchDeviceAccelerator):
     name = "mps"
     priority = 60
     comm_backend = "gloo"
+    pins_host_memory = False  # unified memory: the GPU reads host tensors as they are
 
     @classmethod
     def probe(cls) -> Tuple[bool, str]:
@@ -97,3 +98,11 @@ class MpsAccelerator(TorchDeviceAccelerator):
 
     def is_bf16_supported(self) -> bool:
         return self.is_available()
+
+    def is_pinned(self, tensor) -> bool:
+        """True for every CPU tensor: with unified memory the GPU reads host memory directly."""
+        return tensor.device.type == "cpu"
+
+
+#: DeepSpeed's name for this class.
+MPS_Accelerator = MpsAccelerator

@@ -18,3 +18,7 @@ class NpuAccelerator(TorchDeviceAccelerator):
     @classmethod
     def probe(cls) -> Tuple[bool, str]:
         return probe_device_files(["/dev/davinci[0-9]*"], cls.vendor_module, "Ascend")
+
+
+#: DeepSpeed's name for this class.
+NPU_Accelerator = NpuAccelerator

@@ -187,6 +187,13 @@ def get_accelerator() -> Accelerator:
         return _accelerator
 
 
+def is_current_accelerator_supported() -> bool:
+    """True when the current accelerator (selected first if needed) is one of accelops' built-in backends
+    (cuda, xpu, hpu, npu, mps, cpu); False for a plugin or ``set_accelerator()`` object of another device
+    type. Like DeepSpeed's, it compares ``get_accelerator().device_name()``."""
+    return get_accelerator().device_name() in _BUILTIN_BACKENDS
+
+
 def set_accelerator(accelerator: Accelerator) -> None:
     """Make ``accelerator`` the process-wide accelerator returned by ``get_accelerator()``.
 

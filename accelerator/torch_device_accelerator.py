@@ -9,6 +9,7 @@ import functools
 from typing import Any, ContextManager, Dict, List, Optional
 
 from .abstract_accelerator import Accelerator
+from .tensor_types import TENSOR_TYPES, TensorType
 
 
 def check_device_index(device_index: Any, count: int, name: str) -> int:
@@ -35,6 +36,8 @@ class TorchDeviceAccelerator(Accelerator):
     export_env_prefixes: List[str] = []
     #: ``torch.distributed`` backend name.
     comm_backend: str = "gloo"
+    #: False where the device reads ordinary host memory (CPU, unified memory): nothing to page-lock.
+    pins_host_memory: bool = True
 
     def __init__(self) -> None:
         self._compile_backend = "inductor"
@@ -69,6 +72,10 @@ class TorchDeviceAccelerator(Accelerator):
                     f"visible_devices_envs); unset DS_ACCELERATOR or run on a {self.name} machine for device calls")
             self.__dict__["_seen_available"] = True
         return self._module
+
+    def _require_device(self) -> None:
+        """Raise ``_device``'s clear ``RuntimeError`` when this backend has no usable device."""
+        self._device  # noqa: B018 - the property does the check
 
     def _index(self, device_index: Optional[int]) -> int:
         if device_index is None:
@@ -174,6 +181,19 @@ class TorchDeviceAccelerator(Accelerator):
     def reset_peak_memory_stats(self, device_index: Optional[int] = None) -> None:
         self._device.reset_peak_memory_stats(self._index(device_index))
 
+    # torch's deprecated names, kept by DeepSpeed: one meaning each, whatever the backend.
+    def reset_max_memory_allocated(self, device_index: Optional[int] = None) -> None:
+        self.reset_peak_memory_stats(device_index)
+
+    def memory_cached(self, device_index: Optional[int] = None) -> int:
+        return self.memory_reserved(device_index)
+
+    def max_memory_cached(self, device_index: Optional[int] = None) -> int:
+        return self.max_memory_reserved(device_index)
+
+    def reset_max_memory_cached(self, device_index: Optional[int] = None) -> None:
+        self.reset_peak_memory_stats(device_index)
+
     def memory_reserved(self, device_index: Optional[int] = None) -> int:
         return int(self._device.memory_reserved(self._index(device_index)))
 
@@ -208,9 +228,50 @@ class TorchDeviceAccelerator(Accelerator):
             dtypes.append(self._torch.float16)
         return dtypes
 
+    # ------------------------------------------------------------------ tensor types
+    def _tensor_type(self, type_name: str) -> TensorType:
+        dtype = getattr(self._torch, TENSOR_TYPES[type_name])
+        return TensorType(type_name, dtype, self.name, ensure_device=self._require_device)
+
+    @property
+    def FloatTensor(self) -> TensorType:
+        return self._tensor_type("FloatTensor")
+
+    @property
+    def DoubleTensor(self) -> TensorType:
+        return self._tensor_type("DoubleTensor")
+
+    @property
+    def HalfTensor(self) -> TensorType:
+        return self._tensor_type("HalfTensor")
+
+    @property
+    def BFloat16Tensor(self) -> TensorType:
+        return self._tensor_type("BFloat16Tensor")
+
+    @property
+    def ByteTensor(self) -> TensorType:
+        return self._tensor_type("ByteTensor")
+
+    @property
+    def IntTensor(self) -> TensorType:
+        return self._tensor_type("IntTensor")
+
+    @property
+    def LongTensor(self) -> TensorType:
+        return self._tensor_type("LongTensor")
+
     # ------------------------------------------------------------------ host memory
-    def pin_memory(self, tensor, align_bytes: int = 1):
-        return tensor.pin_memory()
+    def pin_memory(self, tensor, make_copy: bool = True, match_shape: bool = True):
+        if not isinstance(tensor, self._torch.Tensor):
+            raise TypeError(f"pin_memory() expects a torch.Tensor, got {type(tensor).__name__}")
+        if tensor.device.type != "cpu":
+            raise ValueError(f"pin_memory() takes a CPU tensor (host memory), got one on {tensor.device}")
+        shape = tuple(tensor.shape) if match_shape else (tensor.numel(),)
+        if not self.pins_host_memory:  # nothing to page-lock: the tensor itself, or a fresh buffer
+            return tensor if make_copy else tensor.new_empty(shape)
+        self._require_device()
+        return tensor.pin_memory() if make_copy else tensor.new_empty(shape, pin_memory=True)
 
     def is_pinned(self, tensor) -> bool:
         return bool(tensor.is_pinned())
@@ -229,11 +290,23 @@ class TorchDeviceAccelerator(Accelerator):
         raise NotImplementedError(f"{self.name} has no graph capture in accelops")
 
     # ------------------------------------------------------------------ profiling ranges
-    def range_push(self, msg: str) -> None:
-        _profiler_ranges.push(msg)
+    def range_push(self, msg: str, domain: Optional[str] = None, category=None) -> None:
+        _profiler_ranges.push(msg, domain)
 
-    def range_pop(self) -> None:
-        _profiler_ranges.pop()
+    def range_pop(self, domain: Optional[str] = None) -> None:
+        _profiler_ranges.pop(domain)
+
+    # ------------------------------------------------------------------ deferred work
+    def lazy_call(self, callback) -> None:
+        """Queue ``callback`` with the device module's ``_lazy_call`` where it has one (CUDA, XPU, NPU),
+        else run it now (the runtime needs no separate initialisation)."""
+        if not callable(callback):
+            raise TypeError(f"lazy_call() expects a callable, got {type(callback).__name__}")
+        queue = getattr(self._device, "_lazy_call", None)
+        if queue is None:
+            callback()
+        else:
+            queue(callback)
 
     # ------------------------------------------------------------------ distributed
     def communication_backend_name(self) -> str:
@@ -274,32 +347,44 @@ class TorchDeviceAccelerator(Accelerator):
     def create_op_builder(self, class_name: str):
         return self.get_op_builder(class_name)()
 
+    def op_builder_dir(self) -> str:
+        return "accelops.op_builder"
+
+    def build_extension(self) -> type:
+        from torch.utils.cpp_extension import BuildExtension
+
+        return BuildExtension
+
 
 class _ProfilerRanges:
-    """Named ranges through ``torch.profiler.record_function``, for devices without NVTX-like APIs."""
+    """Named ranges through ``torch.profiler.record_function``, for devices without NVTX-like APIs.
+
+    One stack of open ranges per thread and per domain (``None`` is the default domain).
+    """
 
     def __init__(self) -> None:
         import threading
 
         self._local = threading.local()
 
-    def push(self, msg: str) -> None:
+    def push(self, msg: str, domain: Optional[str] = None) -> None:
         from torch.profiler import record_function
 
         scope = record_function(str(msg))
         scope.__enter__()
-        self._stack().append(scope)
+        self._stack(domain).append(scope)
 
-    def pop(self) -> None:
-        stack = self._stack()
+    def pop(self, domain: Optional[str] = None) -> None:
+        stack = self._stack(domain)
         if not stack:
-            raise RuntimeError("range_pop() called without a matching range_push()")
+            where = "" if domain is None else f" in domain {domain!r}"
+            raise RuntimeError(f"range_pop() called without a matching range_push(){where}")
         stack.pop().__exit__(None, None, None)
 
-    def _stack(self) -> list:
-        if not hasattr(self._local, "stack"):
-            self._local.stack = []
-        return self._local.stack
+    def _stack(self, domain: Optional[str]) -> list:
+        if not hasattr(self._local, "stacks"):
+            self._local.stacks = {}
+        return self._local.stacks.setdefault(domain, [])
 
 
 _profiler_ranges = _ProfilerRanges()

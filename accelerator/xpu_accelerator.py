@@ -40,3 +40,7 @@ class XpuAccelerator(TorchDeviceAccelerator):
 
     def is_triton_supported(self) -> bool:
         return self.is_available()
+
+
+#: DeepSpeed's name for this class.
+XPU_Accelerator = XpuAccelerator

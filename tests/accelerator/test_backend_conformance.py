@@ -22,7 +22,9 @@ is_bf16_supported is_fp16_supported supported_dtypes pin_memory is_pinned on_acc
 capture_to_graph replay_graph range_push range_pop communication_backend_name visible_devices_envs
 set_visible_devices_envs export_envs is_synchronized_device resolves_data_dependency
 handles_memory_backpressure use_host_timers is_triton_supported get_compile_backend set_compile_backend
-create_op_builder get_op_builder
+create_op_builder get_op_builder op_builder_dir build_extension lazy_call memory_cached max_memory_cached
+reset_max_memory_allocated reset_max_memory_cached FloatTensor DoubleTensor HalfTensor BFloat16Tensor ByteTensor
+IntTensor LongTensor
 """.split()
 
 
