@@ -67,3 +67,8 @@ def __getattr__(name: str):
         if cls is not None:
             return cls
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    """The package's names plus every op's builder class name (they resolve through ``__getattr__``)."""
+    return sorted(set(globals()) | {cls.__name__ for cls in all_ops().values()})

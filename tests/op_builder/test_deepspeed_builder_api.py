@@ -133,3 +133,10 @@ def test_git_version_info_names():
     assert torch.__version__.startswith(git_version_info.torch_info["version"])
     code = "import sys, accelops.git_version_info; print('torch' in sys.modules)"  # importing it does nothing
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_builder_names_are_listed_by_dir():
+    package = importlib.import_module("accelops.op_builder")
+    names = dir(package)
+    assert {"CPUAdamBuilder", "FusedAdamBuilder", "CPULionBuilder"} <= set(names)
+    assert all(getattr(package, name) is not None for name in names if name.endswith("Builder"))
