@@ -6,7 +6,7 @@ Each op lives in its own folder (``cpu_adam/``, ``fused_adam/``, ``layer_norm/``
 Names are imported lazily on first access, so ``import accelops.ops`` imports no torch and builds
 nothing: ``from accelops.ops import CPUAdam`` loads ``accelops.ops.cpu_adam`` only then. DeepSpeed's module
 paths exist too: ``accelops.ops.adam`` (``DeepSpeedCPUAdam``, ``FusedAdam``), ``accelops.ops.adagrad``,
-``accelops.ops.lion``.
+``accelops.ops.lion`` (``DeepSpeedCPULion``, ``FusedLion``).
 """
 import importlib
 
@@ -17,6 +17,7 @@ _EXPORTS = {
     "FusedLayerNorm": "layer_norm",
     "fused_add_layer_norm": "layer_norm",
     "FusedAdam": "fused_adam",
+    "FusedLion": "fused_lion",
     "DeepSpeedCPUAdam": "cpu_adam",
     "DeepSpeedCPUAdagrad": "cpu_adagrad",
     "DeepSpeedCPULion": "cpu_lion",

@@ -2,7 +2,7 @@
 import pytest
 
 from emu_build import build
-from emulated_kernels import EmulatedFusedAdam, EmulatedLayerNorm
+from emulated_kernels import EmulatedFusedAdam, EmulatedFusedLion, EmulatedLayerNorm
 
 
 @pytest.fixture(scope="session", params=["cuda", "rocm"])
@@ -20,6 +20,11 @@ def emulated_layer_norm(emulated_library):
 @pytest.fixture(scope="session")
 def emulated_fused_adam(emulated_library):
     return EmulatedFusedAdam(emulated_library)
+
+
+@pytest.fixture(scope="session")
+def emulated_fused_lion(emulated_library):
+    return EmulatedFusedLion(emulated_library)
 
 
 @pytest.fixture(params=["forward order", "reverse order"])

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "cuda_fused_adam.h"
+#include "cuda_fused_lion.h"
 #include "cuda_layer_norm.h"
 #include "cuda_runtime.h"
 
@@ -71,6 +72,25 @@ int emu_adam_step(int param_dtype, int state_dtype, int count, void* const* para
         return accelops::launch_fused_adam(param_dtype, state_dtype, tab, hyper, nullptr);
     };
     return accelops::fill_adam_tables(tensors.data(), tensors.size(), launch, max_blocks);
+}
+
+int emu_lion_max_tensors() { return accelops::kLionMaxTensors; }
+
+// One Lion step over `count` tensors of one dtype pair, through the binding's table filler and its
+// hyperparameter rounding (max_blocks < kLionMaxBlocks splits tables sooner). Returns 0, a cudaError_t
+// or kLionTooLarge; *launches counts the kernel launches.
+int emu_lion_step(int param_dtype, int state_dtype, int count, void* const* params, const void* const* grads,
+                  void* const* exp_avgs, const int64_t* numels, double lr, double beta1, double beta2,
+                  double weight_decay, int max_blocks, int* launches) {
+    std::vector<accelops::LionTensor> tensors(count);
+    for (int i = 0; i < count; ++i) tensors[i] = {params[i], grads[i], exp_avgs[i], numels[i]};
+    const accelops::LionHyper hyper = accelops::lion_hyper(lr, beta1, beta2, weight_decay);
+    *launches = 0;
+    auto launch = [&](const accelops::LionTable& tab) {
+        ++*launches;
+        return accelops::launch_fused_lion(param_dtype, state_dtype, tab, hyper, nullptr);
+    };
+    return accelops::fill_lion_tables(tensors.data(), tensors.size(), launch, max_blocks);
 }
 
 }  // extern "C"

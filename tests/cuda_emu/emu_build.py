@@ -15,7 +15,8 @@ from torch.utils.cpp_extension import include_paths
 HERE = Path(__file__).resolve().parent
 CSRC = HERE.parent.parent / "csrc"
 KERNEL_SOURCES = [CSRC / "cuda" / "layer_norm" / "layer_norm_kernel.cu",
-                  CSRC / "cuda" / "adam" / "fused_adam_kernel.cu"]
+                  CSRC / "cuda" / "adam" / "fused_adam_kernel.cu",
+                  CSRC / "cuda" / "lion" / "fused_lion_kernel.cu"]
 LAUNCH = re.compile(r"([A-Za-z_][\w:]*(?:<[^;()]*?>)?)\s*<<<(.*?)>>>\s*\(", re.S)
 
 

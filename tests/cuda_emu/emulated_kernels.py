@@ -162,3 +162,45 @@ class EmulatedFusedAdam:
             for t, g in zip(ts, guarded[k]):
                 t.copy_(g.tensor.view(t.shape))
         return launches.value
+
+
+class EmulatedFusedLion:
+    """accelops' multi-tensor fused Lion (the binding's table filler, its hyperparameter rounding and the
+    kernel) under the emulation."""
+
+    def __init__(self, lib):
+        self.lib = lib
+        lib.emu_lion_step.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int] + [ctypes.POINTER(_P)] * 3 + [
+            ctypes.POINTER(ctypes.c_int64)] + [ctypes.c_double] * 4 + [ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
+        self.max_tensors = lib.emu_lion_max_tensors()   # tensors per launch table (128 CUDA, 32 ROCm)
+
+    def step(self, params, grads, exp_avgs, lr, beta1, beta2, weight_decay, misalign=None, max_blocks=0,
+             numels=None):
+        """One step like accelops' fused_lion_step over tensors of one (param, state) dtype pair.
+
+        params and exp_avgs are updated in place (through guarded copies). misalign maps "param", "grad" or
+        "exp_avg" to an element shift of those tensors; max_blocks > 0 makes tables hold fewer chunks; numels
+        replaces the element counts passed to the launcher. Returns the number of kernel launches; raises on
+        a nonzero result.
+        """
+        misalign = misalign or {}
+        written = {"param": params, "exp_avg": exp_avgs}
+        guarded = {k: [GuardedTensor(t.contiguous(), SENTINEL, misalign.get(k, 0)) for t in ts]
+                   for k, ts in written.items()}
+        guarded["grad"] = [_guard_input(g, misalign.get("grad", 0)) for g in grads]
+        n = len(params)
+        ptrs = {k: (_P * n)(*(g.tensor.data_ptr() for g in gs)) for k, gs in guarded.items()}
+        sizes = numels if numels is not None else [p.numel() for p in params]
+        launches = ctypes.c_int(0)
+        err = self.lib.emu_lion_step(DTYPE_CODES[params[0].dtype], DTYPE_CODES[exp_avgs[0].dtype], n, ptrs["param"],
+                                     ptrs["grad"], ptrs["exp_avg"], (ctypes.c_int64 * n)(*sizes), lr, beta1, beta2,
+                                     weight_decay, max_blocks, ctypes.byref(launches))
+        if err != 0:
+            raise RuntimeError(f"fused Lion step failed with result {err}")
+        for name, gs in guarded.items():
+            for i, g in enumerate(gs):
+                g.check_guards(f"{name}[{i}]")
+        for k, ts in written.items():
+            for t, g in zip(ts, guarded[k]):
+                t.copy_(g.tensor.view(t.shape))
+        return launches.value

@@ -1,0 +1,59 @@
+"""The one validator of the fused Lion op: its fake implementation, its kernels and ``FusedLion`` raise the
+same clear errors, each naming the tensor in the caller's terms.
+
+Params and gradients are checked by fused Adam's ``check_param`` (same rules); ``check_state`` checks a
+param's ``exp_avg`` and ``check_step`` all the op's arguments. Nothing here touches a device: it reads
+metadata only, so fake tensors are checked the same way.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+
+from ..fused_adam.validate import Labels, _dense, _placed, check_param
+
+__all__ = ["Labels", "check_state", "check_step", "op_labels", "optimizer_labels"]
+
+
+def op_labels() -> Labels:
+    """The op's own names: ``fused_lion: params[i]``, ``grads[i]``, ``exp_avgs[i]``."""
+    return Labels("fused_lion", lambda i: f"params[{i}]", lambda i: f"grads[{i}]", lambda i, key: f"{key}s[{i}]")
+
+
+def optimizer_labels(index: Callable[[int], int], where: str = "of its group") -> Labels:
+    """FusedLion's names: ``param <index(i)> <where>``, its gradient and its state."""
+    return Labels("FusedLion", lambda i: f"param {index(i)} {where}", lambda i: f"the gradient of param {index(i)} {where}",
+                  lambda i, key: f"the state of param {index(i)} {where}: {key}")
+
+
+def check_state(labels: Labels, i: int, p: torch.Tensor, m, device: torch.device, first: int = 0) -> None:
+    """The i-th param's ``exp_avg``: dense, on ``device`` (that of param ``first``), contiguous, float32 or the
+    param dtype, of the param's shape."""
+    label = labels.state(i, "exp_avg")
+    _dense(label, m)
+    _placed(label, m, device, labels.param_name(first))
+    if m.dtype not in (torch.float32, p.dtype):
+        raise TypeError(f"{label} has dtype {m.dtype}; the state must be float32 or the param dtype {p.dtype}")
+    if m.shape != p.shape:
+        raise ValueError(f"{label} has shape {tuple(m.shape)}; it must have the param's shape {tuple(p.shape)}")
+
+
+def check_step(params, grads, exp_avgs, labels: Optional[Labels] = None) -> None:
+    """Raise a clear Python error for any input the kernels do not take (any device, fake tensors too):
+    list lengths, then every param with its gradient and its ``exp_avg``.
+
+    Bad input never reaches the C++ op this way; its own checks are a last line with constant messages.
+    """
+    labels = labels or op_labels()
+    n = len(params)
+    if not (len(grads) == n and len(exp_avgs) == n):
+        raise ValueError(f"fused_lion: params, grads and exp_avgs must have the same length, got {len(params)}, "
+                         f"{len(grads)}, {len(exp_avgs)}")
+    if n == 0:
+        return
+    _dense(labels.param(0), params[0])
+    device = params[0].device
+    for i in range(n):
+        check_param(labels, i, params[i], grads[i], device)
+        check_state(labels, i, params[i], exp_avgs[i], device)
