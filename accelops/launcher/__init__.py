@@ -1,0 +1,11 @@
+"""``ds_launch``: DeepSpeed's multi-node launcher on torchrun (``python -m accelops.launcher``).
+
+Modules, one job each: ``hostfile`` (the resource pool), ``resources`` (``--include``/``--exclude``,
+``--num_nodes``, ``--num_gpus``), ``environment`` (variables and devices every rank gets),
+``commands`` (the exact command lines), ``plan`` (all of it together, from the flags), ``cli``
+(flags, ``--dry_run``, the local run) and ``rank`` (the per-rank helper). Importing this package
+imports no torch and starts nothing.
+"""
+from .errors import LaunchError
+
+__all__ = ["LaunchError"]
