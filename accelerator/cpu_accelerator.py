@@ -7,7 +7,7 @@ import time
 from typing import Any, Dict, Optional, Tuple
 
 from . import host_memory
-from .torch_device_accelerator import TorchDeviceAccelerator, check_device_index
+from .torch_device import TorchDeviceAccelerator, check_device_index
 
 
 class HostEvent:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Any, Dict, List, Optional, Tuple
 
-from .torch_device_accelerator import TorchDeviceAccelerator
+from .torch_device import TorchDeviceAccelerator
 
 
 def triton_installed() -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Dict, Optional, Tuple
 
-from .torch_device_accelerator import TorchDeviceAccelerator, check_device_index
+from .torch_device import TorchDeviceAccelerator, check_device_index
 
 
 class MpsAccelerator(TorchDeviceAccelerator):

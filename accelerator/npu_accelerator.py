@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Tuple
 
 from .device_files import probe_device_files
-from .torch_device_accelerator import TorchDeviceAccelerator
+from .torch_device import TorchDeviceAccelerator
 
 
 class NpuAccelerator(TorchDeviceAccelerator):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Tuple
 
-from .torch_device_accelerator import TorchDeviceAccelerator
+from .torch_device import TorchDeviceAccelerator
 
 
 class XpuAccelerator(TorchDeviceAccelerator):

@@ -14,12 +14,12 @@ import importlib
 from typing import Dict, Optional, Type
 
 from .builder import (CPUOpBuilder, CUDAOpBuilder, MissingCUDAException, OpBuilder, TorchCPUOpBuilder,
-                      installed_cuda_version)
+                      installed_cuda_version, probe_is_compatible)
 from .errors import Compatibility, OpBuildError
 
 __all__ = ["ALL_OPS", "Compatibility", "CPUOpBuilder", "CUDAOpBuilder", "MissingCUDAException", "OpBuildError",
            "OpBuilder", "TorchCPUOpBuilder", "all_ops", "compatible_ops", "get_builder_class",
-           "installed_cuda_version"]
+           "installed_cuda_version", "probe_is_compatible"]
 
 _all_ops: Optional[Dict[str, Type[OpBuilder]]] = None
 
@@ -55,8 +55,8 @@ def get_builder_class(class_name: str, accelerator_name: Optional[str] = None) -
 
 def compatible_ops() -> Dict[str, bool]:
     """Op name -> whether it can be built or loaded here, as DeepSpeed's ``git_version_info.compatible_ops``
-    (runs each op's compatibility check: the compiler probe, nvcc for CUDA ops)."""
-    return {name: bool(cls().is_compatible()) for name, cls in all_ops().items()}
+    (runs each op's compatibility check: the compiler probe, nvcc for CUDA ops; a check that raises is False)."""
+    return {name: bool(probe_is_compatible(cls())) for name, cls in all_ops().items()}
 
 
 def __getattr__(name: str):

@@ -19,7 +19,8 @@ from types import ModuleType
 from typing import Dict, List, Optional
 
 from . import cpu_tier, toolchain
-from .deepspeed_api import DeepSpeedBuilderAPI, MissingCUDAException, cross_compile_arches, installed_cuda_version
+from .deepspeed_api import (DeepSpeedBuilderAPI, MissingCUDAException, cross_compile_arches, installed_cuda_version,
+                            probe_is_compatible)
 from .errors import Compatibility, OpBuildError
 
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
@@ -338,13 +339,78 @@ class CUDAOpBuilder(OpBuilder):
         arches, _ = cuda_checks.arch_list(cuda_checks.nvcc_path())
         return cuda_checks.gencode_flags(arches)
 
+    #: DeepSpeed's attribute, False when an arch that ``compute_capability_args`` chose is 7.x or older.
+    enable_bf16 = True
+
     def compute_capability_args(self, cross_compile_archs=None) -> List[str]:
-        """DeepSpeed's name for the nvcc arch flags: ``-gencode`` for ``cross_compile_archs`` (``"8.0;9.0"`` or a
-        list) when given, else for ``TORCH_CUDA_ARCH_LIST``, the visible devices or nvcc's defaults."""
+        """DeepSpeed's nvcc arch flags, with DeepSpeed's meaning.
+
+        The arches: ``TORCH_CUDA_ARCH_LIST`` (``;``/space separated; it overrides ``cross_compile_archs``, with a
+        warning), else ``cross_compile_archs`` (``"8.0;9.0"`` or a list), else the visible devices or nvcc's
+        defaults (none on ROCm, where ``PYTORCH_ROCM_ARCH`` decides). With ``jit_mode`` set (DeepSpeed's
+        attribute): the builder's ``_jit_arch_list``, else ``TORCH_CUDA_ARCH_LIST``, else the visible devices
+        (a ``RuntimeError`` naming ``TORCH_CUDA_ARCH_LIST`` inside a forked child where CUDA was initialised, or
+        when no device is visible), ``+PTX`` on the newest unless one has it.
+
+        The list is sorted and each arch kept once (``+PTX`` if any entry for it had it), written back to
+        ``TORCH_CUDA_ARCH_LIST`` as DeepSpeed does, and sets ``enable_bf16``. Returns the ``-gencode`` flags, or
+        ``[]`` in ``jit_mode`` (the build then makes them)."""
         from . import cuda_checks
 
-        arches = cross_compile_arches(cross_compile_archs)
-        return cuda_checks.gencode_flags(arches) if arches else self.arch_flags(self.variant())
+        configured = os.environ.get("TORCH_CUDA_ARCH_LIST", "").strip()
+        if self.jit_mode:
+            arches = cross_compile_arches(getattr(self, "_jit_arch_list", None) or configured or None)
+            arches = cuda_checks.canonical_arches(arches or self._visible_arches())
+            if not any(a.endswith("+PTX") for a in arches):
+                arches[-1] += "+PTX"
+        elif configured:
+            if cross_compile_archs is not None:
+                from .messages import log
+
+                log.warning("accelops: %s: TORCH_CUDA_ARCH_LIST=%s overrides cross_compile_archs=%s", self.NAME,
+                            configured, cross_compile_archs)
+            arches = cross_compile_arches(configured)
+        elif cross_compile_archs is not None:
+            arches = cross_compile_arches(cross_compile_archs)
+        elif self.variant() == "hip":
+            return []
+        else:
+            arches = cuda_checks.arch_list(cuda_checks.nvcc_path())[0]
+        arches = cuda_checks.canonical_arches(arches)
+        if not arches:
+            raise RuntimeError(f"accelops: {self.NAME}: no compute capability to build for")
+        self.enable_bf16 = all(int(a.split(".")[0]) > 7 for a in arches)
+        os.environ["TORCH_CUDA_ARCH_LIST"] = ";".join(arches)
+        return [] if self.jit_mode else cuda_checks.gencode_flags(arches)
+
+    def _visible_arches(self) -> List[str]:
+        """Compute capabilities of the visible devices, for ``jit_mode`` without an arch list."""
+        import torch
+
+        bad_fork = getattr(torch.cuda, "_is_in_bad_fork", None)
+        if bad_fork is not None and bad_fork():
+            raise RuntimeError(f"accelops: {self.NAME}: cannot probe the CUDA devices' compute capabilities in a forked "
+                               f"child of a process that initialised CUDA; set TORCH_CUDA_ARCH_LIST (e.g. 8.0;9.0)")
+        caps = []
+        for i in range(torch.cuda.device_count()):
+            cap = "%d.%d" % torch.cuda.get_device_capability(i)
+            caps += [cap] if cap not in caps else []
+        if not caps:
+            raise RuntimeError(f"accelops: {self.NAME}: found no CUDA devices to build for; set TORCH_CUDA_ARCH_LIST "
+                               f"(e.g. 8.0;9.0) or make GPUs visible")
+        return caps
+
+    def cuda_capability_major(self) -> Optional[int]:
+        """DeepSpeed's: the compute-capability major of CUDA device 0, or None when reading it would create a
+        CUDA context (none exists yet, which keeps ``fork()`` usable) or cannot work (a forked child)."""
+        import torch
+
+        if not torch.cuda.is_initialized():
+            return None
+        bad_fork = getattr(torch.cuda, "_is_in_bad_fork", None)
+        if bad_fork is not None and bad_fork():
+            return None
+        return torch.cuda.get_device_properties(0).major
 
     def arch_key(self, variant: str) -> str:
         """``TORCH_CUDA_ARCH_LIST``, the visible devices, or nvcc's defaults (then nvcc's identity in the key
@@ -408,4 +474,4 @@ class CUDAOpBuilder(OpBuilder):
 TorchCPUOpBuilder = CPUOpBuilder
 
 __all__ = ["CPUOpBuilder", "CUDAOpBuilder", "MissingCUDAException", "OpBuilder", "TorchCPUOpBuilder",
-           "installed_cuda_version"]
+           "installed_cuda_version", "probe_is_compatible"]

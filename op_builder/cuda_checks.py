@@ -108,6 +108,21 @@ def arch_inputs() -> str:
     return "nvcc defaults " + ";".join(DEFAULT_ARCHES)
 
 
+def canonical_arches(arches: List[str]) -> List[str]:
+    """``arches`` sorted by compute capability with each arch once, ``+PTX`` when any of its entries had it:
+    ``["8.0", "7.5", "8.0+PTX"]`` -> ``["7.5", "8.0+PTX"]`` (how torch itself reads a repeated arch)."""
+    ptx = {}
+    for arch in arches:
+        number = arch[: -len("+PTX")] if arch.endswith("+PTX") else arch
+        match = re.fullmatch(r"(\d+)\.(\d+)([af]?)", number)
+        if not match:
+            raise ValueError(f"TORCH_CUDA_ARCH_LIST entry {arch!r}: expected a compute capability like 8.0 or 9.0+PTX")
+        key = (int(match.group(1)), int(match.group(2)), match.group(3))
+        ptx[key] = ptx.get(key, False) or arch.endswith("+PTX")
+    return [f"{major}.{minor}{suffix}{'+PTX' if ptx[major, minor, suffix] else ''}"
+            for major, minor, suffix in sorted(ptx)]
+
+
 def gencode_flags(arches: List[str]) -> List[str]:
     """nvcc ``-gencode`` flags for ``["8.0", "9.0+PTX"]`` (named arches like ``Hopper`` are refused)."""
     flags = []

@@ -16,16 +16,44 @@ class MissingCUDAException(Exception):
 
 
 def installed_cuda_version(name: str = "") -> Tuple[int, int]:
-    """``(major, minor)`` of the CUDA toolkit the builders use (``nvcc --version``); ``MissingCUDAException``
-    naming ``name`` (the op asking) when there is none."""
+    """``(major, minor)`` of the CUDA toolkit torch's extension builder compiles with (DeepSpeed's meaning:
+    ``torch.utils.cpp_extension.CUDA_HOME``'s ``bin/nvcc --version``). ``MissingCUDAException`` naming ``name``
+    (the op asking) when there is none: no CUDA_HOME (also any CPU-only torch), one without ``bin/nvcc`` (a
+    runtime-only install), or an nvcc that does not run."""
+    import os
+    import subprocess
+    import sys
+
+    from torch.utils import cpp_extension
+
     from . import cuda_checks
 
-    nvcc = cuda_checks.nvcc_path()
-    if nvcc is None:
-        who = f"{name}: " if name else ""
-        raise MissingCUDAException(f"{who}no CUDA toolkit found (CUDA_HOME={cuda_checks.cuda_home()!r}); install it "
-                                   f"or set CUDA_HOME")
-    return cuda_checks.nvcc_version(nvcc)
+    who = f"{name}: " if name else ""
+    home = cpp_extension.CUDA_HOME
+    nvcc = os.path.join(home, "bin", "nvcc.exe" if sys.platform == "win32" else "nvcc") if home else None
+    if nvcc is None or not os.path.isfile(nvcc):
+        where = f"CUDA_HOME={home!r} has no bin/nvcc" if home else "torch's extension builder has no CUDA_HOME"
+        raise MissingCUDAException(f"{who}no CUDA toolkit found ({where}), unable to compile CUDA op(s); install the "
+                                   f"toolkit and set CUDA_HOME to its folder")
+    try:
+        return cuda_checks.nvcc_version(nvcc)
+    except (OSError, subprocess.SubprocessError, RuntimeError) as exc:
+        raise MissingCUDAException(f"{who}cannot run {nvcc} ({exc}), unable to compile CUDA op(s)") from exc
+
+
+def probe_is_compatible(builder, verbose: bool = False):
+    """``builder.is_compatible(verbose)``, or False when the check itself raises (a warning names the builder and
+    the error): DeepSpeed's guard for probing every op, so one op that cannot answer (a GPU but no CUDA toolkit)
+    does not fail the whole probe."""
+    try:
+        return builder.is_compatible(verbose)
+    except Exception as exc:  # noqa: BLE001 - any failure of the probe means "not compatible"
+        from .messages import log
+
+        name = getattr(builder, "NAME", "") or getattr(builder, "name", "") or type(builder).__name__
+        log.warning("accelops: %s: compatibility check failed (%s: %s); treating the op as not compatible", name,
+                    type(exc).__name__, exc)
+        return False
 
 
 class DeepSpeedBuilderAPI:
@@ -33,6 +61,9 @@ class DeepSpeedBuilderAPI:
 
     NAME: str = ""
     BUILD_VAR: str = ""  # set per class from NAME: DS_BUILD_<NAME>
+    #: DeepSpeed's attribute: True makes ``compute_capability_args`` pick the arches for a JIT build and return no
+    #: flags (the build makes them). accelops' engine never sets it; a builder may, as DeepSpeed's own do.
+    jit_mode: bool = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -42,7 +42,20 @@ def load(builder, verbose: bool = True, use_prebuilt: bool = True) -> Loaded:
     starts at the JIT cache.
 
     With ``verbose`` a skipped prebuilt module is logged with its reason; build progress is always logged.
+    ``TORCH_CUDA_ARCH_LIST`` is the same afterwards (a DeepSpeed-style builder's ``nvcc_args`` calling
+    ``compute_capability_args`` rewrites it, as DeepSpeed's does; DeepSpeed's JIT load restores it too).
     """
+    saved = os.environ.get("TORCH_CUDA_ARCH_LIST")
+    try:
+        return _load(builder, verbose, use_prebuilt)
+    finally:
+        if saved is None:
+            os.environ.pop("TORCH_CUDA_ARCH_LIST", None)
+        else:
+            os.environ["TORCH_CUDA_ARCH_LIST"] = saved
+
+
+def _load(builder, verbose: bool, use_prebuilt: bool) -> Loaded:
     module, variant, skipped = prebuilt.load_prebuilt(builder) if use_prebuilt else (None, None, None)
     if module is not None:
         return Loaded(module, "prebuilt", variant)

@@ -19,7 +19,7 @@ from accelops.accelerator import Accelerator, get_accelerator, is_current_accele
 from accelops.accelerator import cuda_accelerator
 from accelops.accelerator.cpu_accelerator import CpuAccelerator
 from accelops.accelerator.real_accelerator import _BUILTIN_BACKENDS, builtin_backend_class
-from accelops.accelerator.torch_device_accelerator import TorchDeviceAccelerator
+from accelops.accelerator.torch_device import TorchDeviceAccelerator
 
 from test_device_backends import FakeDeviceModule, with_fake_module
 
@@ -94,6 +94,19 @@ def test_the_contract_requires_deepspeeds_abstract_names():
 def test_deepspeed_class_names_are_the_same_classes(backend, alias):
     module = importlib.import_module(f"accelops.accelerator.{backend}_accelerator")
     assert getattr(module, alias) is builtin_backend_class(backend)
+
+
+def test_each_accelerator_file_is_one_backend_with_one_deepspeed_class_name():
+    """DeepSpeed's layout, which its tests and tools rely on: every ``*_accelerator.py`` of the package but
+    ``abstract_accelerator.py`` and ``real_accelerator.py`` is a backend defining exactly one ``*_Accelerator``."""
+    folder = os.path.dirname(accelerator_package.__file__)
+    files = sorted(f for f in os.listdir(folder)
+                   if f.endswith("_accelerator.py") and f not in ("abstract_accelerator.py", "real_accelerator.py"))
+    assert {f[:-len("_accelerator.py")] for f in files} == set(BACKENDS)
+    for f in files:
+        module = importlib.import_module(f"accelops.accelerator.{f[:-len('.py')]}")
+        names = [n for n in dir(module) if n.endswith("_Accelerator")]
+        assert len(names) == 1, (f, names)
 
 
 def test_is_current_accelerator_supported():

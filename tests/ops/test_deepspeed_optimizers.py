@@ -263,6 +263,20 @@ def test_step_subgroup_then_rollback(adamw):
         opt.rollback_subgroup(3)
 
 
+def test_rollback_subgroup_errors_carry_deepspeeds_messages():
+    """DeepSpeed's tests (and callers) match these texts: one for a sub group never stepped, one for step 0."""
+    flat = torch.randn(8)
+    opt = DeepSpeedCPUAdam([flat])
+    with pytest.raises(RuntimeError, match="Cannot rollback optimizer state for sub_group_id 0"):
+        opt.rollback_subgroup(0)
+    flat.grad = torch.randn(8)
+    opt.step_subgroup(0)
+    opt.rollback_subgroup(0)
+    assert opt.state[0]["step"] == 0
+    with pytest.raises(RuntimeError, match="Cannot rollback sub_group_id 0: step count is 0"):
+        opt.rollback_subgroup(0)
+
+
 def test_step_subgroup_needs_one_param_with_a_grad():
     a, b = torch.randn(3), torch.randn(3)
     a.grad, b.grad = torch.randn(3), torch.randn(3)

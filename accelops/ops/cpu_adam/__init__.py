@@ -144,15 +144,19 @@ class CPUAdam(AdamWModeAttribute, CPUOptimizerBase):
     def rollback_subgroup(self, sub_group_id: int, closure=None):
         """Undo the last ``step_subgroup(sub_group_id)`` (DeepSpeed's overflow path): the param and the sub
         group's moments return to their values before it (up to float32 rounding) and its step count drops by
-        one. The param's gradient must be the one that step used. ``RuntimeError`` when the sub group has no
-        step to undo."""
+        one. The param's gradient must be the one that step used. ``RuntimeError`` with DeepSpeed's message when
+        the sub group was never stepped or its step count is 0."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         state = self.state.get(sub_group_id)
-        if not state or float(state["step"]) <= 0:
-            raise RuntimeError(f"{self._name()}: cannot roll back sub group {sub_group_id}: it has no step to undo")
+        if not state:  # DeepSpeed's two messages (callers match them), then why
+            raise RuntimeError(f"{self._name()}: Cannot rollback optimizer state for sub_group_id {sub_group_id} as "
+                               f"it has not been initialized: it has no step to undo")
+        if float(state["step"]) <= 0:
+            raise RuntimeError(f"{self._name()}: Cannot rollback sub_group_id {sub_group_id}: step count is "
+                               f"{int(state['step'])}, so it has no step to undo")
         group, where, p = self._subgroup_param("rollback_subgroup")
         g = self._check(where, p, p.grad, None)
         self._check_state(where, p, state)

@@ -2,6 +2,9 @@
 
 Device files (cuda, xpu, npu, hpu, mps) subclass it and override only what differs: the
 communication backend, visible-devices variables, graphs, profiling ranges, vendor imports.
+
+Not named ``*_accelerator.py``: as in DeepSpeed's package, a file of that name is one backend and defines
+exactly one ``<NAME>_Accelerator`` class (DeepSpeed's tests and tools enumerate the files that way).
 """
 from __future__ import annotations
 
