@@ -3,8 +3,10 @@
 Modules, one job each: ``hostfile`` (the resource pool), ``resources`` (``--include``/``--exclude``,
 ``--num_nodes``, ``--num_gpus``), ``environment`` (variables and devices every rank gets),
 ``commands`` (the exact command lines), ``plan`` (all of it together, from the flags), ``cli``
-(flags, ``--dry_run``, the local run) and ``rank`` (the per-rank helper). Importing this package
-imports no torch and starts nothing.
+(flags, ``--dry_run``, the local run), ``supervise`` (running a multi-node plan: reachability
+check, output, one failure stops all), ``failures`` (reading a failed node's output), ``guard``
+(runs on each ssh/pdsh node: stops the node when the connection closes) and ``rank`` (the
+per-rank helper). Importing this package imports no torch and starts nothing.
 """
 from .errors import LaunchError
 

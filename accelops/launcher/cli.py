@@ -1,11 +1,12 @@
 """``ds_launch`` / ``python -m accelops.launcher``: DeepSpeed's ``deepspeed`` command on torchrun.
 
 ``main()`` parses DeepSpeed's flags, plans the launch (:func:`accelops.launcher.plan.build_plan`),
-and then either prints the plan (``--dry_run``) or runs it. This part runs one node on this host
-(torchrun as a child process; the exit status is torchrun's); several or remote nodes are planned
-and printed but not started yet.
+and then either prints the plan (``--dry_run``) or runs it: one node on this host runs torchrun as a
+child process; several or remote nodes run under :func:`accelops.launcher.supervise.run_plan`
+(ssh or pdsh per node, or one mpirun / srun, supervised: one failing node stops them all).
 
-Exit status: torchrun's; 2 for bad input (one line on stderr naming what is wrong); 0 for a dry run.
+Exit status: the local torchrun's, or the failed rank's (see ``supervise``); 128+N after signal N;
+2 for bad input or an unreachable host (one line on stderr naming what is wrong); 0 for a dry run.
 """
 import argparse
 import os
@@ -46,11 +47,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--module", action="store_true", help="run the script as a module (python -m)")
     p.add_argument("--no_python", action="store_true", help="run the script as a program, without python")
     p.add_argument("--no_local_rank", action="store_true", help="do not pass --local_rank=N to the script")
-    p.add_argument("--no_ssh_check", action="store_true", help="do not check that the hosts answer over ssh")
+    p.add_argument("--no_ssh_check", action="store_true",
+                   help="do not check that every node answers over ssh before starting")
     p.add_argument("--force_multi", action="store_true",
                    help="use the multi-node launcher even for one node on this host")
     p.add_argument("--save_pid", action="store_true",
-                   help="write the torchrun pid to <tmp>/<ds_launch pid>.deepspeed while the job runs")
+                   help="write the torchrun pid to <tmp>/<ds_launch pid>.deepspeed while the job runs (on each "
+                   "node for ssh/pdsh; the mpirun/srun pid here)")
     p.add_argument("--enable_each_rank_log", default=None, metavar="DIR",
                    help="write each rank's stdout/stderr to files under DIR")
     p.add_argument("--bind_cores_to_rank", action="store_true", help="give each rank its share of the cores")
@@ -130,8 +133,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.dry_run:
         print(format_plan(plan))
         return 0
-    if plan.launcher != "local":
-        print(f"ds_launch: error: launching on {len(plan.nodes)} node(s) with {plan.launcher} is not supported yet; "
-              "--dry_run prints the commands it would run", file=sys.stderr)
+    if plan.launcher == "local":
+        return _run_local(plan, args.save_pid)
+    from .supervise import run_plan
+    try:
+        return run_plan(plan, ssh_check=not args.no_ssh_check, save_pid=args.save_pid)
+    except ValueError as exc:  # LaunchError: the launcher is missing or a host is unreachable
+        print(f"ds_launch: error: {exc}", file=sys.stderr)
         return 2
-    return _run_local(plan, args.save_pid)

@@ -7,13 +7,16 @@ Every function here is pure: it builds argument lists and strings and runs nothi
   torchrun's agent replaces ``${local_rank}`` in every argument with each rank's local rank (and
   turns ``$$`` into ``$``), so the user's script and arguments are passed with each ``$`` doubled
   and arrive untouched.
-* ssh/pdsh run that command through the remote login shell (a POSIX shell: sh, bash, zsh):
-  ``cd <cwd> && export ... && exec <torchrun ...>``, every word quoted with :func:`shlex.quote`.
+* ssh/pdsh run that command through the remote login shell (a POSIX shell: sh, bash, zsh), under
+  the node guard (:mod:`accelops.launcher.guard`, which stops the node when the connection closes):
+  ``cd <cwd> && export ... && exec python -u -m accelops.launcher.guard --node=HOST -- <torchrun ...>``,
+  every word quoted with :func:`shlex.quote`.
   pdsh also replaces ``%h``/``%u``/``%n`` in the command (and ``%%`` with ``%``), so each ``%`` is
   doubled for pdsh. One pdsh per node (``-w HOST``): each node's command differs.
 * openmpi/mpich/slurm start every rank themselves (as DeepSpeed does), one process per slot;
   ``init_distributed`` reads their rank variables. The per-rank helper
   ``python -m accelops.launcher.rank`` adds ``--local_rank=N`` and core binding where asked.
+  ``srun`` gets ``--kill-on-bad-exit=1`` so that one failing rank ends the job, as mpirun does.
 """
 import os
 import shlex
@@ -135,6 +138,38 @@ def torchrun_command(user: UserCommand, nnodes: int, node_rank: int, nproc: int,
     return argv + [*_escape_dollars([user.script]), *local_rank, *_escape_dollars(user.args)]
 
 
+def guard_command(python: str, host: str, save_pid: Optional[int] = None) -> List[str]:
+    """``python -u -m accelops.launcher.guard --node=HOST [--save_pid=PID] --``: the node guard
+    that runs a remote node's torchrun (the node's command follows the ``--``)."""
+    return [python, "-u", "-m", "accelops.launcher.guard", f"--node={host}",
+            *([f"--save_pid={save_pid}"] if save_pid else []), "--"]
+
+
+#: ssh options that take a value (the next letters, or the next word).
+_SSH_VALUE_OPTIONS = set("BbcDEeFIiJLlmOoPpQRSWw")
+
+
+def check_ssh_args(words: Sequence[str], where: str) -> None:
+    """Refuse ssh's ``-n`` (and ``-f``) in ``words``: they close the remote command's stdin (or
+    detach it), which the node guard takes as the end of the connection, so the job would stop at
+    once (or be left behind). ``where`` names the source in the :class:`LaunchError`."""
+    skip_next = False
+    for word in words:
+        if skip_next:
+            skip_next = False
+            continue
+        if not word.startswith("-") or word in ("-", "--") or word.startswith("--"):
+            continue
+        for index, letter in enumerate(word[1:], start=1):
+            if letter in "nf":
+                raise LaunchError(f"{where}: ssh option -{letter} in {word!r} would close or detach the remote "
+                                  "command's input, which ds_launch keeps open to stop the node when the "
+                                  "launcher ends; leave it out")
+            if letter in _SSH_VALUE_OPTIONS:
+                skip_next = index == len(word) - 1
+                break
+
+
 def remote_shell_command(cwd: str, env: Mapping[str, str], argv: Sequence[str]) -> str:
     """``cd CWD && export K=V ... && exec ARGV`` for a POSIX remote shell, every word quoted."""
     parts = [f"cd {shlex.quote(cwd)}"]
@@ -196,10 +231,11 @@ def mpich_command(nodes: Sequence[Tuple[str, int]], exports: Mapping[str, str], 
 
 def slurm_command(nodes: Sequence[Tuple[str, int]], rank_argv: Sequence[str], launcher_args: Sequence[str],
                   nodelist: bool) -> List[str]:
-    """``srun --nodes N --ntasks-per-node P [--nodelist h0,h1]``; srun passes the launcher's whole
-    environment on (its default ``--export=ALL``), so variables travel in :attr:`Command.env`."""
+    """``srun --nodes N --ntasks-per-node P --kill-on-bad-exit=1 [--nodelist h0,h1]``; srun passes the
+    launcher's whole environment on (its default ``--export=ALL``), so variables travel in
+    :attr:`Command.env`."""
     per_node = _uniform(nodes, "slurm")
-    argv = ["srun", f"--nodes={len(nodes)}", f"--ntasks-per-node={per_node}"]
+    argv = ["srun", f"--nodes={len(nodes)}", f"--ntasks-per-node={per_node}", "--kill-on-bad-exit=1"]
     if nodelist:
         argv.append("--nodelist=" + ",".join(h for h, _ in nodes))
     return argv + list(launcher_args) + list(rank_argv)

@@ -35,7 +35,9 @@ class NodePlan:
 @dataclass
 class LaunchPlan:
     """Everything ``ds_launch`` would do: ``commands`` are started on the launching node, each with
-    the launcher's environment plus its own ``env``."""
+    the launcher's environment plus its own ``env``. ``launcher_args`` are ``--launcher_args``,
+    split; ``ssh_args`` the ssh options that reach the nodes (``--launcher_args`` for ssh, the
+    user's ``PDSH_SSH_ARGS_APPEND`` for pdsh), used by the reachability check too."""
 
     launcher: str
     reason: str
@@ -48,6 +50,8 @@ class LaunchPlan:
     visible_devices_var: Optional[str]
     commands: List[Command]
     notes: List[str] = field(default_factory=list)
+    launcher_args: List[str] = field(default_factory=list)
+    ssh_args: List[str] = field(default_factory=list)
 
     @property
     def world_size(self) -> int:
@@ -147,9 +151,16 @@ def build_plan(args: Any, environ: Optional[Mapping[str, str]] = None, cwd: Opti
         rank += len(slots)
 
     plan = LaunchPlan(launcher, reason, hostfile, nodes, master_addr, args.master_port, exports, files,
-                      names[0] if names else None, [], notes)
+                      names[0] if names else None, [], notes, launcher_args)
+    if launcher == "ssh":
+        plan.ssh_args = launcher_args
+        commands.check_ssh_args(launcher_args, "--launcher_args")
+    elif launcher == "pdsh":
+        plan.ssh_args = environ.get("PDSH_SSH_ARGS_APPEND", "").split()  # pdsh splits it on spaces
+        commands.check_ssh_args(plan.ssh_args, "PDSH_SSH_ARGS_APPEND")
     if launcher in ("local", "ssh", "pdsh"):
-        _per_node_commands(plan, user, environ, cwd, launcher_args)
+        save_pid = os.getpid() if getattr(args, "save_pid", False) else None
+        _per_node_commands(plan, user, environ, cwd, launcher_args, save_pid)
     else:
         _mpi_command(plan, user, environ, launcher_args, names)
     if remote and not which(commands.LAUNCHER_PROGRAMS[launcher]):
@@ -158,13 +169,16 @@ def build_plan(args: Any, environ: Optional[Mapping[str, str]] = None, cwd: Opti
 
 
 def _per_node_commands(plan: LaunchPlan, user: UserCommand, environ: Mapping[str, str], cwd: str,
-                       launcher_args: List[str]) -> None:
+                       launcher_args: List[str], save_pid: Optional[int]) -> None:
+    """torchrun per node; remote nodes run it under the node guard (``save_pid``: the launcher's pid,
+    for the guard's ``--save_pid`` file on each node)."""
     for node in plan.nodes:
         argv = commands.torchrun_command(user, len(plan.nodes), node.node_rank, len(node.slots), plan.master_addr,
                                          plan.master_port)
         if plan.launcher == "local":
             plan.commands.append(Command(argv, {**plan.exports, **node.env}, node.node_rank))
             continue
+        argv = commands.guard_command(user.python, node.host, save_pid) + argv
         node.remote = commands.remote_shell_command(cwd, {**plan.exports, **node.env}, argv)
         if plan.launcher == "ssh":
             plan.commands.append(Command(commands.ssh_command(node.host, node.remote, launcher_args), {},

@@ -15,3 +15,64 @@ class FakeAccelerator:
 
     def export_envs(self):
         return list(self._prefixes)
+
+
+# -- running ds_launch against stand-in nodes -------------------------------------------------------
+import os  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+STANDINS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "standins")
+LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "LOCAL_SIZE", "MASTER_ADDR", "MASTER_PORT",
+               "CUDA_VISIBLE_DEVICES", "DS_ENV_FILE", "PDSH_SSH_ARGS_APPEND", "PDSH_RCMD_TYPE")
+
+
+def clean_env(**extra):
+    """This process's environment without launcher variables, on the CPU accelerator, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in LAUNCH_VARS and not k.startswith(("OMPI_", "PMI_", "SLURM_", "TORCHELASTIC_"))}
+    env.update(DS_ACCELERATOR="cpu", **extra)
+    return env
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def install_standins(bin_dir, names=("ssh", "pdsh", "srun")):
+    """Executables ``bin_dir/NAME`` that run ``standins/NAME.py`` with this Python; returns ``bin_dir``."""
+    os.makedirs(bin_dir, exist_ok=True)
+    for name in names:
+        path = os.path.join(bin_dir, name)
+        with open(path, "w") as fd:
+            fd.write(f'#!/bin/sh\nexec "{sys.executable}" "{os.path.join(STANDINS, name + ".py")}" "$@"\n')
+        os.chmod(path, 0o755)
+    return str(bin_dir)
+
+
+def processes_with(marker):
+    """``[(pid, command line)]`` of the live processes whose command line contains ``marker`` (a /proc
+    scan; zombies have an empty command line and do not count)."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as fd:
+                cmdline = fd.read()
+        except OSError:
+            continue
+        if marker.encode() in cmdline:
+            found.append((int(name), cmdline.replace(b"\0", b" ").decode(errors="replace")))
+    return found
+
+
+def launch(argv, cwd, env, timeout=180, **popen):
+    """``python -m accelops.launcher ARGV`` in ``cwd``: a CompletedProcess (or, with popen args, a Popen)."""
+    command = [sys.executable, "-m", "accelops.launcher", *argv]
+    if popen:
+        return subprocess.Popen(command, cwd=cwd, env=env, **popen)
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)

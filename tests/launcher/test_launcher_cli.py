@@ -95,11 +95,15 @@ def test_accelerator_errors_are_one_line_too(tmp_path):
     assert result.stderr.startswith("ds_launch: error: DS_ACCELERATOR='bogus' is not a known accelerator")
 
 
-def test_multi_node_run_is_refused_for_now(tmp_path):
+def test_multi_node_run_needs_the_launcher_program(tmp_path):
     (tmp_path / "train.py").write_text("")
     (tmp_path / "hostfile").write_text("worker-0 slots=1\nworker-1 slots=1\n")
-    result = ds_launch("-H", "hostfile", "--launcher", "ssh", "train.py", cwd=tmp_path)
-    assert result.returncode == 2 and "not supported yet" in result.stderr
+    (tmp_path / "empty").mkdir()
+    for launcher, program in (("ssh", "ssh"), ("slurm", "srun")):
+        result = ds_launch("-H", "hostfile", "--launcher", launcher, "train.py", cwd=tmp_path,
+                           env=_env(PATH=str(tmp_path / "empty")))
+        assert result.returncode == 2 and result.stdout == ""
+        assert result.stderr == f"ds_launch: error: --launcher {launcher} needs {program!r}, which is not on PATH\n"
 
 
 WORKER = r'''

@@ -82,7 +82,8 @@ def test_two_nodes_ssh(plan_for, hostfile, tmp_path):
         assert assigned["PYTHONPATH"] == f"{tmp_path}:/lib"
         assert "HOME" not in assigned
         assert assigned["CROSS_RANK"] == str(node.node_rank) and assigned["CROSS_SIZE"] == "2"
-        assert argv == ["exec"] + torchrun(2, node.node_rank, len(node.slots)) + [
+        guard = [sys.executable, "-u", "-m", "accelops.launcher.guard", f"--node={node.host}", "--"]
+        assert argv == ["exec"] + guard + torchrun(2, node.node_rank, len(node.slots)) + [
             "train.py", "--local_rank=${local_rank}", "a b", "$$X"]
     assert dict(w.split("=") for w in _remote_words(plan.nodes[0].remote)[1][1:])["CUDA_VISIBLE_DEVICES"] == "1,3"
 
@@ -207,9 +208,39 @@ def test_mpich_and_slurm_commands(plan_for, hostfile):
     assert mpich[-3:] == [sys.executable, "-u", "train.py"]
     slurm = plan_for("-H", path, "--launcher", "slurm", "--launcher_args=--partition=gpu",
                      environ={"NCCL_X": "a,b"}).commands[0]
-    assert slurm.argv[:5] == ["srun", "--nodes=2", "--ntasks-per-node=4", "--nodelist=worker-0,worker-1",
-                              "--partition=gpu"]
+    assert slurm.argv[:6] == ["srun", "--nodes=2", "--ntasks-per-node=4", "--kill-on-bad-exit=1",
+                              "--nodelist=worker-0,worker-1", "--partition=gpu"]
     assert slurm.env["NCCL_X"] == "a,b" and slurm.env["MASTER_ADDR"] == "worker-0"
     with pytest.raises(LaunchError, match="--launcher slurm needs the same number of slots on every node"):
         plan_for("-H", path, "--launcher", "slurm", "--include", "worker-0:0@worker-1:0,1",
                  accelerator=FakeAccelerator("cpu", visible=()))
+
+
+def test_remote_nodes_run_under_the_node_guard(plan_for, hostfile):
+    import os
+    plan = plan_for("-H", hostfile(TWO_NODES), "--launcher", "ssh", "--save_pid")
+    for node in plan.nodes:
+        exec_ = _remote_words(node.remote)[2]
+        assert exec_[:7] == ["exec", sys.executable, "-u", "-m", "accelops.launcher.guard", f"--node={node.host}",
+                             f"--save_pid={os.getpid()}"]
+        assert exec_[7] == "--" and exec_[8:12] == [sys.executable, "-u", "-m", "torch.distributed.run"]
+    local = plan_for("--save_pid")
+    assert "accelops.launcher.guard" not in local.commands[0].argv   # the local torchrun needs no guard
+
+
+@pytest.mark.parametrize("args", ["-n", "-nT", "-p 22 -n", "-4n", "-f"])
+def test_ssh_options_that_close_the_remote_input_are_refused(plan_for, hostfile, args):
+    with pytest.raises(LaunchError, match=r"--launcher_args: ssh option -[nf] in '-\w*' would close or detach"):
+        plan_for("-H", hostfile(TWO_NODES), "--launcher", "ssh", f"--launcher_args={args}")
+    with pytest.raises(LaunchError, match=r"PDSH_SSH_ARGS_APPEND: ssh option -[nf]"):
+        plan_for("-H", hostfile(TWO_NODES), "--launcher", "pdsh", environ={"PDSH_SSH_ARGS_APPEND": args})
+
+
+def test_ssh_options_with_values_are_fine(plan_for, hostfile):
+    plan = plan_for("-H", hostfile(TWO_NODES), "--launcher", "ssh",
+                    "--launcher_args", "-p 2222 -o 'ProxyJump nfs-gw' -i ~/.ssh/n_key -lnobody -F /dev/null")
+    assert plan.ssh_args == ["-p", "2222", "-o", "ProxyJump nfs-gw", "-i", "~/.ssh/n_key", "-lnobody", "-F",
+                             "/dev/null"]
+    pdsh = plan_for("-H", hostfile(TWO_NODES), "--launcher", "pdsh", "--launcher_args", "-f 8",
+                    environ={"PDSH_SSH_ARGS_APPEND": "-p 2222"})
+    assert pdsh.ssh_args == ["-p", "2222"] and pdsh.launcher_args == ["-f", "8"]   # -f is pdsh's fan-out here
