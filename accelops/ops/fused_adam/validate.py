@@ -13,7 +13,8 @@ from typing import Callable, NamedTuple, Optional
 import torch
 from torch import Tensor
 
-__all__ = ["DTYPES", "Labels", "check_param", "check_state", "check_step", "op_labels", "optimizer_labels"]
+__all__ = ["DTYPES", "Labels", "check_dense", "check_param", "check_placed", "check_state", "check_step", "op_labels",
+           "optimizer_labels"]
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -49,7 +50,8 @@ def optimizer_labels(index: Callable[[int], int], where: str = "of its group") -
                   lambda i, key: f"the state of param {index(i)} {where}: {key}")
 
 
-def _dense(label: str, t) -> None:
+def check_dense(label: str, t) -> None:
+    """``t`` must be a dense (strided) tensor; ``label`` names it in the error."""
     if not isinstance(t, Tensor):
         raise TypeError(f"{label} must be a dense tensor, got {type(t).__name__}")
     if t.layout != torch.strided:
@@ -57,7 +59,8 @@ def _dense(label: str, t) -> None:
                            f"are not)")
 
 
-def _placed(label: str, t: Tensor, device: torch.device, first: str) -> None:
+def check_placed(label: str, t: Tensor, device: torch.device, first: str) -> None:
+    """``t`` must be contiguous and on ``device``, the device of the step's first tensor (named ``first``)."""
     if t.device != device:
         raise ValueError(f"{label} is on {t.device} but {first} is on {device}; all tensors of one step must be on "
                          f"one device")
@@ -78,8 +81,8 @@ def check_param(labels: Labels, i: int, p: Tensor, g, device: torch.device) -> N
     the gradient of the param's dtype and shape."""
     first_name = labels.param_name(0)
     for label, t in ((labels.param(i), p), (labels.grad(i), g)):
-        _dense(label, t)
-        _placed(label, t, device, first_name)
+        check_dense(label, t)
+        check_placed(label, t, device, first_name)
     if p.dtype not in DTYPES:
         raise TypeError(f"{labels.param(i)} has dtype {p.dtype}; supported: float32, float16, bfloat16")
     if g.dtype != p.dtype:
@@ -94,8 +97,8 @@ def check_state(labels: Labels, i: int, p: Tensor, m, v, step, device: torch.dev
     tensor on ``device``."""
     first_name = labels.param_name(first)
     for key, t in (("exp_avg", m), ("exp_avg_sq", v)):
-        _dense(labels.state(i, key), t)
-        _placed(labels.state(i, key), t, device, first_name)
+        check_dense(labels.state(i, key), t)
+        check_placed(labels.state(i, key), t, device, first_name)
     if m.dtype not in (torch.float32, p.dtype) or v.dtype != m.dtype:
         raise TypeError(f"{labels.state(i, 'exp_avg')} and exp_avg_sq have dtypes {m.dtype}/{v.dtype}; the state must "
                         f"be float32 or the param dtype {p.dtype}, the same for both")
@@ -120,7 +123,7 @@ def check_step(params, grads, exp_avgs, exp_avg_sqs, steps, grad_scale=None, fou
                          f"{len(params)}, {len(grads)}, {len(exp_avgs)}, {len(exp_avg_sqs)}, {len(steps)}")
     if n == 0:
         return
-    _dense(labels.param(0), params[0])
+    check_dense(labels.param(0), params[0])
     device = params[0].device
     for i in range(n):
         check_param(labels, i, params[i], grads[i], device)

@@ -11,7 +11,7 @@ from typing import Callable, Optional
 
 import torch
 
-from ..fused_adam.validate import Labels, _dense, _placed, check_param
+from ..fused_adam.validate import Labels, check_dense, check_placed, check_param
 
 __all__ = ["Labels", "check_state", "check_step", "op_labels", "optimizer_labels"]
 
@@ -31,8 +31,8 @@ def check_state(labels: Labels, i: int, p: torch.Tensor, m, device: torch.device
     """The i-th param's ``exp_avg``: dense, on ``device`` (that of param ``first``), contiguous, float32 or the
     param dtype, of the param's shape."""
     label = labels.state(i, "exp_avg")
-    _dense(label, m)
-    _placed(label, m, device, labels.param_name(first))
+    check_dense(label, m)
+    check_placed(label, m, device, labels.param_name(first))
     if m.dtype not in (torch.float32, p.dtype):
         raise TypeError(f"{label} has dtype {m.dtype}; the state must be float32 or the param dtype {p.dtype}")
     if m.shape != p.shape:
@@ -52,7 +52,7 @@ def check_step(params, grads, exp_avgs, labels: Optional[Labels] = None) -> None
                          f"{len(grads)}, {len(exp_avgs)}")
     if n == 0:
         return
-    _dense(labels.param(0), params[0])
+    check_dense(labels.param(0), params[0])
     device = params[0].device
     for i in range(n):
         check_param(labels, i, params[i], grads[i], device)
