@@ -1,0 +1,27 @@
+"""The training runtime's parts that need no engine: DeepSpeed's config, LR schedules and fp16 loss scaling.
+
+``load_config(config, world_size)`` reads a DeepSpeed JSON config strictly into frozen dataclasses
+(:mod:`accelops.runtime.config`); :mod:`accelops.runtime.lr_schedules` has DeepSpeed's five LR schedules
+and ``build_scheduler``; :mod:`accelops.runtime.loss_scaler` has DeepSpeed's fp16 loss scaling and the
+overflow decision shared by all ranks. Importing this package imports no torch; the schedule names load
+their module (and torch) on first use.
+"""
+from importlib import import_module
+
+from .config import EngineConfig, load_config
+from .errors import ConfigError, DeepSpeedConfigError
+from .loss_scaler import (DynamicLossScaler, LossScaleAtMinimumError, LossScaler, agree_on_overflow,
+                          create_loss_scaler, has_overflow, torch_all_reduce_max)
+
+_LAZY = {name: "lr_schedules" for name in (
+    "LRRangeTest", "OneCycle", "WarmupCosineLR", "WarmupDecayLR", "WarmupLR", "build_scheduler")}
+
+__all__ = ["ConfigError", "DeepSpeedConfigError", "DynamicLossScaler", "EngineConfig", "LossScaleAtMinimumError",
+           "LossScaler", "agree_on_overflow", "create_loss_scaler", "has_overflow", "load_config",
+           "torch_all_reduce_max", *sorted(_LAZY)]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
