@@ -2,7 +2,35 @@
 
 ``from accelops.accelerator import get_accelerator`` is the entry point. Importing accelops
 imports nothing heavy and probes no device.
+
+DeepSpeed's top-level training names are here too, loaded on first use (so ``import accelops as
+deepspeed`` runs DeepSpeed's getting-started scripts): ``initialize`` (the training engine, see
+:mod:`accelops.runtime.entry`), ``add_config_arguments``, ``init_distributed`` and
+``DeepSpeedEngine``.
 """
+from importlib import import_module
+
 from .version import __version__
 
-__all__ = ["__version__"]
+_LAZY = {
+    "initialize": "accelops.runtime.entry",
+    "add_config_arguments": "accelops.runtime.args",
+    "init_distributed": "accelops.comm",
+    "DeepSpeedEngine": "accelops.runtime.engine",
+    "DeepSpeedConfigError": "accelops.runtime.errors",
+}
+
+__all__ = ["__version__", *sorted(_LAZY)]
+
+
+def __getattr__(name):
+    """Import the module that defines ``name`` on first access (nothing is imported before)."""
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,10 +1,11 @@
-"""The training runtime's parts that need no engine: DeepSpeed's config, LR schedules and fp16 loss scaling.
+"""The training runtime: DeepSpeed's config, LR schedules, fp16 loss scaling and the training engine.
 
 ``load_config(config, world_size)`` reads a DeepSpeed JSON config strictly into frozen dataclasses
 (:mod:`accelops.runtime.config`); :mod:`accelops.runtime.lr_schedules` has DeepSpeed's five LR schedules
 and ``build_scheduler``; :mod:`accelops.runtime.loss_scaler` has DeepSpeed's fp16 loss scaling and the
-overflow decision shared by all ranks. Importing this package imports no torch; the schedule names load
-their module (and torch) on first use.
+overflow decision shared by all ranks. ``initialize`` (:mod:`accelops.runtime.entry`) builds the
+training engine (:mod:`accelops.runtime.engine`) on DDP / FSDP2. Importing this package imports no
+torch; the schedule and engine names load their module (and torch) on first use.
 """
 from importlib import import_module
 
@@ -15,6 +16,7 @@ from .loss_scaler import (DynamicLossScaler, LossScaleAtMinimumError, LossScaler
 
 _LAZY = {name: "lr_schedules" for name in (
     "LRRangeTest", "OneCycle", "WarmupCosineLR", "WarmupDecayLR", "WarmupLR", "build_scheduler")}
+_LAZY.update(initialize="entry", add_config_arguments="args", DeepSpeedEngine="engine")
 
 __all__ = ["ConfigError", "DeepSpeedConfigError", "DynamicLossScaler", "EngineConfig", "LossScaleAtMinimumError",
            "LossScaler", "agree_on_overflow", "create_loss_scaler", "has_overflow", "load_config",

@@ -1,0 +1,341 @@
+"""The training engine that ``accelops.initialize`` returns: DeepSpeed's ``DeepSpeedEngine`` surface on
+torch's DDP (ZeRO stage 0) and FSDP2 (stages 1 to 3); see :mod:`accelops.runtime.parallel`.
+
+The loop is DeepSpeed's: ``loss = engine(batch)``, ``engine.backward(loss)``, ``engine.step()`` once per
+micro-batch. DeepSpeed facts followed (deepspeed/runtime/engine.py):
+
+* ``is_gradient_accumulation_boundary()`` is ``(micro_steps + 1) % gradient_accumulation_steps == 0``;
+  ``step()`` counts ``micro_steps`` on every call and updates the weights only on a boundary.
+* ``backward(loss)`` divides the loss by ``gradient_accumulation_steps`` (``scale_wrt_gas``) and returns
+  that divided loss; gradients are synchronised across ranks only on boundary micro-steps.
+* A boundary step clips to ``gradient_clipping`` with the global norm, steps the optimizer, then the LR
+  scheduler (not on a skipped step), zeroes the gradients and adds 1 to ``global_steps`` and
+  ``train_batch_size`` to ``global_samples`` (skipped steps count there too, as in DeepSpeed).
+* fp16: the loss is multiplied by the loss scale before backward; a step whose gradients hold inf/nan on
+  any rank is skipped on every rank (``skipped_steps``), and the dynamic scale is updated
+  (:mod:`accelops.runtime.loss_scaler`). Gradients are unscaled with the scale read before that update.
+  bf16 skips such steps too while ``bf16.check_grad_overflow`` is true (DeepSpeed's default).
+
+Mixed precision, accelops' way: parameters, gradients, the gradient reduction and the optimizer state stay
+fp32 (the fp32 master weights *are* the model's parameters) and forward runs under
+``torch.autocast(device, dtype=bf16/fp16)``. It is the same on every ZeRO stage, so stages give the same
+trajectory and checkpoints move between them. The model must therefore be given in fp32 when fp16 or
+bf16 is enabled (DeepSpeed converts it itself).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from typing import Any, Callable, List, Optional
+
+import torch
+
+from .config import EngineConfig
+from .dataloader import make_dataloader
+from .grads import clip_factor, global_norm, scale_
+from .loss_scaler import create_loss_scaler, has_overflow, torch_all_reduce_max
+from .optimizers import (as_param_list, build_optimizer, client_optimizer, client_scheduler, drop_empty_groups,
+                         optimizer_params)
+from .parallel import (bind_optimizer, clear_local_grads, local_grads, model_param_names, sync_local_grads,
+                       wrap_model)
+
+logger = logging.getLogger(__name__)
+_AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class LossScaleValue(float):
+    """``engine.loss_scale``: the current loss scale as a float that may also be called.
+
+    DeepSpeed's engine has a *method* ``loss_scale()`` (it returns the config's static ``loss_scale``, 0
+    when dynamic); scripts also read the current scale. Here ``engine.loss_scale`` and
+    ``engine.loss_scale()`` both give the scale in use now (1.0 without fp16)."""
+
+    def __call__(self) -> float:
+        return float(self)
+
+
+class DeepSpeedEngine(torch.nn.Module):
+    """DeepSpeed's training engine (see the module docstring); made by :func:`accelops.initialize`.
+
+    ``module`` is the client's model (with FSDP, sharded in place); ``optimizer`` the optimizer (or None
+    when neither the client nor the config gave one; ``backward``/``step`` then raise); ``lr_scheduler``
+    the scheduler or None; ``training_dataloader`` a DataLoader when ``training_data`` was given.
+    """
+
+    def __init__(self, model: torch.nn.Module, config: EngineConfig, rank: int, local_rank: int, world_size: int,
+                 device: torch.device, args: Any = None, optimizer: Any = None, model_parameters: Any = None,
+                 training_data: Any = None, lr_scheduler: Any = None, collate_fn: Optional[Callable] = None,
+                 raw_config: Any = None):
+        super().__init__()
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"initialize(model=...) must be a torch.nn.Module, got a {type(model).__name__}")
+        self._config = config
+        self.config = raw_config
+        self.args = args
+        self.global_rank, self.local_rank, self.world_size = rank, local_rank, world_size
+        self.dp_world_size = world_size
+        self.device = device
+        self.collate_fn = collate_fn
+        self.global_steps = self.global_samples = self.micro_steps = self.skipped_steps = 0
+        self._global_grad_norm: Optional[float] = None
+        self._boundary_override: Optional[bool] = None
+        self._report_no_effect()
+        self._check_dtypes(model)
+
+        model.to(device)
+        self.module = model
+        fqn_of = model_param_names(model)
+        basic = self._make_optimizer(optimizer, model_parameters, model)
+        reduce_dtype = _AUTOCAST.get(config.communication_data_type or "")
+        self._parallel = wrap_model(model, config.zero_optimization_stage, world_size, device, reduce_dtype)
+        if basic is not None:
+            bind_optimizer(basic, fqn_of, model, self._parallel)
+        self.optimizer = self.basic_optimizer = basic
+        self.lr_scheduler = self._make_scheduler(lr_scheduler)
+        self.loss_scaler = create_loss_scaler(config.fp16)
+        self.training_dataloader = None if training_data is None else self.deepspeed_io(training_data)
+
+    # ------------------------------------------------------------------ construction
+    def _report_no_effect(self) -> None:
+        if self._config.no_effect and self.global_rank == 0:
+            logger.warning("config keys that have no effect in accelops (they tune DeepSpeed's own implementation "
+                           "or feed DeepSpeed tools): %s", ", ".join(self._config.no_effect))
+
+    def _check_dtypes(self, model: torch.nn.Module) -> None:
+        precision = self._config.precision
+        if precision == "fp32":
+            return
+        for name, param in model.named_parameters():
+            if param.is_floating_point() and param.dtype != torch.float32:
+                raise TypeError(f"{precision} is enabled but parameter {name!r} is {param.dtype}: accelops keeps "
+                                f"fp32 master weights and computes in {precision} with autocast, so pass the model "
+                                f"in float32 (do not call .half()/.bfloat16() on it)")
+
+    def _make_optimizer(self, optimizer: Any, model_parameters: Any,
+                        model: torch.nn.Module) -> Optional[torch.optim.Optimizer]:
+        config = self._config.optimizer
+        if optimizer is None and config is None:
+            return None
+        params = as_param_list(model_parameters, model)
+        if optimizer is not None:
+            if config is not None and self.global_rank == 0:
+                logger.warning("initialize() got an optimizer and the config names one (%s); the client's optimizer "
+                               "is used, as in DeepSpeed", config.type)
+            built = client_optimizer(optimizer, params)
+        else:
+            built = build_optimizer(config, params)
+        drop_empty_groups(built)
+        return built
+
+    def _make_scheduler(self, lr_scheduler: Any) -> Any:
+        if lr_scheduler is not None:
+            if self.optimizer is None:
+                raise ValueError("initialize() got an lr_scheduler but no optimizer (neither the optimizer argument "
+                                 "nor the config's optimizer section)")
+            return client_scheduler(lr_scheduler, self.optimizer)
+        if self._config.scheduler is None:
+            return None
+        if self.optimizer is None:
+            raise ValueError("the config names a scheduler but there is no optimizer (neither the optimizer "
+                             "argument nor the config's optimizer section)")
+        from .lr_schedules import build_scheduler
+
+        return build_scheduler(self.optimizer, self._config.scheduler)
+
+    # ------------------------------------------------------------------ config accessors (DeepSpeed's names)
+    def train_batch_size(self) -> int:
+        return self._config.train_batch_size
+
+    def train_micro_batch_size_per_gpu(self) -> int:
+        return self._config.train_micro_batch_size_per_gpu
+
+    def gradient_accumulation_steps(self) -> int:
+        return self._config.gradient_accumulation_steps
+
+    def zero_optimization_stage(self) -> int:
+        return self._config.zero_optimization_stage
+
+    def zero_optimization(self) -> bool:
+        return self._config.zero_optimization_stage > 0
+
+    def fp16_enabled(self) -> bool:
+        return self._config.fp16.enabled
+
+    def bfloat16_enabled(self) -> bool:
+        return self._config.bf16.enabled
+
+    bf16_enabled = bfloat16_enabled
+
+    def dynamic_loss_scale(self) -> bool:
+        return self._config.fp16.enabled and self._config.fp16.dynamic_loss_scale
+
+    def gradient_clipping(self) -> float:
+        return self._config.gradient_clipping
+
+    def steps_per_print(self) -> Optional[int]:
+        return self._config.steps_per_print
+
+    def dataloader_drop_last(self) -> bool:
+        return self._config.dataloader_drop_last
+
+    @property
+    def loss_scale(self) -> LossScaleValue:
+        return LossScaleValue(self.loss_scaler.loss_scale)
+
+    def get_global_grad_norm(self) -> Optional[float]:
+        """The global 2-norm of the gradients of the last boundary step, before clipping (inf on a skipped
+        step); None before the first step."""
+        return self._global_grad_norm
+
+    def get_lr(self) -> List[Any]:
+        """The lr of every param group (DeepSpeed: 0.0 for a group without one; [] without optimizer)."""
+        return [] if self.optimizer is None else [g.get("lr", 0.0) for g in self.optimizer.param_groups]
+
+    def get_mom(self) -> List[Any]:
+        """The momentum of every param group (``momentum`` for SGD, ``betas`` otherwise), as DeepSpeed."""
+        if self.optimizer is None:
+            return []
+        key = "momentum" if isinstance(self.optimizer, torch.optim.SGD) else "betas"
+        return [g.get(key, 0.0) for g in self.optimizer.param_groups]
+
+    # ------------------------------------------------------------------ accumulation boundary
+    def is_gradient_accumulation_boundary(self) -> bool:
+        """True when the current micro-batch ends an accumulation: its backward synchronises gradients and
+        the next ``step()`` updates the weights."""
+        if self._boundary_override is not None:
+            return self._boundary_override
+        return (self.micro_steps + 1) % self.gradient_accumulation_steps() == 0
+
+    def set_gradient_accumulation_boundary(self, is_boundary: bool) -> None:
+        """Override the boundary (DeepSpeed's API); ``None`` returns to counting micro-steps."""
+        if is_boundary is not None and not isinstance(is_boundary, bool):
+            raise TypeError(f"is_boundary must be True, False or None, got {is_boundary!r}")
+        self._boundary_override = is_boundary
+
+    # ------------------------------------------------------------------ training
+    def train(self, mode: bool = True) -> "DeepSpeedEngine":
+        if not isinstance(mode, bool):
+            raise TypeError(f"train(mode) takes True or False, got {mode!r}")
+        self.training = mode
+        self.module.train(mode)
+        return self
+
+    def eval(self) -> "DeepSpeedEngine":
+        return self.train(False)
+
+    def _autocast(self):
+        dtype = _AUTOCAST.get(self._config.precision)
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def forward(self, *inputs: Any, **kwargs: Any) -> Any:
+        """The model's forward (under autocast with fp16/bf16). With DDP, gradients of a non-boundary
+        micro-batch are kept local (``no_sync``)."""
+        runner = self._parallel.runner
+        sync = contextlib.nullcontext()
+        if self._parallel.kind == "ddp" and not self.is_gradient_accumulation_boundary():
+            sync = runner.no_sync()
+        with self._autocast(), sync:
+            return runner(*inputs, **kwargs)
+
+    def _require_optimizer(self, what: str) -> None:
+        if self.optimizer is None:
+            raise RuntimeError(f"engine.{what}() needs an optimizer: pass optimizer= to initialize() or name one in "
+                               f"the config's optimizer section")
+
+    def backward(self, loss: torch.Tensor, retain_graph: bool = False, scale_wrt_gas: bool = True) -> torch.Tensor:
+        """Backpropagate ``loss`` (a scalar tensor) divided by ``gradient_accumulation_steps`` (when
+        ``scale_wrt_gas``) and multiplied by the fp16 loss scale; returns the divided (unscaled) loss."""
+        self._require_optimizer("backward")
+        if not torch.is_tensor(loss) or loss.numel() != 1:
+            what = f"a tensor of shape {tuple(loss.shape)}" if torch.is_tensor(loss) else f"a {type(loss).__name__}"
+            raise TypeError(f"engine.backward(loss) needs a scalar loss tensor, got {what}")
+        if not loss.requires_grad:
+            raise RuntimeError("engine.backward(loss): the loss does not require grad (computed under torch.no_grad(), "
+                               "or from no trainable parameters?)")
+        divided = loss / self.gradient_accumulation_steps() if scale_wrt_gas else loss
+        scale = self.loss_scaler.loss_scale
+        to_backward = divided * scale if scale != 1.0 else divided
+        if self._parallel.sharded:
+            self.module.set_requires_gradient_sync(self.is_gradient_accumulation_boundary())
+        to_backward.backward(retain_graph=retain_graph)
+        return divided
+
+    def step(self, lr_kwargs: Optional[dict] = None) -> None:
+        """End a micro-batch: on an accumulation boundary, update the weights (module docstring)."""
+        self._require_optimizer("step")
+        if self.is_gradient_accumulation_boundary():
+            self._take_model_step(lr_kwargs)
+        self.micro_steps += 1
+
+    def _take_model_step(self, lr_kwargs: Optional[dict]) -> None:
+        sync_local_grads(self._parallel)
+        grads = local_grads(optimizer_params(self.optimizer))
+        scale = self.loss_scaler.loss_scale  # read before update(): the scale these gradients carry
+        overflow = False
+        if self.fp16_enabled() or (self.bfloat16_enabled() and self._config.bf16.check_grad_overflow):
+            all_reduce_max = torch_all_reduce_max(device=self.device) if self.world_size > 1 else None
+            overflow = self.loss_scaler.update(has_overflow(grads), all_reduce_max)
+        if overflow:
+            self.skipped_steps += 1
+            self._global_grad_norm = math.inf
+        else:
+            scale_(grads, 1.0 / scale)
+            norm = global_norm(grads, self._parallel.sharded)
+            self._global_grad_norm = norm
+            scale_(grads, clip_factor(norm, self.gradient_clipping()))
+            self.optimizer.step()
+            if self.lr_scheduler is not None:
+                self.lr_scheduler.step(**(lr_kwargs or {}))
+        self.zero_grad()
+        self.global_steps += 1
+        self.global_samples += self.train_batch_size()
+        every = self.steps_per_print()
+        if every and self.global_steps % every == 0 and self.global_rank == 0:
+            logger.info("step=%d, skipped=%d, lr=%s, mom=%s", self.global_steps, self.skipped_steps, self.get_lr(),
+                        self.get_mom())
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Drop every gradient of the model (and of the optimizer's local shards)."""
+        for param in self.module.parameters():
+            param.grad = None
+        clear_local_grads(self._parallel)
+
+    # ------------------------------------------------------------------ data and state
+    def deepspeed_io(self, dataset: Any, batch_size: Optional[int] = None, route: str = "train",
+                     pin_memory: bool = True, data_sampler: Any = None, collate_fn: Optional[Callable] = None,
+                     num_local_io_workers: Optional[int] = None) -> torch.utils.data.DataLoader:
+        """A DataLoader of this rank's share of ``dataset`` (see :mod:`accelops.runtime.dataloader`)."""
+        return make_dataloader(dataset, batch_size or self.train_micro_batch_size_per_gpu(), self.dp_world_size,
+                               self.global_rank, self.dataloader_drop_last(), self.device.type, route=route,
+                               pin_memory=pin_memory, data_sampler=data_sampler,
+                               collate_fn=collate_fn if collate_fn is not None else self.collate_fn,
+                               num_local_io_workers=num_local_io_workers)
+
+    def module_state_dict(self, destination: Any = None, prefix: str = "", keep_vars: bool = False,
+                          exclude_frozen_parameters: bool = False) -> dict:
+        """The model's state dict with full (unsharded) tensors. With ZeRO stages 1-3 this gathers the
+        shards: a collective that every rank must call; every rank gets the full tensors."""
+        if self._parallel.sharded:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+            state = get_model_state_dict(self.module, options=StateDictOptions(full_state_dict=True))
+            state = {prefix + key: value for key, value in state.items()}
+        else:
+            state = self.module.state_dict(destination=destination, prefix=prefix, keep_vars=keep_vars)
+        if exclude_frozen_parameters:
+            frozen = {prefix + name for name, param in self.module.named_parameters() if not param.requires_grad}
+            state = type(state)((key, value) for key, value in state.items() if key not in frozen)
+        return state
+
+    def __getattr__(self, name: str) -> Any:
+        """Attributes the engine lacks come from the client's model, as in DeepSpeed."""
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            modules = self.__dict__.get("_modules", {})
+            if "module" in modules:
+                return getattr(modules["module"], name)
+            raise

@@ -1,0 +1,188 @@
+"""Data parallelism for the engine on torch's own engines: DDP for ZeRO stage 0, FSDP2 for stages 1 to 3.
+
+* Stage 0: ``torch.nn.parallel.DistributedDataParallel`` (no wrapper in a world of one). Buffers are
+  synchronised once at construction and not before every forward (``broadcast_buffers=False``, as
+  DeepSpeed, which never broadcasts buffers during training).
+* Stages 1 and 2: ``fully_shard(..., reshard_after_forward=False)``: parameters stay gathered between
+  forward and backward, gradients and optimizer state are sharded. Stage 3: ``reshard_after_forward=True``
+  (parameters sharded outside each unit's forward/backward too).
+* FSDP units: every child of the model that holds parameters is one unit; ``ModuleList`` and
+  ``ModuleDict`` children (which have no forward) are opened and their items become units; the root is a
+  unit for whatever parameters remain. Before sharding, rank 0's parameters and buffers are broadcast, so
+  every rank starts from the same model (DeepSpeed broadcasts too).
+
+``bind_optimizer`` points an optimizer built on the model's original parameters at the sharded ones:
+FSDP2 replaces every parameter by a new DTensor parameter. accelops' kernel optimizers update plain
+tensors, so they get each rank's local shard (a view sharing the DTensor's storage); other optimizers get
+the DTensor parameters, which torch's optimizers handle themselves.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+import torch.distributed as dist
+
+from .optimizers import is_elementwise_kernel_optimizer
+
+_CONTAINERS = (torch.nn.ModuleList, torch.nn.ModuleDict)
+
+
+@dataclass
+class Parallel:
+    """How the model is wrapped. ``kind``: "none" (a world of one at stage 0), "ddp" or "fsdp".
+    ``runner``: what forward calls (the DDP wrapper, or the model itself). ``local_pairs``: for an
+    optimizer bound to local shards, (DTensor param, local shard) in the optimizer's param order."""
+    kind: str
+    runner: torch.nn.Module
+    local_pairs: List[Tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+
+    @property
+    def sharded(self) -> bool:
+        return self.kind == "fsdp"
+
+
+def _has_params(module: torch.nn.Module) -> bool:
+    return next(module.parameters(), None) is not None
+
+
+def fsdp_units(model: torch.nn.Module) -> List[torch.nn.Module]:
+    """The modules that become FSDP units below the root, in registration order (module docstring)."""
+    units: List[torch.nn.Module] = []
+
+    def visit(module: torch.nn.Module) -> None:
+        for child in module.children():
+            if not _has_params(child):
+                continue
+            if isinstance(child, _CONTAINERS):
+                visit(child)
+            else:
+                units.append(child)
+
+    visit(model)
+    return units
+
+
+def _broadcast_from_rank0(model: torch.nn.Module) -> None:
+    """Every rank takes rank 0's parameters and buffers (in place)."""
+    with torch.no_grad():
+        for tensor in list(model.parameters()) + list(model.buffers()):
+            dist.broadcast(tensor.data, src=0)
+
+
+def wrap_model(model: torch.nn.Module, stage: int, world_size: int, device: torch.device,
+               reduce_dtype: Optional[torch.dtype] = None) -> Parallel:
+    """Wrap ``model`` (already on ``device``) for ``stage`` in the default process group.
+
+    ``reduce_dtype``: the dtype gradients are reduced in (None: the gradients' own, fp32). Side effects:
+    with FSDP the model is changed in place (its class and parameters, see the module docstring) and
+    rank 0's weights are broadcast; with DDP, DDP broadcasts them."""
+    if stage == 0:
+        if world_size == 1:
+            return Parallel("none", model)
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [device.index] if device.type == "cuda" and device.index is not None else None
+        ddp = DistributedDataParallel(model, device_ids=device_ids, forward_sync_buffers=False)
+        if reduce_dtype is not None:
+            _register_compression(ddp, reduce_dtype)
+        return Parallel("ddp", ddp)
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    if world_size > 1:
+        _broadcast_from_rank0(model)
+    mesh = init_device_mesh(device.type, (world_size,))
+    policy = MixedPrecisionPolicy(reduce_dtype=reduce_dtype)
+    reshard = stage == 3
+    for unit in fsdp_units(model):
+        fully_shard(unit, mesh=mesh, reshard_after_forward=reshard, mp_policy=policy)
+    fully_shard(model, mesh=mesh, reshard_after_forward=reshard, mp_policy=policy)
+    return Parallel("fsdp", model)
+
+
+def _register_compression(ddp: torch.nn.Module, dtype: torch.dtype) -> None:
+    """DDP reduces gradients in ``dtype`` (fp16 or bf16) with torch's compression hooks."""
+    from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+    hook = default_hooks.fp16_compress_hook if dtype == torch.float16 else default_hooks.bf16_compress_hook
+    ddp.register_comm_hook(state=None, hook=hook)
+
+
+def local_shard(param: torch.Tensor) -> torch.Tensor:
+    """The local shard of a DTensor parameter as a plain tensor sharing its storage."""
+    with torch.no_grad():
+        return param.to_local().detach()
+
+
+def bind_optimizer(optimizer: torch.optim.Optimizer, fqn_of: Dict[int, str], model: torch.nn.Module,
+                   parallel: Parallel) -> None:
+    """After FSDP wrapping, replace the optimizer's params (the model's original parameters, found by
+    ``fqn_of``: id(original param) -> name) with the sharded ones (module docstring). Records the local
+    pairs in ``parallel``. ValueError when the optimizer holds a tensor that is not a parameter of the
+    model, or already has state (it has stepped: its state would belong to the unsharded parameters)."""
+    if not parallel.sharded:
+        return
+    if any(optimizer.state.values()):
+        raise ValueError(f"the client optimizer ({type(optimizer).__name__}) already has state; with ZeRO stages "
+                         f"1-3 the engine re-points it at the sharded parameters, so pass an optimizer that has "
+                         f"not stepped yet (or a callable that builds one)")
+    named = dict(model.named_parameters())
+    use_local = is_elementwise_kernel_optimizer(optimizer)
+    pairs = []
+    for g, group in enumerate(optimizer.param_groups):
+        bound = []
+        for i, param in enumerate(group["params"]):
+            name = fqn_of.get(id(param))
+            if name is None or name not in named:
+                raise ValueError(f"param {i} of optimizer group {g} (shape {tuple(param.shape)}) is not a parameter "
+                                 f"of the model; with ZeRO stages 1-3 the optimizer may only hold the model's "
+                                 f"parameters")
+            sharded = named[name]
+            if use_local:
+                local = local_shard(sharded)
+                pairs.append((sharded, local))
+                bound.append(local)
+            else:
+                bound.append(sharded)
+        group["params"] = bound
+    parallel.local_pairs = pairs
+
+
+def sync_local_grads(parallel: Parallel) -> None:
+    """Give each local shard the local part of its DTensor parameter's gradient (or None). RuntimeError
+    when a parameter no longer uses the storage the optimizer updates (it was replaced after initialize,
+    e.g. by ``module.to()`` or ``load_state_dict(assign=True)``)."""
+    for sharded, local in parallel.local_pairs:
+        if local.numel() and local_shard(sharded).data_ptr() != local.data_ptr():
+            raise RuntimeError("a sharded parameter was replaced after initialize() (by module.to(), "
+                               "load_state_dict(assign=True) or similar), so the optimizer no longer updates the "
+                               "model; move or load the model before initialize(), or use load_checkpoint")
+        local.grad = None if sharded.grad is None else sharded.grad.to_local()
+
+
+def clear_local_grads(parallel: Parallel) -> None:
+    for _, local in parallel.local_pairs:
+        local.grad = None
+
+
+def local_grads(params: List[torch.Tensor]) -> List[torch.Tensor]:
+    """The gradients of ``params`` as plain tensors (a DTensor gradient's local shard); None skipped."""
+    grads = []
+    for param in params:
+        grad = param.grad
+        if grad is None:
+            continue
+        grads.append(grad.to_local() if hasattr(grad, "to_local") else grad)
+    return grads
+
+
+def model_param_names(model: torch.nn.Module) -> Dict[int, str]:
+    """id(param) -> its name, for every parameter of the model (before wrapping)."""
+    return {id(param): name for name, param in model.named_parameters()}
+
+
+def module_of(runner: Any) -> torch.nn.Module:
+    """The user's model inside a DDP wrapper (or the model itself)."""
+    return getattr(runner, "module", runner) if type(runner).__name__ == "DistributedDataParallel" else runner

@@ -1,0 +1,266 @@
+"""Worker processes of the engine tests, the plain-torch reference loop, and the launcher with a hard timeout.
+
+``python engine_workers.py CASES_JSON`` runs as one rank (rank and rendezvous from the environment, as
+under torchrun): for every case it trains a fresh engine and prints, as its last stdout line, one JSON
+object ``{case name: result}``. A case is ``{"name", "config", "steps", ...}`` (see ``run_case``).
+``reference_losses`` is the single-process plain-torch loop the engine must reproduce.
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+LAUNCH_VARS = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+               "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK", "PMI_RANK", "PMI_SIZE",
+               "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_JOB_NODELIST", "SLURM_NODELIST",
+               "SLURM_JOB_ID", "TORCHELASTIC_USE_AGENT_STORE"}
+IN_DIM, HIDDEN, OUT_DIM = 6, 16, 3
+
+
+# ---------------------------------------------------------------------------------------------- launcher
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_ranks(world_size, cases, timeout_s=240, extra_env=None):
+    """Run ``cases`` on ``world_size`` worker processes (gloo on CPU), wait at most ``timeout_s`` for all,
+    kill every one still running then. Returns the per-rank results (a list of dicts, rank order);
+    AssertionError with the failing rank's stderr tail otherwise (also on a timeout)."""
+    port = free_port()
+    procs = []
+    for rank in range(world_size):
+        env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS}
+        env.update({"RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank),
+                    "LOCAL_WORLD_SIZE": str(world_size), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+                    "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "DEEPSPEED_TIMEOUT": "2"})
+        env.update(extra_env or {})
+        procs.append(subprocess.Popen([sys.executable, os.path.join(HERE, "engine_workers.py"), json.dumps(cases)],
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                      start_new_session=True))
+    deadline = time.monotonic() + timeout_s
+    outputs = []
+    for proc in procs:
+        try:
+            out, err = proc.communicate(timeout=max(0.1, deadline - time.monotonic()))
+            outputs.append((proc.returncode, out, err))
+        except subprocess.TimeoutExpired:
+            outputs.append((None, "", f"killed after {timeout_s} s"))
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    results = []
+    for rank, (code, out, err) in enumerate(outputs):
+        assert code == 0, f"rank {rank} of {world_size} exited with {code}:\n{err[-4000:]}"
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    return results
+
+
+# ---------------------------------------------------------------------------------------------- model and data
+def make_model():
+    """A small model with a ModuleList, a root-level parameter and an output size that shards unevenly."""
+    import torch
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inp = nn.Linear(IN_DIM, HIDDEN)
+            self.blocks = nn.ModuleList([nn.Linear(HIDDEN, HIDDEN) for _ in range(2)])
+            self.out = nn.Linear(HIDDEN, OUT_DIM)
+            self.gain = nn.Parameter(torch.ones(1))
+
+        def forward(self, x):
+            h = torch.tanh(self.inp(x))
+            for block in self.blocks:
+                h = torch.tanh(block(h)) + h
+            return self.out(h) * self.gain
+
+    torch.manual_seed(0)
+    return Net()
+
+
+def global_batch(step, size, scale=1.0):
+    """The inputs and targets of global batch ``step`` (the same on every rank)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(1000 + step)
+    x = torch.randn(size, IN_DIM, generator=gen)
+    y = torch.randn(size, OUT_DIM, generator=gen) * scale
+    return x, y
+
+
+def micro_batch(x, y, micro, world, rank, k):
+    """Rank ``rank``'s ``k``-th micro-batch of a global batch."""
+    start = (k * world + rank) * micro
+    return x[start:start + micro], y[start:start + micro]
+
+
+def autocast_for(precision):
+    import contextlib
+
+    import torch
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    return torch.autocast("cpu", dtype=dtype) if dtype else contextlib.nullcontext()
+
+
+def reference_losses(case, world):
+    """The plain-torch loop over the same global batches: ``{"losses": [step][rank][k], "scales": the loss
+    scale after each step, "skipped": whether each step was skipped}``. With fp16 it scales the
+    loss by DeepSpeed's dynamic loss scale (accelops' DynamicLossScaler, tested on its own), unscales the
+    gradients with the scale they carry and skips overflowing steps."""
+    import torch
+
+    from accelops.runtime import create_loss_scaler, has_overflow
+    from accelops.runtime.precision_config import FP16Config
+
+    micro, gas, steps = case["micro"], case["gas"], case["steps"]
+    precision = case.get("precision", "fp32")
+    scaler = create_loss_scaler(FP16Config(enabled=precision == "fp16", **case.get("fp16", {})))
+    model = make_model()
+    if case.get("sgd"):
+        opt = torch.optim.SGD(model.parameters(), lr=case.get("lr", 0.01))
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=case.get("lr", 0.01), weight_decay=case.get("wd", 0.0))
+    scheduler = None
+    if "scheduler" in case.get("extra", {}):
+        from accelops.runtime import build_scheduler
+
+        scheduler = build_scheduler(opt, case["extra"]["scheduler"])
+    losses, scales, skipped = [], [], []
+    for step in range(steps):
+        x, y = global_batch(step, micro * gas * world, case.get("target_scale", 1.0))
+        per_rank = [[None] * gas for _ in range(world)]
+        scale = scaler.loss_scale
+        for k in range(gas):
+            for rank in range(world):
+                xb, yb = micro_batch(x, y, micro, world, rank, k)
+                with autocast_for(precision):
+                    loss = torch.nn.functional.mse_loss(model(xb).float(), yb)
+                (loss * scale / gas).backward()  # as each rank does; the ranks' mean is taken below
+                per_rank[rank][k] = loss.item()
+        overflow = scaler.update(has_overflow(model.parameters()))
+        if not overflow:
+            for param in model.parameters():
+                param.grad /= scale * world
+            if case.get("clip"):
+                torch.nn.utils.clip_grad_norm_(model.parameters(), case["clip"])
+            opt.step()
+            if scheduler is not None:
+                scheduler.step()
+        opt.zero_grad()
+        losses.append(per_rank)
+        scales.append(scaler.loss_scale)
+        skipped.append(overflow)
+    return {"losses": losses, "scales": scales, "skipped": skipped}
+
+
+def case_config(case, world):
+    precision = case.get("precision", "fp32")
+    optimizer = {"type": "Adam", "params": {"lr": case.get("lr", 0.01), "weight_decay": case.get("wd", 0.0)}}
+    if case.get("sgd"):
+        optimizer = {"type": "SGD", "params": {"lr": case.get("lr", 0.01)}}
+    config = {"train_micro_batch_size_per_gpu": case["micro"], "gradient_accumulation_steps": case["gas"],
+              "optimizer": optimizer, "zero_optimization": {"stage": case["stage"]}}
+    if case.get("clip"):
+        config["gradient_clipping"] = case["clip"]
+    if precision == "bf16":
+        config["bf16"] = {"enabled": True}
+    if precision == "fp16":
+        config["fp16"] = {"enabled": True, **case.get("fp16", {})}
+    config.update(case.get("extra", {}))
+    return config
+
+
+# ---------------------------------------------------------------------------------------------- worker
+def local(tensor):
+    """A DTensor's local shard, or the tensor."""
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
+
+
+def local_sum(tensors):
+    return float(sum(local(t).detach().double().sum() for t in tensors))
+
+
+def grad_sum(model):
+    """The sum of this rank's gradient entries (a DTensor gradient's local shard); None without grads."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    return local_sum(grads) if grads else None
+
+
+def poison_one_gradient_entry(model):
+    """Make one entry of this rank's (reduced) gradients NaN: an overflow only this rank sees."""
+    import torch
+
+    for param in model.parameters():
+        if param.grad is not None and local(param.grad).numel():
+            with torch.no_grad():
+                local(param.grad).view(-1)[0] = float("nan")
+            return
+    raise AssertionError("no gradient entry on this rank to poison")
+
+
+def run_case(case):
+    """Train one engine; returns its losses and counters (and the reference, on request)."""
+    import torch
+
+    import accelops
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    micro, gas, steps = case["micro"], case["gas"], case["steps"]
+    engine, optimizer, loader, scheduler = accelops.initialize(model=make_model(), config=case_config(case, world))
+    result = {"losses": [], "boundaries": [], "counters": [], "returned": [], "optimizer": type(optimizer).__name__,
+              "norms": [], "scales": [], "lrs": [], "grad_sums": [], "param_sums": []}
+    for step in range(steps):
+        x, y = global_batch(step, micro * gas * world, case.get("target_scale", 1.0))
+        per_step = []
+        for k in range(gas):
+            xb, yb = micro_batch(x, y, micro, world, rank, k)
+            result["boundaries"].append(engine.is_gradient_accumulation_boundary())
+            loss = torch.nn.functional.mse_loss(engine(xb).float(), yb)
+            returned = engine.backward(loss)
+            result["returned"].append(returned.item() / loss.item())
+            result["grad_sums"].append(grad_sum(engine.module))
+            poison = case.get("poison")
+            if poison and (poison["step"], poison["rank"], k) == (step, rank, gas - 1):
+                poison_one_gradient_entry(engine.module)
+            engine.step()
+            per_step.append(loss.item())
+        result["losses"].append(per_step)
+        result["counters"].append([engine.global_steps, engine.global_samples, engine.micro_steps,
+                                   engine.skipped_steps])
+        result["norms"].append(engine.get_global_grad_norm())
+        result["scales"].append(float(engine.loss_scale))
+        result["lrs"].append(engine.get_lr()[0])
+        result["param_sums"].append(local_sum(p for p in engine.module.parameters()))
+    result["engine"] = {"train_batch_size": engine.train_batch_size(),
+                        "micro": engine.train_micro_batch_size_per_gpu(),
+                        "gas": engine.gradient_accumulation_steps(), "stage": engine.zero_optimization_stage(),
+                        "module_is_model": type(engine.module).__name__}
+    result["state_sum"] = float(sum(v.float().sum() for v in engine.module_state_dict().values()))
+    if case.get("reference") and rank == 0:
+        result["reference"] = reference_losses(case, world)
+    return result
+
+
+def main():
+    cases = json.loads(sys.argv[1])
+    results = {}
+    for case in cases:
+        results[case["name"]] = run_case(case)
+    import accelops.comm
+
+    accelops.comm.destroy()
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
