@@ -95,6 +95,7 @@ class DeepSpeedEngine(torch.nn.Module):
         self.lr_scheduler = self._make_scheduler(lr_scheduler)
         self.loss_scaler = create_loss_scaler(config.fp16)
         self.training_dataloader = None if training_data is None else self.deepspeed_io(training_data)
+        self._gloo_group = self._make_gloo_group()
 
     # ------------------------------------------------------------------ construction
     def _report_no_effect(self) -> None:
@@ -142,6 +143,18 @@ class DeepSpeedEngine(torch.nn.Module):
         from .lr_schedules import build_scheduler
 
         return build_scheduler(self.optimizer, self._config.scheduler)
+
+    def _make_gloo_group(self) -> Any:
+        """A gloo group for the checkpoint barriers' timeouts when the default group is not gloo (NCCL has no
+        monitored_barrier); None when it is gloo or in a world of one."""
+        import torch.distributed as dist
+
+        if self.world_size == 1 or dist.get_backend() == "gloo":
+            return None
+        return dist.new_group(backend="gloo")
+
+    def _checkpoint_group(self) -> Any:
+        return self._gloo_group
 
     # ------------------------------------------------------------------ config accessors (DeepSpeed's names)
     def train_batch_size(self) -> int:
@@ -271,7 +284,7 @@ class DeepSpeedEngine(torch.nn.Module):
         self.micro_steps += 1
 
     def _take_model_step(self, lr_kwargs: Optional[dict]) -> None:
-        sync_local_grads(self._parallel)
+        sync_local_grads(self._parallel, self.module)
         grads = local_grads(optimizer_params(self.optimizer))
         scale = self.loss_scaler.loss_scale  # read before update(): the scale these gradients carry
         overflow = False
@@ -329,6 +342,47 @@ class DeepSpeedEngine(torch.nn.Module):
             frozen = {prefix + name for name, param in self.module.named_parameters() if not param.requires_grad}
             state = type(state)((key, value) for key, value in state.items() if key not in frozen)
         return state
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, save_dir: Any, tag: Any = None, client_state: Optional[dict] = None,
+                        save_latest: bool = True, exclude_frozen_parameters: bool = False,
+                        client_sd: Optional[dict] = None) -> bool:
+        """Save model, optimizer, scheduler, loss scaler, counters and ``client_state`` (the guide calls it
+        ``client_sd``; either name) under ``save_dir/tag`` with torch.distributed.checkpoint, atomically,
+        and point ``save_dir/latest`` at it. Every rank must call it. See :mod:`accelops.runtime.checkpoint`."""
+        from .checkpoint import save_checkpoint
+
+        return save_checkpoint(self, save_dir, tag=tag, client_state=client_state, save_latest=save_latest,
+                               exclude_frozen_parameters=exclude_frozen_parameters, client_sd=client_sd)
+
+    def load_checkpoint(self, load_dir: Any, tag: Any = None, load_module_strict: bool = True,
+                        load_optimizer_states: bool = True, load_lr_scheduler_states: bool = True,
+                        load_module_only: bool = False, custom_load_fn: Any = None) -> tuple:
+        """Load a checkpoint of :meth:`save_checkpoint` (any world size, any ZeRO stage); ``tag`` None reads
+        ``load_dir/latest``. Returns ``(path, client_state)``, or ``(None, None)`` when there is nothing to
+        load. Every rank must call it."""
+        from .checkpoint import load_checkpoint
+
+        return load_checkpoint(self, load_dir, tag=tag, load_module_strict=load_module_strict,
+                               load_optimizer_states=load_optimizer_states,
+                               load_lr_scheduler_states=load_lr_scheduler_states, load_module_only=load_module_only,
+                               custom_load_fn=custom_load_fn)
+
+    def save_16bit_model(self, save_dir: Any, save_filename: str = "pytorch_model.bin",
+                         exclude_frozen_parameters: bool = False) -> bool:
+        """Rank 0 writes the full model state dict to ``save_dir/save_filename`` with ``torch.save``, its
+        floating-point tensors in the compute dtype (bf16/fp16; fp32 without mixed precision). A collective
+        with ZeRO stages 1-3 (the shards are gathered). Returns True."""
+        import os
+
+        state = self.module_state_dict(exclude_frozen_parameters=exclude_frozen_parameters)
+        dtype = _AUTOCAST.get(self._config.precision)
+        if self.global_rank == 0:
+            os.makedirs(save_dir, exist_ok=True)
+            state = {k: v.detach().to("cpu", dtype=dtype if dtype and v.is_floating_point() else v.dtype)
+                     for k, v in state.items()}
+            torch.save(state, os.path.join(save_dir, save_filename))
+        return True
 
     def __getattr__(self, name: str) -> Any:
         """Attributes the engine lacks come from the client's model, as in DeepSpeed."""

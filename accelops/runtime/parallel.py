@@ -32,10 +32,12 @@ _CONTAINERS = (torch.nn.ModuleList, torch.nn.ModuleDict)
 @dataclass
 class Parallel:
     """How the model is wrapped. ``kind``: "none" (a world of one at stage 0), "ddp" or "fsdp".
-    ``runner``: what forward calls (the DDP wrapper, or the model itself). ``local_pairs``: for an
-    optimizer bound to local shards, (DTensor param, local shard) in the optimizer's param order."""
+    ``runner``: what forward calls (the DDP wrapper, or the model itself). ``bound``: after
+    ``bind_optimizer``, (name, sharded param) of every optimizer param. ``local_pairs``: for an optimizer
+    bound to local shards, (DTensor param, local shard) in the optimizer's param order."""
     kind: str
     runner: torch.nn.Module
+    bound: List[Tuple[str, torch.Tensor]] = field(default_factory=list)
     local_pairs: List[Tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
 
     @property
@@ -130,7 +132,7 @@ def bind_optimizer(optimizer: torch.optim.Optimizer, fqn_of: Dict[int, str], mod
                          f"not stepped yet (or a callable that builds one)")
     named = dict(model.named_parameters())
     use_local = is_elementwise_kernel_optimizer(optimizer)
-    pairs = []
+    pairs, bound_names = [], []
     for g, group in enumerate(optimizer.param_groups):
         bound = []
         for i, param in enumerate(group["params"]):
@@ -140,6 +142,7 @@ def bind_optimizer(optimizer: torch.optim.Optimizer, fqn_of: Dict[int, str], mod
                                  f"of the model; with ZeRO stages 1-3 the optimizer may only hold the model's "
                                  f"parameters")
             sharded = named[name]
+            bound_names.append((name, sharded))
             if use_local:
                 local = local_shard(sharded)
                 pairs.append((sharded, local))
@@ -147,18 +150,27 @@ def bind_optimizer(optimizer: torch.optim.Optimizer, fqn_of: Dict[int, str], mod
             else:
                 bound.append(sharded)
         group["params"] = bound
+    parallel.bound = bound_names
     parallel.local_pairs = pairs
 
 
-def sync_local_grads(parallel: Parallel) -> None:
+def _replaced(name: str) -> RuntimeError:
+    return RuntimeError(f"the sharded parameter {name!r} was replaced after initialize() (by module.to(), "
+                        f"load_state_dict(assign=True) or similar), so the optimizer no longer updates the model; "
+                        f"move or load the model before initialize(), or use load_checkpoint")
+
+
+def sync_local_grads(parallel: Parallel, model: torch.nn.Module) -> None:
     """Give each local shard the local part of its DTensor parameter's gradient (or None). RuntimeError
-    when a parameter no longer uses the storage the optimizer updates (it was replaced after initialize,
-    e.g. by ``module.to()`` or ``load_state_dict(assign=True)``)."""
-    for sharded, local in parallel.local_pairs:
+    when a bound parameter is no longer the model's, or no longer uses the storage the optimizer updates."""
+    if parallel.bound:
+        named = dict(model.named_parameters())
+        for name, sharded in parallel.bound:
+            if named.get(name) is not sharded:
+                raise _replaced(name)
+    for (name, _), (sharded, local) in zip(parallel.bound, parallel.local_pairs):
         if local.numel() and local_shard(sharded).data_ptr() != local.data_ptr():
-            raise RuntimeError("a sharded parameter was replaced after initialize() (by module.to(), "
-                               "load_state_dict(assign=True) or similar), so the optimizer no longer updates the "
-                               "model; move or load the model before initialize(), or use load_checkpoint")
+            raise _replaced(name)
         local.grad = None if sharded.grad is None else sharded.grad.to_local()
 
 

@@ -28,10 +28,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run_ranks(world_size, cases, timeout_s=240, extra_env=None):
+def run_ranks(world_size, cases, timeout_s=240, extra_env=None, check=True):
     """Run ``cases`` on ``world_size`` worker processes (gloo on CPU), wait at most ``timeout_s`` for all,
     kill every one still running then. Returns the per-rank results (a list of dicts, rank order);
-    AssertionError with the failing rank's stderr tail otherwise (also on a timeout)."""
+    AssertionError with the failing rank's stderr tail otherwise (also on a timeout). ``check=False``
+    returns the (returncode, stdout, stderr) of each rank instead (returncode None: killed)."""
     port = free_port()
     procs = []
     for rank in range(world_size):
@@ -55,6 +56,8 @@ def run_ranks(world_size, cases, timeout_s=240, extra_env=None):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+    if not check:
+        return outputs
     results = []
     for rank, (code, out, err) in enumerate(outputs):
         assert code == 0, f"rank {rank} of {world_size} exited with {code}:\n{err[-4000:]}"
@@ -63,7 +66,7 @@ def run_ranks(world_size, cases, timeout_s=240, extra_env=None):
 
 
 # ---------------------------------------------------------------------------------------------- model and data
-def make_model():
+def make_model(seed=0):
     """A small model with a ModuleList, a root-level parameter and an output size that shards unevenly."""
     import torch
     from torch import nn
@@ -82,7 +85,7 @@ def make_model():
                 h = torch.tanh(block(h)) + h
             return self.out(h) * self.gain
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     return Net()
 
 
@@ -175,8 +178,27 @@ def case_config(case, world):
         config["bf16"] = {"enabled": True}
     if precision == "fp16":
         config["fp16"] = {"enabled": True, **case.get("fp16", {})}
+    if case.get("client"):
+        del config["optimizer"]
     config.update(case.get("extra", {}))
     return config
+
+
+def client_optimizer(case, model):
+    """The client's optimizer a case asks for (None: the config's): an instance or a callable."""
+    import torch
+
+    from accelops.ops import CPUAdam
+
+    lr, wd = case.get("lr", 0.01), case.get("wd", 0.0)
+    kind = case.get("client")
+    if kind == "torch_adamw":
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
+    if kind == "cpu_adam":
+        return CPUAdam(model.parameters(), lr=lr, weight_decay=wd)
+    if kind == "cpu_adam_callable":
+        return lambda params: CPUAdam(params, lr=lr, weight_decay=wd)
+    return None
 
 
 # ---------------------------------------------------------------------------------------------- worker
@@ -216,7 +238,9 @@ def run_case(case):
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     micro, gas, steps = case["micro"], case["gas"], case["steps"]
-    engine, optimizer, loader, scheduler = accelops.initialize(model=make_model(), config=case_config(case, world))
+    model = make_model()
+    engine, optimizer, loader, scheduler = accelops.initialize(model=model, config=case_config(case, world),
+                                                               optimizer=client_optimizer(case, model))
     result = {"losses": [], "boundaries": [], "counters": [], "returned": [], "optimizer": type(optimizer).__name__,
               "norms": [], "scales": [], "lrs": [], "grad_sums": [], "param_sums": []}
     for step in range(steps):
@@ -251,15 +275,82 @@ def run_case(case):
     return result
 
 
+def checkpoint_case(case):
+    """Train with a fixed global batch (``train_batch_size`` 8 at any world size), optionally loading a
+    checkpoint first (``load``: the folder) and saving one after ``save_at`` steps (with the step in the
+    client state); records each step's global loss (the mean over every rank's micro-batches). With
+    ``die_in_save``, every rank exits (code 17) after DCP wrote its files but before the commit. With
+    ``skip_save_rank``, that rank does not call save (it sleeps ``sleep_s``) and the others record the
+    error they get."""
+    import time
+
+    import torch
+    import torch.distributed as dist
+
+    import accelops
+
+    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    gas, train = case.get("gas", 2), 8
+    micro = train // gas // world
+    config = {"train_batch_size": train, "gradient_accumulation_steps": gas,
+              "optimizer": {"type": "Adam", "params": {"lr": 0.01, "weight_decay": 0.1}},
+              "scheduler": {"type": "WarmupLR", "params": {"warmup_max_lr": 0.01, "warmup_num_steps": 10}},
+              "zero_optimization": {"stage": case["stage"]}}
+    config.update(case.get("extra", {}))
+    engine, *_ = accelops.initialize(model=make_model(seed=case.get("seed", 0)), config=config)
+    result = {"losses": [], "loaded": None, "error": None}
+    first = 0
+    if case.get("load"):
+        path, client = engine.load_checkpoint(case["load"], tag=case.get("tag"))
+        result["loaded"] = [path, client, engine.global_steps, engine.global_samples]
+        first = client["step"]
+    if case.get("die_in_save"):
+        import accelops.runtime.checkpoint as ckpt
+
+        def die(*args, **kwargs):
+            os._exit(17)
+
+        ckpt._commit = die if rank == 0 else ckpt._commit
+        original = ckpt.barrier
+        ckpt.barrier = lambda engine, what: die() if "commit" in what else original(engine, what)
+    for step in range(first, first + case["steps"]):
+        x, y = global_batch(step, train)
+        total = torch.zeros(())
+        for k in range(gas):
+            xb, yb = micro_batch(x, y, micro, world, rank, k)
+            loss = torch.nn.functional.mse_loss(engine(xb), yb)
+            engine.backward(loss)
+            engine.step()
+            total += loss.detach()
+        if world > 1:
+            dist.all_reduce(total)
+        result["losses"].append(float(total) / (gas * world))
+        if step + 1 == case.get("save_at"):
+            if rank == case.get("skip_save_rank"):
+                time.sleep(case.get("sleep_s", 0))
+                return result
+            started = time.monotonic()
+            try:
+                engine.save_checkpoint(case["save_dir"], client_sd={"step": step + 1, "note": "mine"})
+            except RuntimeError as error:
+                result["error"] = [str(error), time.monotonic() - started]
+                return result
+    result["state_sum"] = float(sum(v.double().sum() for v in engine.module_state_dict().values()))
+    return result
+
+
 def main():
     cases = json.loads(sys.argv[1])
     results = {}
     for case in cases:
-        results[case["name"]] = run_case(case)
+        results[case["name"]] = checkpoint_case(case) if case.get("kind") == "checkpoint" else run_case(case)
+    import gc
+
     import accelops.comm
 
+    gc.collect()  # free the engines (module hooks make cycles) while the process group and interpreter live
     accelops.comm.destroy()
-    print(json.dumps(results))
+    print(json.dumps(results), flush=True)
 
 
 if __name__ == "__main__":
