@@ -272,14 +272,16 @@ def _optimizer_template(engine: Any, saved: set) -> Tuple[Dict[str, torch.Tensor
     template, empty = {}, []
     for param, (name, _) in zip(optimizer_params(engine.optimizer), _optimizer_names(engine)):
         keys = per_param.get(f"optim.{name}", [])
-        present = [k for k in keys if k in saved]
-        if not present:
+        have = sorted(k for k in saved if k.startswith(f"optim.{name}::"))
+        if not have:
             empty.append(param)
-        elif len(present) != len(keys):
-            have = sorted(k.split("::")[1] for k in saved if k.startswith(f"optim.{name}::"))
-            raise RuntimeError(f"load_checkpoint: the saved optimizer state of {name!r} has {have}, this optimizer "
-                               f"({type(engine.optimizer).__name__}) needs {sorted(k.split('::')[1] for k in keys)}: "
-                               f"a checkpoint of another optimizer? Pass load_optimizer_states=False to skip it")
+            continue
+        if sorted(keys) != have:
+            raise RuntimeError(f"load_checkpoint: the saved optimizer state of {name!r} has "
+                               f"{[k.split('::')[1] for k in have]}, this optimizer ({type(engine.optimizer).__name__}) "
+                               f"needs {sorted(k.split('::')[1] for k in keys)}: a checkpoint of another optimizer? "
+                               f"Pass load_optimizer_states=False to skip it")
+        present = keys
         template.update({k: tensors[k] for k in present})
     return template, empty
 
