@@ -263,26 +263,41 @@ def _check_model_keys(expected: Dict[str, Any], saved: set, strict: bool) -> Dic
 
 
 def _optimizer_template(engine: Any, saved: set) -> Tuple[Dict[str, torch.Tensor], List[Any]]:
-    """The optimizer tensors to load (views of the live state) and the params without saved state."""
-    _materialize_optimizer_state(engine.optimizer)
+    """The optimizer tensors to load (views of the live state) and the params without saved state.
+    RuntimeError (the optimizer left as it was) when the saved state is another optimizer's."""
+    optimizer = engine.optimizer
+    stateless = [p for p in optimizer_params(optimizer) if not optimizer.state.get(p)]
+    _materialize_optimizer_state(optimizer)
+    try:
+        return _match_saved_state(engine, saved)
+    except RuntimeError:
+        for param in stateless:
+            optimizer.state.pop(param, None)
+        raise
+
+
+def _match_saved_state(engine: Any, saved: set) -> Tuple[Dict[str, torch.Tensor], List[Any]]:
     tensors, _ = _optimizer_state(engine)
-    per_param: Dict[str, List[str]] = {}
+    wanted: Dict[str, List[str]] = {}
     for key in tensors:
-        per_param.setdefault(key.split("::")[0], []).append(key)
+        wanted.setdefault(key.split("::")[0], []).append(key)
+    have: Dict[str, List[str]] = {}
+    for key in saved:
+        if key.startswith("optim."):
+            have.setdefault(key.split("::")[0], []).append(key)
     template, empty = {}, []
     for param, (name, _) in zip(optimizer_params(engine.optimizer), _optimizer_names(engine)):
-        keys = per_param.get(f"optim.{name}", [])
-        have = sorted(k for k in saved if k.startswith(f"optim.{name}::"))
-        if not have:
+        keys, found = sorted(wanted.get(f"optim.{name}", [])), sorted(have.get(f"optim.{name}", []))
+        if not found:
             empty.append(param)
-            continue
-        if sorted(keys) != have:
+        elif keys != found:
+            kind = type(engine.optimizer).__name__
             raise RuntimeError(f"load_checkpoint: the saved optimizer state of {name!r} has "
-                               f"{[k.split('::')[1] for k in have]}, this optimizer ({type(engine.optimizer).__name__}) "
-                               f"needs {sorted(k.split('::')[1] for k in keys)}: a checkpoint of another optimizer? "
+                               f"{[k.split('::')[1] for k in found]}, this optimizer ({kind}) needs "
+                               f"{[k.split('::')[1] for k in keys]}: a checkpoint of another optimizer? "
                                f"Pass load_optimizer_states=False to skip it")
-        present = keys
-        template.update({k: tensors[k] for k in present})
+        else:
+            template.update({k: tensors[k] for k in keys})
     return template, empty
 
 

@@ -82,6 +82,7 @@ class DeepSpeedEngine(torch.nn.Module):
         self._boundary_override: Optional[bool] = None
         self._report_no_effect()
         self._check_dtypes(model)
+        self._check_offload()
 
         model.to(device)
         self.module = model
@@ -112,6 +113,16 @@ class DeepSpeedEngine(torch.nn.Module):
                 raise TypeError(f"{precision} is enabled but parameter {name!r} is {param.dtype}: accelops keeps "
                                 f"fp32 master weights and computes in {precision} with autocast, so pass the model "
                                 f"in float32 (do not call .half()/.bfloat16() on it)")
+
+    def _check_offload(self) -> None:
+        """ZeRO-Offload: on a CPU rank the parameters, gradients and optimizer state already live in CPU
+        memory and the CPU kernels update them, so ``device: cpu`` is met; elsewhere it is not implemented."""
+        zero = self._config.zero
+        for name, offload in (("offload_optimizer", zero.offload_optimizer), ("offload_param", zero.offload_param)):
+            if offload.enabled and self.device.type != "cpu":
+                raise NotImplementedError(f"zero_optimization.{name}.device 'cpu' on a {self.device.type} rank: "
+                                          f"accelops' engine does not offload to CPU memory yet; remove {name} "
+                                          f"(or train on CPU ranks, where everything already is in CPU memory)")
 
     def _make_optimizer(self, optimizer: Any, model_parameters: Any,
                         model: torch.nn.Module) -> Optional[torch.optim.Optimizer]:

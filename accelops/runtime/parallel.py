@@ -1,8 +1,10 @@
 """Data parallelism for the engine on torch's own engines: DDP for ZeRO stage 0, FSDP2 for stages 1 to 3.
 
 * Stage 0: ``torch.nn.parallel.DistributedDataParallel`` (no wrapper in a world of one). Buffers are
-  synchronised once at construction and not before every forward (``broadcast_buffers=False``, as
-  DeepSpeed, which never broadcasts buffers during training).
+  synchronised once at construction and not before every forward (``forward_sync_buffers=False``, as
+  DeepSpeed, which never broadcasts buffers during training). ``find_unused_parameters=True``: models
+  with parameters that some forward does not use train as under DeepSpeed (at the cost of one graph walk
+  per forward).
 * Stages 1 and 2: ``fully_shard(..., reshard_after_forward=False)``: parameters stay gathered between
   forward and backward, gradients and optimizer state are sharded. Stage 3: ``reshard_after_forward=True``
   (parameters sharded outside each unit's forward/backward too).
@@ -19,7 +21,7 @@ the DTensor parameters, which torch's optimizers handle themselves.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -86,7 +88,8 @@ def wrap_model(model: torch.nn.Module, stage: int, world_size: int, device: torc
         from torch.nn.parallel import DistributedDataParallel
 
         device_ids = [device.index] if device.type == "cuda" and device.index is not None else None
-        ddp = DistributedDataParallel(model, device_ids=device_ids, forward_sync_buffers=False)
+        ddp = DistributedDataParallel(model, device_ids=device_ids, forward_sync_buffers=False,
+                                      find_unused_parameters=True)
         if reduce_dtype is not None:
             _register_compression(ddp, reduce_dtype)
         return Parallel("ddp", ddp)
@@ -105,10 +108,22 @@ def wrap_model(model: torch.nn.Module, stage: int, world_size: int, device: torc
 
 
 def _register_compression(ddp: torch.nn.Module, dtype: torch.dtype) -> None:
-    """DDP reduces gradients in ``dtype`` (fp16 or bf16) with torch's compression hooks."""
-    from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+    """DDP reduces gradients in ``dtype`` (fp16 or bf16): each bucket is divided by the world size, cast,
+    all-reduced and cast back (torch's ``fp16_compress_hook``, which also works for bf16 on gloo; torch's
+    own bf16 hook requires NCCL)."""
+    world = dist.get_world_size()
 
-    hook = default_hooks.fp16_compress_hook if dtype == torch.float16 else default_hooks.bf16_compress_hook
+    def hook(state, bucket):  # no annotations: DDP checks them against its own types
+        compressed = bucket.buffer().div(world).to(dtype)
+        future = dist.all_reduce(compressed, async_op=True).get_future()
+
+        def decompress(done):
+            out = bucket.buffer()
+            out.copy_(done.value()[0])
+            return out
+
+        return future.then(decompress)
+
     ddp.register_comm_hook(state=None, hook=hook)
 
 
@@ -193,8 +208,3 @@ def local_grads(params: List[torch.Tensor]) -> List[torch.Tensor]:
 def model_param_names(model: torch.nn.Module) -> Dict[int, str]:
     """id(param) -> its name, for every parameter of the model (before wrapping)."""
     return {id(param): name for name, param in model.named_parameters()}
-
-
-def module_of(runner: Any) -> torch.nn.Module:
-    """The user's model inside a DDP wrapper (or the model itself)."""
-    return getattr(runner, "module", runner) if type(runner).__name__ == "DistributedDataParallel" else runner

@@ -66,8 +66,9 @@ def run_ranks(world_size, cases, timeout_s=240, extra_env=None, check=True):
 
 
 # ---------------------------------------------------------------------------------------------- model and data
-def make_model(seed=0):
-    """A small model with a ModuleList, a root-level parameter and an output size that shards unevenly."""
+def make_model(seed=0, unused=False):
+    """A small model with a ModuleList, a root-level parameter and an output size that shards unevenly;
+    ``unused``: plus a layer that forward never uses."""
     import torch
     from torch import nn
 
@@ -78,6 +79,8 @@ def make_model(seed=0):
             self.blocks = nn.ModuleList([nn.Linear(HIDDEN, HIDDEN) for _ in range(2)])
             self.out = nn.Linear(HIDDEN, OUT_DIM)
             self.gain = nn.Parameter(torch.ones(1))
+            if unused:
+                self.spare = nn.Linear(HIDDEN, 2)
 
         def forward(self, x):
             h = torch.tanh(self.inp(x))
@@ -127,7 +130,7 @@ def reference_losses(case, world):
     micro, gas, steps = case["micro"], case["gas"], case["steps"]
     precision = case.get("precision", "fp32")
     scaler = create_loss_scaler(FP16Config(enabled=precision == "fp16", **case.get("fp16", {})))
-    model = make_model()
+    model = make_model(unused=case.get("unused", False))
     if case.get("sgd"):
         opt = torch.optim.SGD(model.parameters(), lr=case.get("lr", 0.01))
     else:
@@ -152,7 +155,8 @@ def reference_losses(case, world):
         overflow = scaler.update(has_overflow(model.parameters()))
         if not overflow:
             for param in model.parameters():
-                param.grad /= scale * world
+                if param.grad is not None:
+                    param.grad /= scale * world
             if case.get("clip"):
                 torch.nn.utils.clip_grad_norm_(model.parameters(), case["clip"])
             opt.step()
@@ -238,7 +242,7 @@ def run_case(case):
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     micro, gas, steps = case["micro"], case["gas"], case["steps"]
-    model = make_model()
+    model = make_model(unused=case.get("unused", False))
     engine, optimizer, loader, scheduler = accelops.initialize(model=model, config=case_config(case, world),
                                                                optimizer=client_optimizer(case, model))
     result = {"losses": [], "boundaries": [], "counters": [], "returned": [], "optimizer": type(optimizer).__name__,

@@ -277,3 +277,11 @@ def test_importing_accelops_stays_cheap():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["accelops.runtime.entry", "False"]  # torch only when initialize() runs
+
+
+def test_offload_on_cpu_ranks_is_met_as_is():
+    cfg = config(zero_optimization={"stage": 2, "offload_optimizer": {"device": "cpu"}})
+    engine, optimizer, _, _ = accelops.initialize(model=model(), config=cfg)
+    assert type(optimizer).__name__ == "CPUAdam"
+    train_step(engine)
+    assert engine.global_steps == 1

@@ -68,7 +68,8 @@ in_process = pytest.mark.usefixtures("world_of_one")
 
 def engine_for(stage=0, **extra):
     config = {"train_batch_size": 2, "optimizer": {"type": "Adam", "params": {"lr": 0.01}},
-              "scheduler": {"type": "WarmupLR", "params": {"warmup_num_steps": 5}}, "zero_optimization": {"stage": stage}}
+              "scheduler": {"type": "WarmupLR", "params": {"warmup_num_steps": 5}},
+              "zero_optimization": {"stage": stage}}
     config.update(extra)
     engine, *_ = accelops.initialize(model=make_model(), config=config)
     return engine
@@ -173,6 +174,7 @@ def test_optimizer_of_another_kind_is_refused(tmp_path):
         "type": "SGD", "params": {"momentum": 0.9}}})
     with pytest.raises(RuntimeError, match="a checkpoint of another optimizer"):
         sgd.load_checkpoint(tmp_path)
+    assert not sgd.optimizer.state  # left as it was
 
 
 @in_process

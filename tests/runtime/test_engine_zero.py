@@ -10,6 +10,8 @@ from engine_workers import make_model, run_ranks
 CLIENTS = ("torch_adamw", "cpu_adam", "cpu_adam_callable")
 CASES = [{"name": f"{client}-stage{stage}", "stage": stage, "gas": 2, "micro": 2, "steps": 3, "wd": 0.1, "clip": 0.5,
           "client": client, "reference": True} for client in CLIENTS for stage in (1, 3)]
+CASES += [{"name": f"unused-stage{stage}", "stage": stage, "gas": 2, "micro": 2, "steps": 3, "wd": 0.1, "clip": 0.5,
+           "unused": True, "reference": True} for stage in (0, 2)]
 CASES += [{"name": f"world4-stage{stage}", "stage": stage, "gas": 2, "micro": 1, "steps": 3, "wd": 0.1, "clip": 0.5,
            "reference": True} for stage in (0, 1, 2, 3)]
 
@@ -34,6 +36,11 @@ def test_client_optimizers_on_sharded_parameters(two_rank_results, client, stage
     ranks = [res[f"{client}-stage{stage}"] for res in two_rank_results]
     check_trajectory(ranks)
     assert ranks[0]["optimizer"] == ("AdamW" if client == "torch_adamw" else "CPUAdam")
+
+
+@pytest.mark.parametrize("stage", [0, 2])
+def test_a_parameter_that_forward_never_uses(two_rank_results, stage):
+    check_trajectory([res[f"unused-stage{stage}"] for res in two_rank_results])
 
 
 @pytest.mark.slow
