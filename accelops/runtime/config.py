@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple, Union
 
+from .accelops_config import AccelopsConfig, parse_accelops
 from ._checks import boolean, integer, number, one_of, optional
 from ._keys import Key, no_effect, read_section, unsupported, used
 from .batch import resolve_batch
@@ -31,7 +32,7 @@ TOP_LEVEL_KEYS: Dict[str, Key] = {
     "train_batch_size": _POSITIVE, "train_micro_batch_size_per_gpu": _POSITIVE,
     "gradient_accumulation_steps": _POSITIVE,
     "optimizer": _SECTION, "scheduler": _SECTION, "fp16": _SECTION, "bf16": _SECTION, "bfloat16": _SECTION,
-    "zero_optimization": _SECTION,
+    "zero_optimization": _SECTION, "accelops": _SECTION,
     "gradient_clipping": used(number(0)),
     "steps_per_print": _POSITIVE,
     "wall_clock_breakdown": used(boolean),
@@ -97,6 +98,7 @@ class EngineConfig:
     wall_clock_breakdown: bool = False
     dataloader_drop_last: bool = False
     communication_data_type: Optional[str] = None
+    accelops: AccelopsConfig = field(default_factory=AccelopsConfig)
     no_effect: Tuple[str, ...] = ()
     source_json: str = "{}"
 
@@ -173,6 +175,7 @@ def load_config(config: Union[str, os.PathLike, dict], world_size: int) -> Engin
     optimizer = parse_optimizer(raw.get("optimizer"), no_effect_paths)
     scheduler = parse_scheduler(raw.get("scheduler"), no_effect_paths)
     zero = parse_zero(raw.get("zero_optimization"), no_effect_paths)
+    own = parse_accelops(raw.get("accelops"), no_effect_paths)
     train, micro, accum = resolve_batch(top.get("train_batch_size"), top.get("train_micro_batch_size_per_gpu"),
                                         top.get("gradient_accumulation_steps"), world_size)
     return EngineConfig(
@@ -181,5 +184,5 @@ def load_config(config: Union[str, os.PathLike, dict], world_size: int) -> Engin
         gradient_clipping=float(top.get("gradient_clipping", 0.0)), steps_per_print=top.get("steps_per_print"),
         wall_clock_breakdown=top.get("wall_clock_breakdown", False),
         dataloader_drop_last=top.get("dataloader_drop_last", False),
-        communication_data_type=top.get("communication_data_type"), no_effect=tuple(no_effect_paths),
+        communication_data_type=top.get("communication_data_type"), accelops=own, no_effect=tuple(no_effect_paths),
         source_json=json.dumps(raw, sort_keys=True, default=repr))

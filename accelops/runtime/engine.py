@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Tuple
 
 import torch
 
@@ -42,6 +42,11 @@ from .parallel import (bind_optimizer, clear_local_grads, local_grads, model_par
 
 logger = logging.getLogger(__name__)
 _AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def _can_pin() -> bool:
+    """True when pinned (page-locked) host memory can be allocated (a CUDA/ROCm runtime is there)."""
+    return torch.cuda.is_available()
 
 
 class LossScaleValue(float):
@@ -82,14 +87,15 @@ class DeepSpeedEngine(torch.nn.Module):
         self._boundary_override: Optional[bool] = None
         self._report_no_effect()
         self._check_dtypes(model)
-        self._check_offload()
+        offload, pin_memory = self._offload()
 
         model.to(device)
         self.module = model
         fqn_of = model_param_names(model)
-        basic = self._make_optimizer(optimizer, model_parameters, model)
+        basic = self._make_optimizer(optimizer, model_parameters, model, on_cpu=offload or None)
         reduce_dtype = _AUTOCAST.get(config.communication_data_type or "")
-        self._parallel = wrap_model(model, config.zero_optimization_stage, world_size, device, reduce_dtype)
+        self._parallel = wrap_model(model, config.zero_optimization_stage, world_size, device, reduce_dtype,
+                                    units=config.accelops.fsdp_units, offload=offload, pin_memory=pin_memory)
         if basic is not None:
             bind_optimizer(basic, fqn_of, model, self._parallel)
         self.optimizer = self.basic_optimizer = basic
@@ -114,18 +120,20 @@ class DeepSpeedEngine(torch.nn.Module):
                                 f"fp32 master weights and computes in {precision} with autocast, so pass the model "
                                 f"in float32 (do not call .half()/.bfloat16() on it)")
 
-    def _check_offload(self) -> None:
-        """ZeRO-Offload: on a CPU rank the parameters, gradients and optimizer state already live in CPU
-        memory and the CPU kernels update them, so ``device: cpu`` is met; elsewhere it is not implemented."""
+    def _offload(self) -> Tuple[bool, bool]:
+        """(offload, pin_memory) for ZeRO-Offload: either offload section with ``device: cpu`` offloads the
+        sharded master weights, gradients and optimizer state to CPU memory (FSDP2's CPU offload policy,
+        see :mod:`accelops.runtime.parallel`); pinned unless a section says ``pin_memory: false``, and only
+        when the accelerator can pin (a CPU rank's memory needs no pinning)."""
         zero = self._config.zero
-        for name, offload in (("offload_optimizer", zero.offload_optimizer), ("offload_param", zero.offload_param)):
-            if offload.enabled and self.device.type != "cpu":
-                raise NotImplementedError(f"zero_optimization.{name}.device 'cpu' on a {self.device.type} rank: "
-                                          f"accelops' engine does not offload to CPU memory yet; remove {name} "
-                                          f"(or train on CPU ranks, where everything already is in CPU memory)")
+        sections = [s for s in (zero.offload_optimizer, zero.offload_param) if s.enabled]
+        if not sections:
+            return False, False
+        pin = all(s.pin_memory for s in sections) and self.device.type != "cpu"
+        return True, pin and _can_pin()
 
-    def _make_optimizer(self, optimizer: Any, model_parameters: Any,
-                        model: torch.nn.Module) -> Optional[torch.optim.Optimizer]:
+    def _make_optimizer(self, optimizer: Any, model_parameters: Any, model: torch.nn.Module,
+                        on_cpu: Optional[bool] = None) -> Optional[torch.optim.Optimizer]:
         config = self._config.optimizer
         if optimizer is None and config is None:
             return None
@@ -136,7 +144,7 @@ class DeepSpeedEngine(torch.nn.Module):
                                "is used, as in DeepSpeed", config.type)
             built = client_optimizer(optimizer, params)
         else:
-            built = build_optimizer(config, params)
+            built = build_optimizer(config, params, on_cpu=on_cpu)
         drop_empty_groups(built)
         return built
 
@@ -307,7 +315,7 @@ class DeepSpeedEngine(torch.nn.Module):
             self._global_grad_norm = math.inf
         else:
             scale_(grads, 1.0 / scale)
-            norm = global_norm(grads, self._parallel.sharded)
+            norm = global_norm(grads, self._parallel.sharded, reduce_on=self.device)
             self._global_grad_norm = norm
             scale_(grads, clip_factor(norm, self.gradient_clipping()))
             self.optimizer.step()

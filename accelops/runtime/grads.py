@@ -9,15 +9,17 @@ Clipping follows ``torch.nn.utils.clip_grad_norm_``: the gradients are multiplie
 from __future__ import annotations
 
 import math
-from typing import List
+from typing import List, Optional
 
 import torch
 import torch.distributed as dist
 
 
-def global_norm(grads: List[torch.Tensor], sharded: bool) -> float:
+def global_norm(grads: List[torch.Tensor], sharded: bool, reduce_on: Optional[torch.device] = None) -> float:
     """The 2-norm over all ``grads`` (of every rank when ``sharded``); inf or nan when any holds inf/nan.
-    A collective when ``sharded``: every rank must call it."""
+    A collective when ``sharded``: every rank must call it, and the sum is all-reduced on ``reduce_on``
+    (the process group's device: with ZeRO-Offload the gradients are in CPU memory while NCCL needs the
+    GPU; None: the gradients' device)."""
     device = grads[0].device if grads else torch.device("cpu")
     nonempty = [g for g in grads if g.numel()]
     if nonempty:
@@ -26,6 +28,8 @@ def global_norm(grads: List[torch.Tensor], sharded: bool) -> float:
     else:
         square_sum = torch.zeros((), dtype=torch.float32, device=device)
     if sharded and dist.is_initialized() and dist.get_world_size() > 1:
+        if reduce_on is not None and square_sum.device != reduce_on:
+            square_sum = square_sum.to(reduce_on)
         dist.all_reduce(square_sum, op=dist.ReduceOp.SUM)
     return float(square_sum.sqrt())
 

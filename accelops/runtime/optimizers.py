@@ -59,12 +59,15 @@ def _no_amsgrad(name: str, kwargs: Dict[str, Any]) -> None:
                           f"CPU and fused optimizers ignore or refuse it too); remove it or set it false")
 
 
-def build_optimizer(config: OptimizerConfig, params: List[Any]) -> torch.optim.Optimizer:
+def build_optimizer(config: OptimizerConfig, params: List[Any], on_cpu: Optional[bool] = None) -> torch.optim.Optimizer:
     """The optimizer ``config`` names, over ``params`` (tensors or param-group dicts), by the table in the
-    module docstring. Bad params raise :class:`ConfigError` (or the optimizer's own ValueError)."""
+    module docstring. ``on_cpu``: whether the optimizer will step CPU tensors (True for ZeRO-Offload, whose
+    parameters move to CPU memory after this call); None: the params' device decides. Bad params raise
+    :class:`ConfigError` (or the optimizer's own ValueError)."""
     kwargs = dict(config.params)
     kwargs.pop("fp32_optimizer_states", None)  # master weights and state are fp32 here in any case
-    on_cpu = _device_type(params) == "cpu"
+    device_type = _device_type(params)
+    on_cpu = device_type == "cpu" if on_cpu is None else on_cpu
     if config.type in ("Adam", "AdamW"):
         if config.torch_adam:
             if kwargs.pop("bias_correction", True) is False:

@@ -8,10 +8,15 @@
 * Stages 1 and 2: ``fully_shard(..., reshard_after_forward=False)``: parameters stay gathered between
   forward and backward, gradients and optimizer state are sharded. Stage 3: ``reshard_after_forward=True``
   (parameters sharded outside each unit's forward/backward too).
-* FSDP units: every child of the model that holds parameters is one unit; ``ModuleList`` and
-  ``ModuleDict`` children (which have no forward) are opened and their items become units; the root is a
-  unit for whatever parameters remain. Before sharding, rank 0's parameters and buffers are broadcast, so
-  every rank starts from the same model (DeepSpeed broadcasts too).
+* FSDP units: chosen by the config's ``accelops.fsdp_units`` (:mod:`accelops.runtime.accelops_config`); by
+  default the model's ``_no_split_modules`` classes when it names them, else every child of the model that
+  holds parameters (``ModuleList`` and ``ModuleDict`` children, which have no forward, are opened and their
+  items become units); the root is a unit for whatever parameters remain. Before sharding, rank 0's
+  parameters and buffers are broadcast, so every rank starts from the same model (DeepSpeed broadcasts too).
+* ZeRO-Offload (``offload_optimizer`` / ``offload_param`` with ``device: cpu``): FSDP2's
+  ``CPUOffloadPolicy``. The sharded fp32 parameters (the master weights), their gradients and so the
+  optimizer state live in CPU memory; each unit's forward/backward copies its gathered parameters to the
+  device, and the reduced gradient shards come back to the CPU, where a CPU kernel optimizer steps.
 
 ``bind_optimizer`` points an optimizer built on the model's original parameters at the sharded ones:
 FSDP2 replaces every parameter by a new DTensor parameter. accelops' kernel optimizers update plain
@@ -21,7 +26,7 @@ the DTensor parameters, which torch's optimizers handle themselves.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.distributed as dist
@@ -51,8 +56,7 @@ def _has_params(module: torch.nn.Module) -> bool:
     return next(module.parameters(), None) is not None
 
 
-def fsdp_units(model: torch.nn.Module) -> List[torch.nn.Module]:
-    """The modules that become FSDP units below the root, in registration order (module docstring)."""
+def _children_units(model: torch.nn.Module) -> List[torch.nn.Module]:
     units: List[torch.nn.Module] = []
 
     def visit(module: torch.nn.Module) -> None:
@@ -68,6 +72,34 @@ def fsdp_units(model: torch.nn.Module) -> List[torch.nn.Module]:
     return units
 
 
+def _class_units(model: torch.nn.Module, names: Sequence[str], where: str) -> List[torch.nn.Module]:
+    """Every submodule below the root whose class name is in ``names``, children before their parents
+    (FSDP2 needs inner units sharded first). ValueError naming ``where`` when a name matches nothing."""
+    wanted = set(names)
+    found = [m for m in model.modules() if m is not model and type(m).__name__ in wanted and _has_params(m)]
+    missing = wanted - {type(m).__name__ for m in found}
+    if missing:
+        present = sorted({type(m).__name__ for m in model.modules() if m is not model and _has_params(m)})
+        raise ValueError(f"{where} names {sorted(missing)}, but the model has no submodule of that class that holds "
+                         f"parameters; classes with parameters in this model: {present}")
+    return list(reversed(found))  # modules() is pre-order: reversed, every child comes before its parent
+
+
+def fsdp_units(model: torch.nn.Module, rule: Union[str, Sequence[str]] = "auto") -> List[torch.nn.Module]:
+    """The modules that become FSDP units below the root, by ``rule`` (module docstring): "auto",
+    "children", "root" or a list of class names. ValueError when a named class is not in the model."""
+    if rule == "root":
+        return []
+    if rule == "children":
+        return _children_units(model)
+    if rule == "auto":
+        declared = getattr(model, "_no_split_modules", None)
+        if declared:
+            return _class_units(model, list(declared), f"the model's _no_split_modules ({list(declared)})")
+        return _children_units(model)
+    return _class_units(model, list(rule), "the config's accelops.fsdp_units")
+
+
 def _broadcast_from_rank0(model: torch.nn.Module) -> None:
     """Every rank takes rank 0's parameters and buffers (in place)."""
     with torch.no_grad():
@@ -76,12 +108,15 @@ def _broadcast_from_rank0(model: torch.nn.Module) -> None:
 
 
 def wrap_model(model: torch.nn.Module, stage: int, world_size: int, device: torch.device,
-               reduce_dtype: Optional[torch.dtype] = None) -> Parallel:
+               reduce_dtype: Optional[torch.dtype] = None, units: Union[str, Sequence[str]] = "auto",
+               offload: bool = False, pin_memory: bool = False) -> Parallel:
     """Wrap ``model`` (already on ``device``) for ``stage`` in the default process group.
 
-    ``reduce_dtype``: the dtype gradients are reduced in (None: the gradients' own, fp32). Side effects:
-    with FSDP the model is changed in place (its class and parameters, see the module docstring) and
-    rank 0's weights are broadcast; with DDP, DDP broadcasts them."""
+    ``reduce_dtype``: the dtype gradients are reduced in (None: the gradients' own, fp32). ``units``: the
+    FSDP unit rule (:func:`fsdp_units`). ``offload``: ZeRO-Offload with FSDP2's CPU offload policy (stages
+    1 to 3), its CPU copies pinned when ``pin_memory``. Side effects: with FSDP the model is changed in
+    place (its class and parameters, see the module docstring; with offload its parameters move to CPU
+    memory) and rank 0's weights are broadcast; with DDP, DDP broadcasts them."""
     if stage == 0:
         if world_size == 1:
             return Parallel("none", model)
@@ -94,16 +129,18 @@ def wrap_model(model: torch.nn.Module, stage: int, world_size: int, device: torc
             _register_compression(ddp, reduce_dtype)
         return Parallel("ddp", ddp)
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
+    chosen = fsdp_units(model, units)
     if world_size > 1:
         _broadcast_from_rank0(model)
     mesh = init_device_mesh(device.type, (world_size,))
-    policy = MixedPrecisionPolicy(reduce_dtype=reduce_dtype)
-    reshard = stage == 3
-    for unit in fsdp_units(model):
-        fully_shard(unit, mesh=mesh, reshard_after_forward=reshard, mp_policy=policy)
-    fully_shard(model, mesh=mesh, reshard_after_forward=reshard, mp_policy=policy)
+    options = dict(mesh=mesh, reshard_after_forward=stage == 3,
+                   mp_policy=MixedPrecisionPolicy(reduce_dtype=reduce_dtype),
+                   offload_policy=CPUOffloadPolicy(pin_memory=pin_memory) if offload else OffloadPolicy())
+    for unit in chosen:
+        fully_shard(unit, **options)
+    fully_shard(model, **options)
     return Parallel("fsdp", model)
 
 

@@ -279,7 +279,7 @@ def test_importing_accelops_stays_cheap():
     assert out.stdout.split() == ["accelops.runtime.entry", "False"]  # torch only when initialize() runs
 
 
-def test_offload_on_cpu_ranks_is_met_as_is():
+def test_offload_on_a_cpu_rank_builds_the_cpu_kernel_optimizer():
     cfg = config(zero_optimization={"stage": 2, "offload_optimizer": {"device": "cpu"}})
     engine, optimizer, _, _ = accelops.initialize(model=model(), config=cfg)
     assert type(optimizer).__name__ == "CPUAdam"
