@@ -85,6 +85,7 @@ class DeepSpeedEngine(torch.nn.Module):
         self.global_steps = self.global_samples = self.micro_steps = self.skipped_steps = 0
         self._global_grad_norm: Optional[float] = None
         self._boundary_override: Optional[bool] = None
+        self._inside_no_sync = False
         self._report_no_effect()
         self._check_dtypes(model)
         offload, pin_memory = self._offload()
@@ -262,15 +263,37 @@ class DeepSpeedEngine(torch.nn.Module):
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
+    def _synchronises_gradients(self) -> bool:
+        """Whether the next backward reduces gradients across ranks: on a boundary, outside ``no_sync``."""
+        return self.is_gradient_accumulation_boundary() and not self._inside_no_sync
+
     def forward(self, *inputs: Any, **kwargs: Any) -> Any:
         """The model's forward (under autocast with fp16/bf16). With DDP, gradients of a non-boundary
-        micro-batch are kept local (``no_sync``)."""
+        micro-batch (or inside ``no_sync``) are kept local (DDP's ``no_sync``)."""
         runner = self._parallel.runner
         sync = contextlib.nullcontext()
-        if self._parallel.kind == "ddp" and not self.is_gradient_accumulation_boundary():
+        if self._parallel.kind == "ddp" and not self._synchronises_gradients():
             sync = runner.no_sync()
         with self._autocast(), sync:
             return runner(*inputs, **kwargs)
+
+    @contextlib.contextmanager
+    def no_sync(self):
+        """DeepSpeed's context manager: backward passes inside it keep their gradients local to the rank
+        (accumulated, not reduced); the first backward outside it on a boundary reduces the sum. Only with
+        ZeRO stages 0 and 1 (AssertionError otherwise, as in DeepSpeed: stages 2 and 3 shard gradients as
+        they are made); ``step()`` inside it and re-entering it are AssertionErrors too."""
+        stage = self.zero_optimization_stage()
+        if stage >= 2:
+            raise AssertionError(f"no_sync context manager is incompatible with gradient partitioning logic of ZeRO "
+                                 f"stage {stage}")
+        if self._inside_no_sync:
+            raise AssertionError("no_sync context manager reentry is unsupported")
+        self._inside_no_sync = True
+        try:
+            yield
+        finally:
+            self._inside_no_sync = False
 
     def _require_optimizer(self, what: str) -> None:
         if self.optimizer is None:
@@ -291,12 +314,15 @@ class DeepSpeedEngine(torch.nn.Module):
         scale = self.loss_scaler.loss_scale
         to_backward = divided * scale if scale != 1.0 else divided
         if self._parallel.sharded:
-            self.module.set_requires_gradient_sync(self.is_gradient_accumulation_boundary())
+            self.module.set_requires_gradient_sync(self._synchronises_gradients())
         to_backward.backward(retain_graph=retain_graph)
         return divided
 
     def step(self, lr_kwargs: Optional[dict] = None) -> None:
-        """End a micro-batch: on an accumulation boundary, update the weights (module docstring)."""
+        """End a micro-batch: on an accumulation boundary, update the weights (module docstring).
+        AssertionError inside ``no_sync`` (as in DeepSpeed)."""
+        if self._inside_no_sync:
+            raise AssertionError("It is illegal to call Engine.step() inside no_sync context manager")
         self._require_optimizer("step")
         if self.is_gradient_accumulation_boundary():
             self._take_model_step(lr_kwargs)
@@ -328,6 +354,17 @@ class DeepSpeedEngine(torch.nn.Module):
         if every and self.global_steps % every == 0 and self.global_rank == 0:
             logger.info("step=%d, skipped=%d, lr=%s, mom=%s", self.global_steps, self.skipped_steps, self.get_lr(),
                         self.get_mom())
+
+    def destroy(self) -> None:
+        """Release what the engine holds besides the model (DeepSpeed's name): the optimizer's resources
+        (its ``destroy()`` when it has one) and the engine's own gloo group. Do not train with it after."""
+        if self.optimizer is not None and callable(getattr(self.optimizer, "destroy", None)):
+            self.optimizer.destroy()
+        if self._gloo_group is not None:
+            import torch.distributed as dist
+
+            dist.destroy_process_group(self._gloo_group)
+            self._gloo_group = None
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Drop every gradient of the model (and of the optimizer's local shards)."""

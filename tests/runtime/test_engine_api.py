@@ -285,3 +285,36 @@ def test_offload_on_a_cpu_rank_builds_the_cpu_kernel_optimizer():
     assert type(optimizer).__name__ == "CPUAdam"
     train_step(engine)
     assert engine.global_steps == 1
+
+
+# ---------------------------------------------------------------------------------------------- no_sync, destroy
+@pytest.mark.parametrize("stage", [2, 3])
+def test_no_sync_refuses_sharded_gradients(stage):
+    engine, *_ = accelops.initialize(model=model(), config=config(zero_optimization={"stage": stage}))
+    with pytest.raises(AssertionError, match=f"incompatible with gradient partitioning logic of ZeRO stage {stage}"):
+        with engine.no_sync():
+            pass
+
+
+@pytest.mark.parametrize("stage", [0, 1])
+def test_no_sync_refuses_step_and_reentry_and_then_trains_on(stage):
+    engine, *_ = accelops.initialize(model=model(), config=config(zero_optimization={"stage": stage}))
+    with engine.no_sync():
+        loss = engine(torch.randn(2, 4)).pow(2).mean()
+        engine.backward(loss)
+        with pytest.raises(AssertionError, match="illegal to call Engine.step"):
+            engine.step()
+        with pytest.raises(AssertionError, match="reentry is unsupported"):
+            with engine.no_sync():
+                pass
+    assert engine.micro_steps == 0 and engine.global_steps == 0
+    train_step(engine)
+    assert engine.global_steps == 1
+
+
+def test_destroy_releases_the_optimizer():
+    engine, optimizer, _, _ = accelops.initialize(model=model(), config=config())
+    calls = []
+    optimizer.destroy = lambda: calls.append("destroyed")
+    engine.destroy()
+    assert calls == ["destroyed"]
