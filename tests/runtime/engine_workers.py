@@ -285,7 +285,8 @@ def checkpoint_case(case):
     client state); records each step's global loss (the mean over every rank's micro-batches). With
     ``die_in_save``, every rank exits (code 17) after DCP wrote its files but before the commit. With
     ``skip_save_rank``, that rank does not call save (it sleeps ``sleep_s``) and the others record the
-    error they get."""
+    error they get. With ``full_state_out`` (a file), rank 0 writes the full ``module_state_dict()`` there
+    with torch.save right after the save."""
     import time
 
     import torch
@@ -339,6 +340,10 @@ def checkpoint_case(case):
             except RuntimeError as error:
                 result["error"] = [str(error), time.monotonic() - started]
                 return result
+            if case.get("full_state_out"):
+                full = engine.module_state_dict()  # a collective: every rank gathers
+                if rank == 0:
+                    torch.save(full, case["full_state_out"])
     result["state_sum"] = float(sum(v.double().sum() for v in engine.module_state_dict().values()))
     return result
 
