@@ -348,11 +348,47 @@ def checkpoint_case(case):
     return result
 
 
+def no_sync_case(case):
+    """Backward of micro-batch 0 inside ``engine.no_sync()``, then of micro-batch 1 outside it (gas 1, so a
+    boundary), then a step. Returns the local gradient sum after the first backward, the full (gathered)
+    gradient sum after the second, and this rank's plain-torch gradient sum of both micro-batches (what the
+    engine must average over the ranks)."""
+    import copy
+
+    import torch
+
+    import accelops
+
+    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    model = make_model()
+    plain = copy.deepcopy(model)
+    config = {"train_micro_batch_size_per_gpu": 2, "gradient_accumulation_steps": 1,
+              "optimizer": {"type": "Adam", "params": {"lr": 0.01}}, "zero_optimization": {"stage": case["stage"]}}
+    engine, *_ = accelops.initialize(model=model, config=config)
+    x, y = global_batch(0, 2 * 2 * world)
+    batches = [micro_batch(x, y, 2, world, rank, k) for k in range(2)]
+    for xb, yb in batches:
+        torch.nn.functional.mse_loss(plain(xb), yb).backward()
+    result = {"plain": local_sum(p.grad for p in plain.parameters())}
+    with engine.no_sync():
+        engine.backward(torch.nn.functional.mse_loss(engine(batches[0][0]), batches[0][1]))
+    result["inside"] = grad_sum(engine.module)
+    engine.backward(torch.nn.functional.mse_loss(engine(batches[1][0]), batches[1][1]))
+    full = [p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad for p in engine.module.parameters()]
+    result["outside"] = local_sum(full)
+    engine.step()
+    result["global_steps"] = engine.global_steps
+    return result
+
+
+CASE_KINDS = {"checkpoint": checkpoint_case, "no_sync": no_sync_case}
+
+
 def main():
     cases = json.loads(sys.argv[1])
     results = {}
     for case in cases:
-        results[case["name"]] = checkpoint_case(case) if case.get("kind") == "checkpoint" else run_case(case)
+        results[case["name"]] = CASE_KINDS.get(case.get("kind"), run_case)(case)
     import gc
 
     import accelops.comm

@@ -109,3 +109,16 @@ def test_replaced_sharded_parameter_is_reported():
     engine.module.load_state_dict(state, assign=True)
     with pytest.raises(RuntimeError, match="replaced after initialize"):
         engine.step()
+
+
+@pytest.mark.parametrize("stage", [0, 1])
+def test_no_sync_keeps_gradients_local_until_the_next_synchronised_backward(stage):
+    ranks = [res["no_sync"] for res in run_ranks(2, [{"kind": "no_sync", "name": "no_sync", "stage": stage}])]
+    averaged = sum(res["plain"] for res in ranks) / len(ranks)
+    for res in ranks:
+        assert res["outside"] == pytest.approx(averaged, rel=1e-5)  # both micro-batches, reduced once
+        assert res["global_steps"] == 1
+    if stage == 0:  # DDP: the gradient inside no_sync is this rank's own
+        assert ranks[0]["inside"] != pytest.approx(ranks[1]["inside"], rel=1e-6)
+    else:  # FSDP2 holds the unreduced gradient unsharded; no sharded (reduced) .grad exists yet
+        assert [res["inside"] for res in ranks] == [None, None]
