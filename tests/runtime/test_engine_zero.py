@@ -14,6 +14,9 @@ CASES += [{"name": f"unused-stage{stage}", "stage": stage, "gas": 2, "micro": 2,
            "unused": True, "reference": True} for stage in (0, 2)]
 CASES += [{"name": f"world4-stage{stage}", "stage": stage, "gas": 2, "micro": 1, "steps": 3, "wd": 0.1, "clip": 0.5,
            "reference": True} for stage in (0, 1, 2, 3)]
+CASES += [{"name": f"world4-bf16-stage{stage}", "stage": stage, "gas": 1, "micro": 2, "steps": 3, "wd": 0.1,
+           "clip": 0.5, "precision": "bf16", "reference": True} for stage in (0, 1, 2, 3)]
+BF16_TOLERANCE = 2e-2  # a few bf16 ulps of the loss (see test_engine_precision.py)
 
 
 def check_trajectory(ranks, tolerance=1e-5):
@@ -44,12 +47,15 @@ def test_a_parameter_that_forward_never_uses(two_rank_results, stage):
 
 
 @pytest.mark.slow
-def test_four_ranks_every_stage():
+def test_four_ranks_every_stage_fp32_and_bf16():
     results = run_ranks(4, [case for case in CASES if case["name"].startswith("world4")], timeout_s=300)
     for stage in (0, 1, 2, 3):
         ranks = [res[f"world4-stage{stage}"] for res in results]
         check_trajectory(ranks)
         assert [res["counters"][-1] for res in ranks] == [[3, 24, 6, 0]] * 4
+        bf16 = [res[f"world4-bf16-stage{stage}"] for res in results]
+        check_trajectory(bf16, BF16_TOLERANCE)
+        assert [res["counters"][-1] for res in bf16] == [[3, 24, 3, 0]] * 4
 
 
 # ---------------------------------------------------------------------------------------------- in process
