@@ -1,10 +1,12 @@
 """Cold build and warm load of each op this machine can build, in fresh processes.
 
-For each compatible op: the cold JIT build (empty cache, one process; target <= 20 s for a one-file CPU
-op on 2 cores) and the warm load (median of N fresh processes; ``load()`` timed after ``import torch``,
-the accelerator choice and a first tensor on the device, as on an op's first call; target <= 50 ms). When ``deepspeed`` is importable, its builder for the same
-op is timed the same way in the same run, and the ratio is printed; otherwise that column says
-"not installed". Usage: ``python benchmarks/bench_op_build.py [runs [op ...]]``.
+For each compatible op: the cold JIT build (empty cache, one process; target <= 3 s per CPU op on 2 cores,
+which the stable-ABI bindings make possible: no torch/extension.h, pybind or Python headers to parse)
+and the warm load (median of N fresh processes; ``load()`` timed after ``import torch``, the accelerator
+choice and a first tensor on the device, as on an op's first call; target <= 50 ms). When ``deepspeed``
+is importable, its builder for the same op is timed the same way in the same run, and the ratio is
+printed; otherwise that column says "not installed". Usage:
+``python benchmarks/bench_op_build.py [runs [op ...]]``.
 """
 import argparse
 import importlib.util

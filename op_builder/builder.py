@@ -35,10 +35,9 @@ def _digest(payload: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def _version() -> str:
-    from accelops.version import __version__
-
-    return __version__
+def major_version(version: Optional[str]) -> Optional[str]:
+    """``"12"`` of ``"12.8"``; None stays None."""
+    return None if not version else str(version).split(".")[0]
 
 
 def _shown(path: Path, root: Path) -> str:
@@ -47,6 +46,12 @@ def _shown(path: Path, root: Path) -> str:
         return path.relative_to(root).as_posix()
     except ValueError:
         return path.as_posix()
+
+
+def stable_abi_flags(msvc: bool) -> List[str]:
+    """The define that limits a build to torch's stable ABI headers: any other torch, ATen or c10 header is then
+    a compile error, so the library keeps loading under later torch releases."""
+    return ["/DTORCH_STABLE_ONLY" if msvc else "-DTORCH_STABLE_ONLY"]
 
 
 def _strip_flags() -> List[str]:
@@ -114,8 +119,8 @@ class OpBuilder(DeepSpeedBuilderAPI):
     def build_args(self, variant: str) -> Dict[str, List[str]]:
         """Flags of one build: ``cflags``, ``cuda_cflags`` and ``ldflags`` (engine + op flags, no GPU arches)."""
         msvc = toolchain.is_msvc()
-        return {"cflags": ["/O2" if msvc else "-O3"] + cpu_tier.exact_fp_flags(msvc) + self.host_args(),
-                "cuda_cflags": [], "ldflags": self.link_args()}
+        return {"cflags": ["/O2" if msvc else "-O3"] + stable_abi_flags(msvc) + cpu_tier.exact_fp_flags(msvc)
+                + self.host_args(), "cuda_cflags": [], "ldflags": self.link_args()}
 
     def link_args(self) -> List[str]:
         """The engine's linker flags plus ``extra_ldflags()``."""
@@ -142,8 +147,8 @@ class OpBuilder(DeepSpeedBuilderAPI):
         return [self.variant()]
 
     def prebuilt_mismatch(self, info: dict) -> Optional[str]:
-        """Why a prebuild recorded in ``info`` (``build_info.json``) cannot load here, beyond torch and Python;
-        None when it can."""
+        """Why a prebuild recorded in ``info`` (``build_info.json``) cannot load here, beyond the ABI floor; None
+        when it can."""
         return None
 
     def setuptools_extension(self, module: str, variant: str, csrc_rel: str):
@@ -156,7 +161,8 @@ class OpBuilder(DeepSpeedBuilderAPI):
         args = self.build_args(variant)
         return dict(name=module, sources=[os.path.join(csrc_rel, s) for s in self.sources()],
                     include_dirs=[os.path.abspath(os.path.join(csrc_rel, p)) for p in self.include_paths()],
-                    extra_compile_args={"cxx": args["cflags"]}, extra_link_args=args["ldflags"])
+                    extra_compile_args={"cxx": args["cflags"]}, extra_link_args=args["ldflags"],
+                    py_limited_api=True)  # a stable-ABI library: torch links no libtorch_python into it
 
     # ------------------------------------------------------------------ flags and keys
     def host_args(self) -> List[str]:
@@ -204,21 +210,19 @@ class OpBuilder(DeepSpeedBuilderAPI):
                 "cxx_command": toolchain.compiler_command()}
 
     def cache_key(self, variant: Optional[str] = None) -> str:
-        """sha256 of the source key, GPU arch inputs, torch/CUDA/HIP versions, compilers, Python, platform and
-        accelops' version: one JIT cache entry per key."""
+        """sha256 of the source key, GPU arch inputs, the CUDA/HIP major, compilers and platform: one JIT cache
+        entry per key. Not the torch release or the Python: the library binds through torch's stable ABI and
+        serves every torch from its ABI floor on (recorded in the entry's manifest and checked on load)."""
         import torch
 
         variant = variant or self.variant()
         return _digest({
             "source": self.source_key(variant),
             "builder": f"{type(self).__module__}.{type(self).__qualname__}",
-            "accelops": _version(),
             "arches": self.arch_key(variant),
-            "torch": torch.__version__,
-            "cuda": torch.version.cuda,
-            "hip": torch.version.hip,
+            "cuda": major_version(torch.version.cuda),
+            "hip": major_version(torch.version.hip),
             "toolchain": self.toolchain_identity(),
-            "python": sys.implementation.cache_tag,
             "platform": f"{sys.platform}-{platform.machine()}",
         })
 
@@ -286,8 +290,8 @@ class CPUOpBuilder(OpBuilder):
         omp = cpu_tier.openmp_flags(msvc=msvc)
         optimise = ["/O2"] if msvc else ["-O3"]
         return {
-            "cflags": optimise + cpu_tier.tier_flags(variant, msvc=msvc) + cpu_tier.exact_fp_flags(msvc)
-            + omp["cflags"] + self.host_args(),
+            "cflags": optimise + stable_abi_flags(msvc) + cpu_tier.tier_flags(variant, msvc=msvc)
+            + cpu_tier.exact_fp_flags(msvc) + omp["cflags"] + self.host_args(),
             "cuda_cflags": [],
             "ldflags": omp["ldflags"] + self.link_args(),
         }
@@ -326,8 +330,8 @@ class CUDAOpBuilder(OpBuilder):
     def build_args(self, variant: str) -> Dict[str, List[str]]:
         device = self.hipcc_args() if variant == "hip" else self.nvcc_args()
         msvc = toolchain.is_msvc()
-        return {"cflags": ["/O2" if msvc else "-O3"] + self.host_args(), "cuda_cflags": ["-O3"] + device,
-                "ldflags": self.link_args()}
+        return {"cflags": ["/O2" if msvc else "-O3"] + stable_abi_flags(msvc) + self.host_args(),
+                "cuda_cflags": ["-O3"] + stable_abi_flags(False) + device, "ldflags": self.link_args()}
 
     def arch_flags(self, variant: str) -> List[str]:
         """nvcc ``-gencode`` flags (runs nvcc for its defaults); none on ROCm, where torch passes
@@ -430,13 +434,14 @@ class CUDAOpBuilder(OpBuilder):
         return [self.variant()]
 
     def prebuilt_mismatch(self, info: dict) -> Optional[str]:
-        """A GPU op needs the CUDA/HIP build of torch and the accelerator it was built for."""
+        """A GPU op needs a CUDA/HIP build of torch of the major version it was built with, and the accelerator
+        it was built for."""
         import torch
 
         from .prebuilt import accelerator_name
 
-        for what, built, here in (("CUDA", info.get("cuda"), torch.version.cuda),
-                                  ("HIP", info.get("hip"), torch.version.hip),
+        for what, built, here in (("CUDA major", major_version(info.get("cuda")), major_version(torch.version.cuda)),
+                                  ("HIP major", major_version(info.get("hip")), major_version(torch.version.hip)),
                                   ("accelerator", info.get("accelerator"), accelerator_name(self))):
             if built != here:
                 return f"built for {what} {built}, this machine has {here}"

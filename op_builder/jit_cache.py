@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
@@ -20,7 +19,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Iterator, Optional
 
 from .progress import Progress
@@ -101,6 +99,15 @@ def write_manifest(folder: Path, module_name: str, extra: dict) -> None:
     (folder / MANIFEST).write_text(json.dumps(data, indent=1, sort_keys=True))
 
 
+def read_manifest(folder: Path) -> dict:
+    """The entry's manifest ({} when missing or unreadable)."""
+    try:
+        data = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def verified_object(folder: Path, module_name: str) -> Optional[str]:
     """None when ``folder`` holds an intact object for ``module_name``, else why not (missing, corrupt)."""
     try:
@@ -119,21 +126,6 @@ def verified_object(folder: Path, module_name: str) -> Optional[str]:
     if file_sha256(obj) != manifest.get("sha256"):
         return f"{obj.name} does not match its recorded sha256"
     return None
-
-
-def import_object(folder: Path, module_name: str) -> ModuleType:
-    """Import ``folder/<module_name><ext>`` as an extension module (not added to ``sys.modules``)."""
-    return import_path(folder / f"{module_name}{EXT}", module_name)
-
-
-def import_path(path: Path, module_name: str) -> ModuleType:
-    """Import the extension module ``module_name`` from the file ``path``."""
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load extension {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def lock_timeout() -> float:

@@ -1,12 +1,17 @@
 """The load pipeline of an op, in a fixed order:
 
-1. a prebuilt module from the wheel (``accelops/build_info.json``), only when it was built from this
-   install's sources and flags and for this machine's torch, Python, CPU tier (and CUDA/HIP, accelerator);
-2. a JIT cache hit: the shared object is imported directly (no ninja, no compiler, no subprocess);
-3. a JIT build under the cache key's lock, in a temporary folder published by atomic rename, then imported from
+1. a prebuilt library from the wheel (``accelops/build_info.json``), only when it was built from this
+   install's sources and flags, its ABI floor is at most this torch, and it suits this machine's CPU tier
+   (and CUDA/HIP major, accelerator);
+2. a JIT cache hit: the shared library is loaded directly (no ninja, no compiler, no subprocess), when its
+   ABI floor (recorded in the entry's manifest) is at most this torch;
+3. a JIT build under the cache key's lock, in a temporary folder published by atomic rename, then loaded from
    the published entry like a cache hit (nothing is loaded from the temporary folder: Windows refuses to
-   rename a folder holding a loaded ``.pyd``);
+   rename a folder holding a loaded library);
 4. ``OpBuildError`` naming the cause (incompatibility reasons, or the compiler output's tail + log path).
+
+Libraries bind through torch's stable ABI (:mod:`op_builder.op_library`): what is loaded is an
+:class:`~op_builder.op_library.OpLibrary`, whose attributes are the op's ``torch.ops`` operators.
 """
 from __future__ import annotations
 
@@ -14,10 +19,9 @@ import os
 import shutil
 import threading
 from pathlib import Path
-from types import ModuleType
 from typing import Dict, NamedTuple, Optional, Tuple
 
-from . import jit_cache, prebuilt
+from . import jit_cache, op_library, prebuilt
 from .errors import OpBuildError
 from .messages import log
 from .progress import Progress
@@ -26,9 +30,9 @@ LOG_TAIL_LINES = 40
 
 
 class Loaded(NamedTuple):
-    """An op's loaded module, where it came from (``prebuilt``, ``cache`` or ``build``) and its variant."""
+    """An op's loaded library, where it came from (``prebuilt``, ``cache`` or ``build``) and its variant."""
 
-    module: ModuleType
+    module: op_library.OpLibrary
     origin: str
     variant: str
 
@@ -67,7 +71,7 @@ def _load(builder, verbose: bool, use_prebuilt: bool) -> Loaded:
         return _loaded[name]
     root = jit_cache.cache_root()
     entry = root / name
-    if jit_cache.verified_object(entry, name) is None:  # warm hit: import the object directly
+    if _entry_problem(entry, name) is None:  # warm hit: load the library directly
         return _import(builder, entry, name, variant, "cache")
     compat = builder.is_compatible(verbose=verbose)
     if not compat:
@@ -77,7 +81,7 @@ def _load(builder, verbose: bool, use_prebuilt: bool) -> Loaded:
         log.warning("accelops: %s: %s", builder.NAME, warning)
     what = f"op {builder.NAME} ({variant})"
     with jit_cache.build_lock(root, name, what):
-        problem = jit_cache.verified_object(entry, name)
+        problem = _entry_problem(entry, name)
         if problem is None:  # another process built it while we waited
             return _import(builder, entry, name, variant, "cache")
         if entry.exists():  # unusable: corrupt, truncated, or a folder without a manifest
@@ -88,7 +92,8 @@ def _load(builder, verbose: bool, use_prebuilt: bool) -> Loaded:
         try:
             with Progress(f"accelops: building {what}"):
                 _compile(builder, build_dir, variant, name, verbose, root)
-            jit_cache.write_manifest(build_dir, name, {"op": builder.NAME, "variant": variant})
+            jit_cache.write_manifest(build_dir, name, {"op": builder.NAME, "variant": variant,
+                                                       "abi_floor": op_library.abi_floor()})
             jit_cache.publish(build_dir, root, name)
         except BaseException:
             shutil.rmtree(build_dir, ignore_errors=True)
@@ -106,14 +111,25 @@ def cache_entry(builder) -> Tuple[Path, Optional[str]]:
     if refused:
         return root / name, f"the cache is not used: {refused}"
     folder = root / name
-    return folder, jit_cache.verified_object(folder, name)
+    return folder, _entry_problem(folder, name)
+
+
+def _entry_problem(folder: Path, name: str) -> Optional[str]:
+    """None when the cache entry holds an intact library this torch can load, else why not."""
+    problem = jit_cache.verified_object(folder, name)
+    if problem is not None:
+        return problem
+    floor = jit_cache.read_manifest(folder).get("abi_floor")
+    if floor is None:
+        return "its manifest records no ABI floor (built by an older accelops)"
+    return op_library.floor_problem(floor)
 
 
 def _import(builder, folder: Path, name: str, variant: str, origin: str) -> Loaded:
     try:
-        module = jit_cache.import_object(folder, name)
+        module = op_library.load_library(folder / f"{name}{jit_cache.EXT}", name)
     except ImportError as exc:
-        raise OpBuildError(f"accelops: op {builder.NAME}: cannot import {folder / name}{jit_cache.EXT}: {exc}. "
+        raise OpBuildError(f"accelops: op {builder.NAME}: cannot load {folder / name}{jit_cache.EXT}: {exc}. "
                            f"Delete that folder to force a rebuild") from exc
     _loaded[name] = Loaded(module, origin, variant)
     return _loaded[name]
@@ -166,6 +182,7 @@ def _compile(builder, build_dir: Path, variant: str, name: str, verbose: bool, r
             build_directory=str(work),
             verbose=verbose,
             with_cuda=builder.uses_cuda(),
+            is_python_module=False,
         )
     except Exception as exc:
         raise _compile_error(builder, exc, root, name) from None

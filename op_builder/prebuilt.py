@@ -1,31 +1,28 @@
 """Ahead-of-time builds: which ops ``DS_BUILD_*`` selects, their setuptools extensions, and loading them.
 
-A prebuilt install holds ``accelops/prebuilt/accelops_<op>_<variant><ext>`` and ``accelops/build_info.json``
-recording accelops, torch, CUDA/HIP, Python, the accelerator and each op with its variants (CPU tiers, or
-``cuda``/``hip``) and the source key of each (sources, headers and flags it was built from). A module is
-used only when its torch release and Python match this machine (and, for GPU ops, CUDA/HIP and the
-accelerator), its variant runs here, and its source key equals the installed tree's.
+A prebuilt install holds ``accelops/prebuilt/accelops_<op>_<variant><ext>`` (shared libraries on torch's
+stable ABI, no Python ABI in them) and ``accelops/build_info.json`` recording accelops, the torch that built
+them and its ABI floor, CUDA/HIP, the accelerator and each op with its variants (CPU tiers, or ``cuda``/``hip``)
+and the source key of each (sources, headers and flags it was built from). A library is used only when this
+torch is at least its ABI floor (and, for GPU ops, CUDA/HIP has the same major and the accelerator matches),
+its variant runs here, and its source key equals the installed tree's.
 """
 from __future__ import annotations
 
 import functools
 import json
 import os
-import sys
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
-from types import ModuleType
 from typing import Dict, List, Optional, Tuple
 
-from . import cpu_tier, jit_cache
+from . import cpu_tier, op_library
 from .errors import OpBuildError
 
 BUILD_INFO = "build_info.json"
 PREBUILT_PACKAGE = "accelops.prebuilt"
 #: DS_BUILD_* variables that are not op names.
 GENERAL_VARIABLES = ("DS_BUILD_OPS", "DS_BUILD_CPU_TIERS")
-
-_imported: Dict[Path, ModuleType] = {}
 
 
 def package_dir() -> Path:
@@ -42,11 +39,6 @@ def read_build_info() -> Optional[dict]:
         return json.loads((package_dir() / BUILD_INFO).read_text())
     except (OSError, ValueError):
         return None
-
-
-def release(version: str) -> str:
-    """A version without its local label: ``2.13.0+cpu`` -> ``2.13.0``."""
-    return str(version).split("+")[0]
 
 
 def accelerator_name(builder) -> str:
@@ -69,20 +61,20 @@ def _variants(info: dict, builder) -> List[str]:
 def _choose(info: dict, builder) -> Tuple[Optional[str], Optional[str]]:
     """``(variant, None)``: the installed variant to use here, or ``(None, why none fits)``.
 
-    Every op needs the torch release (``2.13.0``; a CPU op built with the CPU build of torch also loads under
-    its CUDA build) and the Python of the build host; the flavour adds its own checks. A CPU op takes the
-    best tier this CPU runs among those installed (only ``ACCELOPS_CPU_TIER`` when set).
+    Every op needs a torch at least its ABI floor (any Python; a CPU op built with the CPU build of torch
+    also loads under its CUDA build); the flavour adds its own checks. A CPU op takes the best tier this CPU
+    runs among those installed (only ``ACCELOPS_CPU_TIER`` when set).
     """
-    import torch
-
     try:
         variants = _variants(info, builder)
     except ValueError as exc:
         return None, str(exc)
-    for what, built, here in (("torch", release(info.get("torch", "")), release(torch.__version__)),
-                              ("Python", info.get("python"), sys.implementation.cache_tag)):
-        if built != here:
-            return None, f"built for {what} {built}, this machine has {here}"
+    floor = info.get("abi_floor")
+    if floor is None:
+        return None, f"{BUILD_INFO} records no ABI floor (a prebuild of an older accelops)"
+    too_new = op_library.floor_problem(floor)
+    if too_new:
+        return None, too_new
     mismatch = builder.prebuilt_mismatch(info)
     if mismatch:
         return None, mismatch
@@ -123,23 +115,24 @@ def _select(builder) -> Tuple[Optional[dict], Optional[str], Optional[str]]:
 def prebuilt_status(builder) -> dict:
     """What the wheel holds for ``builder``'s op, without importing it (for ds_report).
 
-    ``{"installed", "variants", "torch", "usable", "variant", "reason"}``: ``variant`` is the one that would
-    load here, ``reason`` why an installed module would be skipped on this machine.
+    ``{"installed", "variants", "torch", "abi_floor", "usable", "variant", "reason"}``: ``variant`` is the one
+    that would load here, ``reason`` why an installed module would be skipped on this machine.
     """
     info, variant, reason = _select(builder)
     if info is None:
-        return {"installed": False, "variants": [], "torch": None, "usable": False, "variant": None, "reason": None}
+        return {"installed": False, "variants": [], "torch": None, "abi_floor": None, "usable": False,
+                "variant": None, "reason": None}
     try:
         variants = _variants(info, builder)
     except ValueError:
         variants = []
     usable = reason is None
-    return {"installed": True, "variants": variants, "torch": info.get("torch"), "usable": usable,
-            "variant": variant if usable else None, "reason": reason}
+    return {"installed": True, "variants": variants, "torch": info.get("torch"), "abi_floor": info.get("abi_floor"),
+            "usable": usable, "variant": variant if usable else None, "reason": reason}
 
 
-def load_prebuilt(builder) -> Tuple[Optional[ModuleType], Optional[str], Optional[str]]:
-    """``(module, variant, None)`` when a matching prebuilt module loads, else ``(None, None, reason or None)``.
+def load_prebuilt(builder) -> Tuple[Optional[op_library.OpLibrary], Optional[str], Optional[str]]:
+    """``(library, variant, None)`` when a matching prebuilt library loads, else ``(None, None, reason or None)``.
 
     The reason is None when no prebuilt module of this op was installed at all.
     """
@@ -151,12 +144,10 @@ def load_prebuilt(builder) -> Tuple[Optional[ModuleType], Optional[str], Optiona
     path = next((folder / f"{name}{s}" for s in EXTENSION_SUFFIXES if (folder / f"{name}{s}").is_file()), None)
     if path is None:
         return None, None, f"{name} is recorded in {BUILD_INFO} but missing from {folder}"
-    if path not in _imported:
-        try:
-            _imported[path] = jit_cache.import_path(path, name)
-        except ImportError as exc:
-            return None, None, f"cannot import {path}: {exc}"
-    return _imported[path], variant, None
+    try:
+        return op_library.load_library(path, name), variant, None
+    except ImportError as exc:
+        return None, None, str(exc)
 
 
 # ---------------------------------------------------------------------- setup.py side
@@ -252,9 +243,9 @@ def build_info(ops: Dict[str, type], chosen: Dict[str, List[str]], accelerator: 
     return {
         "accelops": __version__,
         "torch": torch.__version__,
+        "abi_floor": op_library.abi_floor(),
         "cuda": torch.version.cuda,
         "hip": torch.version.hip,
-        "python": sys.implementation.cache_tag,
         "accelerator": accelerator,
         "ops": entries,
     }

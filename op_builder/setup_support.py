@@ -2,7 +2,9 @@
 
 Imported by setup.py from the source tree (as ``accelops.op_builder``). Without a ``DS_BUILD_*`` variable
 it imports no torch and only makes sure no compiled op of an earlier build ships; with one it plans the
-prebuild, builds ops and tiers in parallel, and pins the wheel to the torch release it was built with.
+prebuild, builds ops and tiers in parallel, requires ``torch>=`` the ABI floor of the torch it was built
+with, and tags the wheel for its platform only (the libraries bind through torch's stable C ABI: no Python
+ABI in them, so one wheel serves every Python 3).
 """
 from __future__ import annotations
 
@@ -20,8 +22,11 @@ from . import all_ops, prebuilt
 NO_TORCH = ("DS_BUILD_* is set, but torch is not importable in this build environment ({error}). pip builds in an "
             "isolated environment by default: install torch first, then use `pip install --no-build-isolation .` "
             "(or `pip wheel --no-build-isolation .`, `python -m build --wheel --no-isolation`)")
-#: The wheel's requirements; a prebuild replaces the torch range with the release it was built against.
-REQUIREMENTS = ["torch>=2.6", "py-cpuinfo", "ninja"]
+#: The wheel's requirements; a prebuild raises the torch floor to the ABI floor of the torch it was built with.
+#: torch 2.13 is the first whose stable ABI has all the kernels need (the current-stream accessor of
+#: torch/csrc/stable/accelerator.h for the CUDA ops; ops on tensor lists).
+TORCH_FLOOR = "2.13"
+REQUIREMENTS = [f"torch>={TORCH_FLOOR}", "py-cpuinfo", "ninja"]
 
 
 def say(message: str) -> None:
@@ -92,6 +97,9 @@ def _build_ops_command(info: dict):
                     setattr(self.compiler, attr, [f for f in flags if f != "-g"])
             super().build_extensions()
 
+        def get_export_symbols(self, ext) -> list:
+            return []  # libraries, not Python modules: no PyInit_<name> to export (MSVC would demand one)
+
         def build_extension(self, ext) -> None:
             # Tiers compile the same sources with other flags: one object folder per extension.
             self._where.folder = os.path.join(self.__dict__["build_temp"], ext.name.rsplit(".", 1)[-1])
@@ -108,6 +116,23 @@ def _build_ops_command(info: dict):
             (package / prebuilt.BUILD_INFO).write_text(json.dumps(info, indent=1, sort_keys=True))
 
     return BuildOps
+
+
+def _platform_wheel_command():
+    """bdist_wheel tagging the wheel ``py3-none-<platform>``: it holds compiled libraries, none tied to a
+    Python version or ABI."""
+    from setuptools.command.bdist_wheel import bdist_wheel
+
+    class PlatformWheel(bdist_wheel):
+        def finalize_options(self) -> None:
+            super().finalize_options()
+            self.root_is_pure = False
+
+        def get_tag(self):
+            _, _, plat = super().get_tag()
+            return "py3", "none", plat
+
+    return PlatformWheel
 
 
 def setup_kwargs(csrc_rel: str = "csrc") -> dict:
@@ -140,6 +165,7 @@ def setup_kwargs(csrc_rel: str = "csrc") -> dict:
     for name, variants in chosen.items():
         say(f"building {name} ({', '.join(variants)})")
     info = prebuilt.build_info(ops, chosen, _accelerator_name())
-    pinned = [f"torch=={prebuilt.release(torch.__version__)}"] + [r for r in REQUIREMENTS if not r.startswith("torch")]
-    return {"ext_modules": prebuilt.extensions(ops, chosen, csrc_rel), "install_requires": pinned,
-            "cmdclass": {"build_py": CleanBuildPy, "build_ext": _build_ops_command(info)}}
+    floor = [f"torch>={info['abi_floor']}"] + [r for r in REQUIREMENTS if not r.startswith("torch")]
+    return {"ext_modules": prebuilt.extensions(ops, chosen, csrc_rel), "install_requires": floor,
+            "cmdclass": {"build_py": CleanBuildPy, "build_ext": _build_ops_command(info),
+                         "bdist_wheel": _platform_wheel_command()}}

@@ -102,10 +102,11 @@ def _table(header: List[str], cells: List[List[str]]) -> List[List[str]]:
 def op_lines(rows: List[Dict[str, Any]], paint: Painter, show_reasons: bool = True) -> List[str]:
     """The op table: one row per op (``variant`` and ``loads from``: the module that would load here), reasons
     and warnings indented below it unless hidden. Columns are as wide as their widest cell."""
-    header = ["op", "kind", "variant", "prebuilt", "compatible", "cached", "loads from"]
+    header = ["op", "kind", "variant", "prebuilt", "compatible", "cached", "ABI floor", "loads from"]
     cells = [[row["name"], row.get("kind") or "-", row.get("variant") or "-", _prebuilt_cell(row.get("prebuilt")),
               "[OKAY]" if row["compatible"] else "[NO]",
               "yes" if row.get("cached") else ("no" if row["compatible"] else "-"),
+              f"torch>={row['abi_floor']}" if row.get("abi_floor") else "-",
               row.get("source") or ("torch path" if row.get("torch_path") else "- (cannot load)")] for row in rows]
     table = _table(header, cells)
     lines = _section("ops (JIT: built on first use into the cache; prebuilt: installed with the wheel)")
@@ -139,8 +140,8 @@ def build_info_lines(info: Optional[Dict[str, Any]]) -> List[str]:
     ops = ", ".join(sorted(info.get("ops", {}))) or "none"
     built = [f"torch {info.get('torch')}"] + [f"{label} {info[key]}" for key, label in (("cuda", "CUDA"), ("hip", "HIP"))
                                              if info.get(key)]
-    return [f"{'prebuilt ops':<22} {ops} (built with {', '.join(built)}, Python {info.get('python')}, accelerator "
-            f"{info.get('accelerator')})"]
+    return [f"{'prebuilt ops':<22} {ops} (built with {', '.join(built)}, load under torch>={info.get('abi_floor')}, "
+            f"accelerator {info.get('accelerator')})"]
 
 
 def verify_lines(results: List[Dict[str, Any]], paint: Painter) -> List[str]:

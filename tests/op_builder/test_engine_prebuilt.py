@@ -70,12 +70,17 @@ def test_prebuilt_wheel_loads_without_compiling(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-build-isolation", "--no-deps", "-w",
                     str(tmp_path / "wheel"), str(REPO)], check=True, env=env, capture_output=True)
     wheel = next((tmp_path / "wheel").glob("*.whl"))
-    assert "-none-any" not in wheel.name  # a platform wheel: it holds compiled ops
+    assert "-py3-none-" in wheel.name and not wheel.name.endswith("-any.whl")  # platform only, no Python ABI
+    with zipfile.ZipFile(wheel) as zf:
+        metadata = zf.read(next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+    floor = "%d.%d" % tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2])
+    assert f"Requires-Dist: torch>={floor}" in metadata  # the ABI floor, not a pin
     with zipfile.ZipFile(wheel) as zf:
         info = json.loads(zf.read("accelops/build_info.json"))
         objects = [n for n in zf.namelist() if n.startswith("accelops/prebuilt/")]
     variants = {name: entry["variants"] for name, entry in info["ops"].items()}
     assert variants == {"cpu_lion": [tier, "scalar"]} and info["torch"] == torch.__version__
+    assert info["abi_floor"] == floor
     builder = ALL_OPS["cpu_lion"]()  # each module records the source key of what it was built from
     assert info["ops"]["cpu_lion"]["source_keys"] == {v: builder.source_key(v) for v in (tier, "scalar")}
     assert len(objects) == 2
@@ -94,12 +99,15 @@ def test_prebuilt_wheel_loads_without_compiling(tmp_path):
     result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().startswith(str(target / "accelops" / "prebuilt" / f"accelops_cpu_lion_{tier}"))
-    # A torch minor version this wheel was not built for: the prebuilt module is skipped, with the reason.
-    mismatch = check.replace("from accelops", "import torch; torch.__version__ = '2.99.0'\nfrom accelops")
+    # A later torch loads it too (the stable ABI); an older one than its floor skips it, with the reason.
+    later = check.replace("from accelops", "import torch; torch.__version__ = '2.99.0'\nfrom accelops")
+    result = subprocess.run([sys.executable, "-c", later], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    older = check.replace("from accelops", "import torch; torch.__version__ = '2.1.0'\nfrom accelops")
     env["CXX"] = "/nonexistent/c++"  # and no compiler, so the load fails naming both causes
-    result = subprocess.run([sys.executable, "-c", mismatch], capture_output=True, text=True, env=env, cwd=tmp_path)
+    result = subprocess.run([sys.executable, "-c", older], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert result.returncode != 0
-    assert "prebuilt module skipped: built for torch" in result.stderr and "no C++ compiler" in result.stderr
+    assert "prebuilt module skipped: built against torch" in result.stderr and "no C++ compiler" in result.stderr
     # ds_report --verify where nothing can compile: the prebuilt op is checked (PASS), never skipped.
     env["PATH"] = str(tmp_path / "empty-bin")  # no compiler, no ninja; the interpreter is called by full path
     (tmp_path / "empty-bin").mkdir()
@@ -118,8 +126,9 @@ def test_prebuilt_wheel_loads_without_compiling(tmp_path):
 
 
 def _info(**overrides):
-    info = {"torch": torch.__version__, "cuda": torch.version.cuda, "hip": torch.version.hip,
-            "python": sys.implementation.cache_tag, "accelerator": "cuda",
+    floor = "%d.%d" % tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2])
+    info = {"torch": torch.__version__, "abi_floor": floor, "cuda": torch.version.cuda, "hip": torch.version.hip,
+            "accelerator": "cuda",
             "ops": {"cpu_adam": {"variants": ["avx512", "avx2", "scalar"]}}}
     info.update(overrides)
     return info
@@ -137,8 +146,10 @@ def test_prebuilt_cpu_op_ignores_the_accelerator_and_takes_the_best_installed_ti
 
 def test_prebuilt_mismatches_and_malformed_info_are_reasons(monkeypatch):
     builder = ALL_OPS["cpu_adam"]()
-    variant, reason = prebuilt._choose(_info(torch="1.0.0"), builder)
-    assert variant is None and reason.startswith("built for torch 1.0")
+    variant, reason = prebuilt._choose(_info(abi_floor="99.0"), builder)
+    assert variant is None and reason.startswith("built against torch 99.0's stable ABI, newer than this torch")
+    variant, reason = prebuilt._choose(_info(abi_floor=None), builder)
+    assert variant is None and "records no ABI floor" in reason
     variant, reason = prebuilt._choose(_info(ops={"cpu_adam": {"tiers": "avx2"}}), builder)
     assert variant is None and "no valid variant list for op cpu_adam" in reason
     monkeypatch.setenv("ACCELOPS_CPU_TIER", "scalar")
@@ -188,15 +199,19 @@ def test_a_prebuilt_module_of_other_sources_is_not_used(monkeypatch):
     assert prebuilt.prebuilt_status(builder)["usable"]
 
 
-def test_a_cpu_op_built_with_cpu_torch_loads_under_the_cuda_build_of_the_same_release(monkeypatch):
+def test_a_cpu_op_built_with_cpu_torch_loads_under_any_later_torch_build(monkeypatch):
     monkeypatch.delenv("ACCELOPS_CPU_TIER", raising=False)
     monkeypatch.setattr(cpu_tier, "supported_tiers", lambda: ["avx2", "scalar"])
-    built_on_cpu = _info(torch="2.13.0+cpu", cuda=None, hip=None, accelerator="cpu",
+    built_on_cpu = _info(torch="2.13.0+cpu", abi_floor="2.13", cuda=None, hip=None, accelerator="cpu",
                          ops={"cpu_adam": {"variants": ["avx2"]}, "fused_adam": {"variants": ["cuda"]}})
-    monkeypatch.setattr(torch, "__version__", "2.13.0+cu130")
-    monkeypatch.setattr(torch.version, "cuda", "13.0")
-    assert prebuilt._choose(built_on_cpu, ALL_OPS["cpu_adam"]()) == ("avx2", None)
+    for later in ("2.13.0+cu130", "2.13.1+cu130", "2.14.1+cu130", "3.0.0"):
+        monkeypatch.setattr(torch, "__version__", later)
+        monkeypatch.setattr(torch.version, "cuda", "13.0")
+        assert prebuilt._choose(built_on_cpu, ALL_OPS["cpu_adam"]()) == ("avx2", None), later
     variant, reason = prebuilt._choose(built_on_cpu, ALL_OPS["fused_adam"](accelerator_name="cuda"))
-    assert variant is None and reason == "built for CUDA None, this machine has 13.0"
-    monkeypatch.setattr(torch, "__version__", "2.13.1+cu130")  # another release: its binaries may not load
-    assert prebuilt._choose(built_on_cpu, ALL_OPS["cpu_adam"]()) == (None, "built for torch 2.13.0, this machine has 2.13.1")
+    assert variant is None and reason == "built for CUDA major None, this machine has 13"
+    built_on_cu128 = dict(built_on_cpu, cuda="12.8", accelerator="cuda")
+    monkeypatch.setattr(torch.version, "cuda", "12.9")  # the same CUDA major: usable
+    assert prebuilt._choose(built_on_cu128, ALL_OPS["fused_adam"](accelerator_name="cuda")) == ("cuda", None)
+    monkeypatch.setattr(torch, "__version__", "2.12.0+cu128")  # older than the floor
+    assert prebuilt._choose(built_on_cpu, ALL_OPS["cpu_adam"]())[1].startswith("built against torch 2.13's")

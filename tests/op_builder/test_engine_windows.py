@@ -106,20 +106,19 @@ def test_a_waiter_gets_the_lock_when_the_holder_releases_it(windows, tmp_path):
 
 
 def test_a_jit_build_is_published_before_anything_is_loaded(cache_dir, tiny_csrc, monkeypatch):
-    """Windows refuses to rename a folder holding a loaded ``.pyd``: a rename of such a folder fails here too,
+    """Windows refuses to rename a folder holding a loaded library: a rename of such a folder fails here too,
     and the build must still load, from the published entry."""
-    import importlib.util
+    import torch
 
     from accelops.op_builder import pipeline
     from tiny_builder import TinyBuilder
 
     loaded = []
-    real_spec = importlib.util.spec_from_file_location
+    real_load = torch.ops.load_library
 
-    def recording_spec(name, location=None, *args, **kwargs):
-        if str(location).endswith(jit_cache.EXT):
-            loaded.append(os.path.realpath(location))
-        return real_spec(name, location, *args, **kwargs)
+    def recording_load(path):
+        loaded.append(os.path.realpath(path))
+        return real_load(path)
 
     real_rename = os.rename
 
@@ -129,13 +128,13 @@ def test_a_jit_build_is_published_before_anything_is_loaded(cache_dir, tiny_csrc
             raise PermissionError(13, "Access is denied (a file in this folder is loaded)", str(src))
         return real_rename(src, dst, *args, **kwargs)
 
-    monkeypatch.setattr(importlib.util, "spec_from_file_location", recording_spec)
+    monkeypatch.setattr(torch.ops, "load_library", recording_load)
     monkeypatch.setattr(os, "rename", windows_rename)
     monkeypatch.setattr(pipeline, "_loaded", {})
     result = pipeline.load(TinyBuilder(), verbose=False)
     assert result.origin == "build"
     entry = next(p for p in cache_dir.iterdir() if p.name.startswith("accelops_tiny_") and ".tmp-" not in p.name)
-    assert loaded == [os.path.realpath(entry / f"{entry.name}{jit_cache.EXT}")]  # one import, from the entry
+    assert loaded == [os.path.realpath(entry / f"{entry.name}{jit_cache.EXT}")]  # one load, from the entry
     assert result.module.__file__ == str(entry / f"{entry.name}{jit_cache.EXT}")
     assert not list(cache_dir.glob("accelops_tiny_*.tmp-*"))  # the temporary folder became the entry
 

@@ -363,6 +363,39 @@ def test_kernel_refuses_what_python_would(kernels):
                                             1e-8, 0.0, True, True, False)
 
 
+
+def test_kernel_refuses_bad_lists_and_dtype_combinations(kernels):
+    """Direct calls that skip the Python validator: a RuntimeError naming the problem, nothing updated. The kernels
+    compile only the (param, grad, copy) dtype combinations the validator admits and refuse the others."""
+    adam, adagrad, lion = (kernels[name] for name in _BUILDERS)
+    p, g, s = torch.zeros(8), torch.ones(8), torch.zeros(8)
+    bf, hf = torch.bfloat16, torch.float16
+    with pytest.raises(RuntimeError, match="cpu_adagrad: got 1 params but 2 grads"):
+        adagrad.adagrad_step([p], [g, g], [s], [], [1.0], 1e-2, 0.0, 1e-10, 0.0, False)
+    with pytest.raises(RuntimeError, match="cpu_adagrad: need one step count per param"):
+        adagrad.adagrad_step([p], [g], [s], [], [], 1e-2, 0.0, 1e-10, 0.0, False)
+    with pytest.raises(RuntimeError, match="cpu_lion: got 1 params but 2 state tensors"):
+        lion.lion_step([p], [g], [s, s], [], 1e-3, 0.9, 0.99, 0.0, False)
+    with pytest.raises(RuntimeError, match="cpu_lion: param_copies must be empty or one per param, got 2 for 1"):
+        lion.lion_step([p], [g], [s], [torch.zeros(8, dtype=bf)] * 2, 1e-3, 0.9, 0.99, 0.0, False)
+    with pytest.raises(RuntimeError, match="cpu_adam: step counts must be >= 1, got 0.5"):
+        adam.adam_step([p], [g], [s], [s.clone()], [], [0.5], 1e-3, 0.9, 0.999, 1e-8, 0.0, True, True, False)
+    with pytest.raises(RuntimeError, match="cpu_adam: grad 0 must have the param's dtype \\(BFloat16\\) or float32"):
+        adam.adam_step([p.to(bf)], [g.to(hf)], [s], [s.clone()], [], [1.0], 1e-3, 0.9, 0.999, 1e-8, 0.0, True, True,
+                       False)
+    with pytest.raises(RuntimeError, match="cpu_lion: param copy 0 must be bfloat16 or float16 with a float32 param"):
+        lion.lion_step([p.to(bf)], [g.to(bf)], [s], [torch.zeros(8, dtype=hf)], 1e-3, 0.9, 0.99, 0.0, False)
+    with pytest.raises(RuntimeError, match="cpu_adagrad: grad 0 must be float32 or the param copy's dtype \\(Half\\)"):
+        adagrad.adagrad_step([p], [g.to(bf)], [s], [torch.zeros(8, dtype=hf)], [1.0], 1e-2, 0.0, 1e-10, 0.0, False)
+    assert torch.equal(p, torch.zeros(8)) and torch.equal(s, torch.zeros(8))
+
+
+@pytest.mark.parametrize("name", _BUILDERS)
+def test_kernel_reports_its_simd_width(kernels, name):
+    """``simd_width`` (a module attribute under pybind) is an op of each kernel: floats per vector of its CPU tier."""
+    width = kernels[name].simd_width()
+    assert isinstance(width, int) and width in (1, 4, 8, 16)
+
 def test_failed_load_warns_once_and_falls_back(monkeypatch):
     monkeypatch.delenv("ACCELOPS_CPU_OPS_FALLBACK", raising=False)
     loader = KernelLoader("NoSuchBuilder", "accelops: NoSuchBuilder op unavailable ({reason})", CPU_FALLBACK_ENV)

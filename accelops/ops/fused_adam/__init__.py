@@ -7,8 +7,9 @@ module registers the op; it builds and loads nothing until a CUDA step runs.
 
 Bad input raises a Python TypeError/ValueError/RuntimeError that names the tensor: one validator
 (``validate.py``) serves the op, its fake implementation and ``FusedAdam`` (see ``_tls`` for when it runs);
-the extension's own checks have constant messages only, since a formatted TORCH_CHECK message segfaulted
-in one deployment (a mismatched C++ runtime).
+the op's own C++ checks (torch stable ABI, ``csrc/cuda/adam/fused_adam.cpp``) are a last line with constant
+messages: a formatted TORCH_CHECK message once segfaulted in one deployment (a mismatched C++ runtime), and
+the Python validator names the culprit anyway.
 """
 import threading
 import warnings
@@ -42,8 +43,8 @@ def _load_cuda_module():
 
 
 # fast_path is set (per thread) by FusedAdam.step around its own op calls. Then the CUDA kernel does not
-# validate in Python first: the extension checks every input itself (constant-message TORCH_CHECKs, which
-# raise RuntimeError; only formatted messages crashed) before it launches anything, and on such an error
+# validate in Python first: the C++ op checks every input itself (constant-message STD_TORCH_CHECKs, which
+# raise RuntimeError) before it launches anything, and on such an error
 # check_step runs to raise the clear Python error. That keeps the per-step path free of
 # per-tensor Python checks. Direct calls of the op always validate in Python first.
 _tls = threading.local()

@@ -1,7 +1,9 @@
 // Binding of the CPU Adam/AdamW op: one multi-tensor step over lists of params, grads, fp32 states
-// and (optionally) low-precision param copies written in the same pass.
+// and (optionally) low-precision param copies written in the same pass. Torch's stable ABI: Python
+// calls torch.ops.<module name>.adam_step (the op builder's loader hands it out as module.adam_step).
 #include <cmath>
 
+#include "accelops_stable.h"
 #include "cpu_optim_driver.h"
 
 namespace {
@@ -10,15 +12,15 @@ using namespace accelops_cpu;
 
 // In place: params, exp_avgs, exp_avg_sqs (and param_copies when not empty). `steps[i]` is tensor
 // i's step count after this step (>= 1). Throws on lists the kernel cannot update in place.
-void adam_step(std::vector<at::Tensor> params, std::vector<at::Tensor> grads, std::vector<at::Tensor> exp_avgs,
-               std::vector<at::Tensor> exp_avg_sqs, std::vector<at::Tensor> param_copies, std::vector<double> steps,
+void adam_step(std::vector<Tensor> params, std::vector<Tensor> grads, std::vector<Tensor> exp_avgs,
+               std::vector<Tensor> exp_avg_sqs, std::vector<Tensor> param_copies, std::vector<double> steps,
                double lr, double beta1, double beta2, double eps, double weight_decay, bool adamw,
                bool bias_correction, bool maximize) {
   check_lists("cpu_adam", params, grads, {&exp_avgs, &exp_avg_sqs}, param_copies);
-  TORCH_CHECK(steps.size() == params.size(), "cpu_adam: need one step count per param");
+  OPTIM_CHECK(steps.size() == params.size(), "cpu_adam: need one step count per param");
   std::vector<AdamArgs> args;
   for (double t : steps) {
-    TORCH_CHECK(t >= 1, "cpu_adam: step counts must be >= 1, got ", t);
+    OPTIM_CHECK(t >= 1, "cpu_adam: step counts must be >= 1, got " << t);
     AdamArgs a;
     a.beta1 = float(beta1);
     a.beta2 = float(beta2);
@@ -37,9 +39,20 @@ void adam_step(std::vector<at::Tensor> params, std::vector<at::Tensor> grads, st
              });
 }
 
+// Elements per SIMD vector of this build's CPU tier (was the pybind module attribute `simd_width`).
+int64_t simd_width() { return kWidth; }
+
 }  // namespace
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("adam_step", &adam_step, "Multi-tensor Adam/AdamW step on CPU tensors (in place)");
-  m.attr("simd_width") = accelops_cpu::kWidth;
+// The schema's types must match the C++ signature exactly (float = double, int = int64_t): nothing checks it.
+ACCELOPS_LIBRARY(m) {
+  m.def("adam_step(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, Tensor(c!)[] exp_avg_sqs, "
+        "Tensor(d!)[] param_copies, float[] steps, float lr, float beta1, float beta2, float eps, "
+        "float weight_decay, bool adamw, bool bias_correction, bool maximize) -> ()");
+  m.def("simd_width() -> int");
 }
+
+ACCELOPS_LIBRARY_IMPL(CPU, m) { m.impl("adam_step", TORCH_BOX(&adam_step)); }
+
+// No tensor arguments, so no dispatch key to pick CPU from.
+ACCELOPS_LIBRARY_IMPL(CompositeExplicitAutograd, m) { m.impl("simd_width", TORCH_BOX(&simd_width)); }

@@ -1,13 +1,18 @@
 // Multi-tensor fused Adam/AdamW: one block per 64K-element chunk of any tensor in the launch
 // table; fp32 math whatever the storage type; 64-bit offsets; optional grad scale and skip flag.
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
+// 16-bit storage types: torch's header-only Half/BFloat16, the very types (and conversions) that
+// c10/util/Half.h and BFloat16.h re-export; header-only, so the TORCH_STABLE_ONLY build takes them.
+#include <torch/headeronly/util/BFloat16.h>
+#include <torch/headeronly/util/Half.h>
 
 #include "cuda_compat.cuh"
 #include "cuda_fused_adam.h"
 
 namespace accelops {
 namespace {
+
+using torch::headeronly::BFloat16;
+using torch::headeronly::Half;
 
 struct AdamScalars {
     float step_size;   // lr / bias_correction1
@@ -101,11 +106,11 @@ cudaError_t launch_fused_adam(int param_dtype, int state_dtype, const AdamTable&
         case kF32:
             return launch_typed<float, float>(table, hyper, stream);
         case kF16:
-            return f32_state ? launch_typed<c10::Half, float>(table, hyper, stream)
-                             : launch_typed<c10::Half, c10::Half>(table, hyper, stream);
+            return f32_state ? launch_typed<Half, float>(table, hyper, stream)
+                             : launch_typed<Half, Half>(table, hyper, stream);
         case kBF16:
-            return f32_state ? launch_typed<c10::BFloat16, float>(table, hyper, stream)
-                             : launch_typed<c10::BFloat16, c10::BFloat16>(table, hyper, stream);
+            return f32_state ? launch_typed<BFloat16, float>(table, hyper, stream)
+                             : launch_typed<BFloat16, BFloat16>(table, hyper, stream);
         default:
             return cudaErrorInvalidValue;
     }

@@ -7,14 +7,19 @@
 //     writes dx and sums grad_weight/grad_bias partials over its rows, reading dy and s once more.
 // The cached backward accumulates grad_weight/grad_bias partials per block in registers.
 // Partials are fp32 and summed by a final kernel.
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
+// 16-bit storage types: torch's header-only Half/BFloat16, the very types (and conversions) that
+// c10/util/Half.h and BFloat16.h re-export; header-only, so the TORCH_STABLE_ONLY build takes them.
+#include <torch/headeronly/util/BFloat16.h>
+#include <torch/headeronly/util/Half.h>
 
 #include "cuda_compat.cuh"
 #include "cuda_layer_norm.h"
 
 namespace accelops {
 namespace {
+
+using torch::headeronly::BFloat16;
+using torch::headeronly::Half;
 
 constexpr int kMaxThreads = 512;   // threads per block of the row kernels
 constexpr int kFwdItems = 4;       // vectors per thread a cached forward row holds
@@ -469,8 +474,8 @@ cudaError_t launch_add_layer_norm_fwd(int dtype, const LnPlan& plan, const void*
                                        rstd, rows, n, eps},                                              \
                             stream);
         ACCELOPS_LN_FWD_CASE(kF32, float)
-        ACCELOPS_LN_FWD_CASE(kF16, c10::Half)
-        ACCELOPS_LN_FWD_CASE(kBF16, c10::BFloat16)
+        ACCELOPS_LN_FWD_CASE(kF16, Half)
+        ACCELOPS_LN_FWD_CASE(kBF16, BFloat16)
 #undef ACCELOPS_LN_FWD_CASE
         default:
             return cudaErrorInvalidValue;
@@ -494,8 +499,8 @@ cudaError_t launch_layer_norm_bwd(int dtype, const LnPlan& plan, const void* gra
                                        part_w, part_b, row_sg, row_sgx, rows, n},                            \
                             static_cast<T*>(grad_weight), static_cast<T*>(grad_bias), stream);
         ACCELOPS_LN_BWD_CASE(kF32, float)
-        ACCELOPS_LN_BWD_CASE(kF16, c10::Half)
-        ACCELOPS_LN_BWD_CASE(kBF16, c10::BFloat16)
+        ACCELOPS_LN_BWD_CASE(kF16, Half)
+        ACCELOPS_LN_BWD_CASE(kBF16, BFloat16)
 #undef ACCELOPS_LN_BWD_CASE
         default:
             return cudaErrorInvalidValue;

@@ -3,14 +3,19 @@
 // as the torch path computes) and one rounding per stored result; 64-bit offsets.
 //   c = beta1 * m + (1 - beta1) * g;  p = p * (1 - lr * wd) - lr * sign(c);  m = beta2 * m + (1 - beta2) * g
 // sign is torch.sign's: 0 for c == 0 and for NaN.
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
+// 16-bit storage types: torch's header-only Half/BFloat16, the very types (and conversions) that
+// c10/util/Half.h and BFloat16.h re-export; header-only, so the TORCH_STABLE_ONLY build takes them.
+#include <torch/headeronly/util/BFloat16.h>
+#include <torch/headeronly/util/Half.h>
 
 #include "cuda_compat.cuh"
 #include "cuda_fused_lion.h"
 
 namespace accelops {
 namespace {
+
+using torch::headeronly::BFloat16;
+using torch::headeronly::Half;
 
 __device__ __forceinline__ void lion_update(float& p, float g, float& m, const LionHyper& h) {
     const float c = h.beta1 * m + h.one_minus_beta1 * g;
@@ -76,11 +81,11 @@ cudaError_t launch_fused_lion(int param_dtype, int state_dtype, const LionTable&
         case kF32:
             return launch_typed<float, float>(table, hyper, stream);
         case kF16:
-            return f32_state ? launch_typed<c10::Half, float>(table, hyper, stream)
-                             : launch_typed<c10::Half, c10::Half>(table, hyper, stream);
+            return f32_state ? launch_typed<Half, float>(table, hyper, stream)
+                             : launch_typed<Half, Half>(table, hyper, stream);
         case kBF16:
-            return f32_state ? launch_typed<c10::BFloat16, float>(table, hyper, stream)
-                             : launch_typed<c10::BFloat16, c10::BFloat16>(table, hyper, stream);
+            return f32_state ? launch_typed<BFloat16, float>(table, hyper, stream)
+                             : launch_typed<BFloat16, BFloat16>(table, hyper, stream);
         default:
             return cudaErrorInvalidValue;
     }

@@ -1,29 +1,27 @@
-// Test-only extension for the build-engine tests. Plain CPython API (no torch or pybind11 headers) so
-// each test build takes about a second; the module name comes from TORCH_EXTENSION_NAME like any op.
-#include <Python.h>
+// Test-only op for the build-engine tests, bound like every op through torch's stable ABI (only the
+// light stable headers, so each test build takes about a second). Its namespace is TORCH_EXTENSION_NAME.
+#include <torch/csrc/stable/library.h>
+
+#include <cstdint>
+#include <string>
 
 #include "tiny_scale.h"
 
-#define TINY_CAT2(a, b) a##b
-#define TINY_CAT(a, b) TINY_CAT2(a, b)
-#define TINY_STR2(a) #a
-#define TINY_STR(a) TINY_STR2(a)
+#define TINY_LIBRARY(ns, m) STABLE_TORCH_LIBRARY(ns, m)
+#define TINY_LIBRARY_IMPL(ns, key, m) STABLE_TORCH_LIBRARY_IMPL(ns, key, m)
 
 namespace {
-PyObject* scale(PyObject*, PyObject* arg) {
-  double x = PyFloat_AsDouble(arg);
-  if (x == -1.0 && PyErr_Occurred()) return nullptr;
-  return PyFloat_FromDouble(x * kTinyFactor);
-}
+double scale(double x) { return x * kTinyFactor; }
 
-PyObject* tier(PyObject*, PyObject*) { return PyUnicode_FromString(TINY_TIER); }
-
-PyMethodDef methods[] = {
-    {"scale", scale, METH_O, "multiply a float by the factor in tiny_scale.h"},
-    {"tier", tier, METH_NOARGS, "the CPU tier macro this object was compiled with"},
-    {nullptr, nullptr, 0, nullptr}};
-
-PyModuleDef module_def = {PyModuleDef_HEAD_INIT, TINY_STR(TORCH_EXTENSION_NAME), nullptr, -1, methods};
+std::string tier() { return TINY_TIER; }
 }  // namespace
 
-PyMODINIT_FUNC TINY_CAT(PyInit_, TORCH_EXTENSION_NAME)(void) { return PyModule_Create(&module_def); }
+TINY_LIBRARY(TORCH_EXTENSION_NAME, m) {
+  m.def("scale(float x) -> float");
+  m.def("tier() -> str");
+}
+
+TINY_LIBRARY_IMPL(TORCH_EXTENSION_NAME, CompositeExplicitAutograd, m) {
+  m.impl("scale", TORCH_BOX(&scale));
+  m.impl("tier", TORCH_BOX(&tier));
+}
