@@ -210,21 +210,24 @@ class OpBuilder(DeepSpeedBuilderAPI):
                 "cxx_command": toolchain.compiler_command()}
 
     def cache_key(self, variant: Optional[str] = None) -> str:
-        """sha256 of the source key, GPU arch inputs, the CUDA/HIP major, compilers and platform: one JIT cache
-        entry per key. Not the torch release or the Python: the library binds through torch's stable ABI and
-        serves every torch from its ABI floor on (recorded in the entry's manifest and checked on load)."""
-        import torch
-
+        """sha256 of the source key, GPU arch inputs, the GPU runtime (CUDA/HIP major, GPU ops only), compilers
+        and platform: one JIT cache entry per key. Not the torch release or the Python: the library binds
+        through torch's stable ABI and serves every torch from its ABI floor on (recorded in the entry's
+        manifest and checked on load); a CPU op built under the CPU build of torch is reused under its CUDA
+        build."""
         variant = variant or self.variant()
         return _digest({
             "source": self.source_key(variant),
             "builder": f"{type(self).__module__}.{type(self).__qualname__}",
             "arches": self.arch_key(variant),
-            "cuda": major_version(torch.version.cuda),
-            "hip": major_version(torch.version.hip),
+            "runtime": self.runtime_key(),
             "toolchain": self.toolchain_identity(),
             "platform": f"{sys.platform}-{platform.machine()}",
         })
+
+    def runtime_key(self) -> Dict[str, Optional[str]]:
+        """The GPU runtime a build depends on (part of the cache key): nothing for host and CPU ops."""
+        return {}
 
     # ------------------------------------------------------------------ compatibility
     def _common_reasons(self) -> List[str]:
@@ -429,6 +432,12 @@ class CUDAOpBuilder(OpBuilder):
         from . import cuda_checks
 
         return {**super().toolchain_identity(), "nvcc": toolchain.tool_identity(cuda_checks.nvcc_path())}
+
+    def runtime_key(self) -> Dict[str, Optional[str]]:
+        """The CUDA/HIP major of torch: a GPU op's library links the runtime of that major."""
+        import torch
+
+        return {"cuda": major_version(torch.version.cuda), "hip": major_version(torch.version.hip)}
 
     def prebuild_variants(self, cpu_tiers: List[str]) -> List[str]:
         return [self.variant()]

@@ -45,13 +45,23 @@ def test_tier_change(key):
 
 
 @pytest.mark.parametrize("attr", ["cuda", "hip"])
-def test_cuda_hip_major_change_but_not_minor(key, monkeypatch, attr):
+def test_a_gpu_op_key_follows_the_cuda_hip_major_but_not_the_minor(monkeypatch, attr):
+    from accelops.op_builder import ALL_OPS
+
+    builder = ALL_OPS["fused_adam"]()
     monkeypatch.setattr(torch.version, attr, "99.1")
-    before = key()
+    before = builder.cache_key("cuda")
     monkeypatch.setattr(torch.version, attr, "99.9")
-    assert key() == before
+    assert builder.cache_key("cuda") == before
     monkeypatch.setattr(torch.version, attr, "98.1")
-    assert key() != before
+    assert builder.cache_key("cuda") != before
+
+
+def test_a_cpu_op_key_is_the_same_under_the_cpu_and_cuda_builds_of_torch(key, monkeypatch):
+    monkeypatch.setattr(torch.version, "cuda", None)
+    before = key()
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    assert key() == before
 
 
 def test_same_key_under_another_torch_python_or_accelops(key, monkeypatch):
