@@ -85,9 +85,15 @@ def _class_units(model: torch.nn.Module, names: Sequence[str], where: str) -> Li
     return list(reversed(found))  # modules() is pre-order: reversed, every child comes before its parent
 
 
-def fsdp_units(model: torch.nn.Module, rule: Union[str, Sequence[str]] = "auto") -> List[torch.nn.Module]:
-    """The modules that become FSDP units below the root, by ``rule`` (module docstring): "auto",
-    "children", "root" or a list of class names. ValueError when a named class is not in the model."""
+def _shares_a_parameter_outside(unit: torch.nn.Module, model: torch.nn.Module) -> bool:
+    """True when a module outside ``unit``'s subtree holds one of its parameters (tied weights, such as a
+    language model's head tied to its token embedding)."""
+    inside = {id(p) for p in unit.parameters()}
+    subtree = {id(m) for m in unit.modules()}
+    return any(id(p) in inside for m in model.modules() if id(m) not in subtree for p in m.parameters(recurse=False))
+
+
+def _rule_units(model: torch.nn.Module, rule: Union[str, Sequence[str]]) -> List[torch.nn.Module]:
     if rule == "root":
         return []
     if rule == "children":
@@ -98,6 +104,14 @@ def fsdp_units(model: torch.nn.Module, rule: Union[str, Sequence[str]] = "auto")
             return _class_units(model, list(declared), f"the model's _no_split_modules ({list(declared)})")
         return _children_units(model)
     return _class_units(model, list(rule), "the config's accelops.fsdp_units")
+
+
+def fsdp_units(model: torch.nn.Module, rule: Union[str, Sequence[str]] = "auto") -> List[torch.nn.Module]:
+    """The modules that become FSDP units below the root, by ``rule`` (module docstring): "auto",
+    "children", "root" or a list of class names; a module that shares a parameter with a module outside it
+    is no unit (FSDP2 refuses a parameter in two units: tied weights stay with the enclosing unit, at
+    worst the root). ValueError when a named class is not in the model."""
+    return [unit for unit in _rule_units(model, rule) if not _shares_a_parameter_outside(unit, model)]
 
 
 def _broadcast_from_rank0(model: torch.nn.Module) -> None:

@@ -149,3 +149,37 @@ def test_unknown_accelops_key_names_the_closest():
 
     with pytest.raises(ConfigError, match="fsdp_unit.*fsdp_units"):
         load_config({"train_batch_size": 2, "accelops": {"fsdp_unit": "root"}}, 1)
+
+
+class TiedLM(nn.Module):
+    """A head tied to the token embedding, in another child (GPT-2 and most Hugging Face LMs)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb, self.body = nn.Embedding(16, 8), nn.Linear(8, 8)
+        self.head = nn.Linear(8, 16, bias=False)
+        self.head.weight = self.emb.weight
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.body(self.emb(x)))).logsumexp(-1).mean()
+
+
+@pytestmark_in_process
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_tied_weights_stay_in_one_unit_and_train_like_plain_torch(stage):
+    plain = TiedLM()
+    reference = torch.optim.AdamW(plain.parameters(), lr=0.01, weight_decay=0.0)
+    engine, *_ = _engine(TiedLM(), {"stage": stage})
+    assert _units(engine) == ["", "body"]  # emb and head share a parameter: they stay with the root
+    tokens = torch.randint(0, 16, (3, 2, 4), generator=torch.Generator().manual_seed(1))
+    for batch in tokens:
+        loss = engine(batch)
+        engine.backward(loss)
+        engine.step()
+        want = plain(batch)
+        want.backward()
+        reference.step()
+        reference.zero_grad()
+        assert loss.item() == pytest.approx(want.item(), rel=1e-5)
+    assert torch.equal(engine.module_state_dict()["head.weight"], engine.module_state_dict()["emb.weight"])
