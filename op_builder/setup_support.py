@@ -121,7 +121,10 @@ def _build_ops_command(info: dict):
 def _platform_wheel_command():
     """bdist_wheel tagging the wheel ``py3-none-<platform>``: it holds compiled libraries, none tied to a
     Python version or ABI."""
-    from setuptools.command.bdist_wheel import bdist_wheel
+    try:
+        from setuptools.command.bdist_wheel import bdist_wheel
+    except ImportError:  # setuptools < 70.1: the command lives in the wheel package
+        from wheel.bdist_wheel import bdist_wheel
 
     class PlatformWheel(bdist_wheel):
         def finalize_options(self) -> None:
