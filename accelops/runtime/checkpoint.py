@@ -133,25 +133,32 @@ def _optimizer_state(engine: Any) -> Tuple[Dict[str, torch.Tensor], Dict[str, An
 
 def _materialize_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
     """Create the state of every param that has none with one step at lr 0 on zero gradients (torch's
-    ``get_optimizer_state_dict`` does the same): parameters stay as they are; the state is then loaded."""
+    ``get_optimizer_state_dict`` does the same), only for those params: params that have state get no
+    gradient during it, so nothing they hold moves. Parameters, lrs (tensor lrs too) and existing gradients
+    are as before afterwards; the state is then loaded."""
     params = optimizer_params(optimizer)
-    if all(optimizer.state.get(p) for p in params):
+    stateless = [p for p in params if not optimizer.state.get(p)]
+    if not stateless:
         return
-    made = []
+    saved_grads = {id(p): p.grad for p in params}
     for param in params:
-        if param.grad is None:
-            param.grad = torch.zeros_like(param)
-            made.append(param)
-    saved = [group["lr"] for group in optimizer.param_groups]
+        param.grad = torch.zeros_like(param) if not optimizer.state.get(param) else None
+    saved_lrs = [lr.clone() if torch.is_tensor(lr) else lr for lr in (g["lr"] for g in optimizer.param_groups)]
     for group in optimizer.param_groups:
-        group["lr"] = group["lr"].fill_(0.0) if torch.is_tensor(group["lr"]) else 0.0
+        if torch.is_tensor(group["lr"]):
+            group["lr"].fill_(0.0)
+        else:
+            group["lr"] = 0.0
     try:
         optimizer.step()
     finally:
-        for group, lr in zip(optimizer.param_groups, saved):
-            group["lr"] = lr
-        for param in made:
-            param.grad = None
+        for group, lr in zip(optimizer.param_groups, saved_lrs):
+            if torch.is_tensor(lr):
+                group["lr"].copy_(lr)
+            else:
+                group["lr"] = lr
+        for param in params:
+            param.grad = saved_grads[id(param)]
 
 
 # ---------------------------------------------------------------------------------------------- save
@@ -194,7 +201,9 @@ def save_checkpoint(engine: Any, save_dir: Any, tag: Any = None, client_state: A
     if engine.optimizer is not None:
         optimizer_tensors, optimizer_meta = _optimizer_state(engine)
         tensors.update(optimizer_tensors)
-    dcp.save(tensors, checkpoint_id=partial)
+    # Replicated entries (buffers, DDP's parameters) are written by rank 0, as DeepSpeed saves rank 0's module
+    # state: DCP would otherwise spread them over the ranks, mixing ranks whose buffers differ (BatchNorm).
+    dcp.save(tensors, checkpoint_id=partial, planner=dcp.DefaultSavePlanner(dedup_save_to_lowest_rank=True))
     if engine.global_rank == 0:
         torch.save(_engine_state(engine, optimizer_meta, client), os.path.join(partial, ENGINE_STATE))
     barrier(engine, "save_checkpoint (writing)")

@@ -381,7 +381,26 @@ def no_sync_case(case):
     return result
 
 
-CASE_KINDS = {"checkpoint": checkpoint_case, "no_sync": no_sync_case}
+def buffers_case(case):
+    """Give a buffer a different value on every rank (as BatchNorm's running statistics drift apart), then
+    save a checkpoint to ``save_dir``: it must hold rank 0's buffer, as DeepSpeed's does."""
+    import torch
+
+    import accelops
+
+    rank = int(os.environ.get("RANK", "0"))
+    model = make_model()
+    model.register_buffer("stat", torch.zeros(8))
+    config = {"train_micro_batch_size_per_gpu": 2, "optimizer": {"type": "Adam", "params": {"lr": 0.01}},
+              "zero_optimization": {"stage": case["stage"]}}
+    engine, *_ = accelops.initialize(model=model, config=config)
+    with torch.no_grad():
+        engine.module.stat.fill_(rank + 1.0)
+    engine.save_checkpoint(case["save_dir"])
+    return {"stat": engine.module.stat.tolist()}
+
+
+CASE_KINDS = {"checkpoint": checkpoint_case, "no_sync": no_sync_case, "buffers": buffers_case}
 
 
 def main():

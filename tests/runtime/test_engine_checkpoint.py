@@ -36,6 +36,16 @@ def test_resume_at_other_world_sizes_and_stages(tmp_path):
             assert rel_close(res["losses"], continued), (world, stage, res["losses"], continued)
 
 
+@pytest.mark.parametrize("stage", [0, 3])
+def test_buffers_are_saved_from_rank_0(tmp_path, stage):
+    from accelops.checkpoint import to_torch_state_dict
+
+    save_dir = str(tmp_path / "ckpt")
+    ranks = run_ranks(2, [{"kind": "buffers", "name": "buffers", "stage": stage, "save_dir": save_dir}])
+    assert [res["buffers"]["stat"][0] for res in ranks] == [1.0, 2.0]  # the ranks' buffers differ
+    assert to_torch_state_dict(save_dir)["stat"].tolist() == [1.0] * 8
+
+
 def test_a_save_killed_midway_leaves_the_previous_checkpoint(tmp_path):
     save_dir = str(tmp_path / "ckpt")
     run_ranks(2, [{"kind": "checkpoint", "name": "a", "stage": 1, "steps": 2, "save_at": 2, "save_dir": save_dir}])
@@ -175,6 +185,27 @@ def test_optimizer_of_another_kind_is_refused(tmp_path):
     with pytest.raises(RuntimeError, match="a checkpoint of another optimizer"):
         sgd.load_checkpoint(tmp_path)
     assert not sgd.optimizer.state  # left as it was
+
+
+@in_process
+def test_a_refused_load_leaves_existing_state_and_a_tensor_lr_alone(tmp_path):
+    adam = engine_for()
+    train(adam, 1)
+    adam.save_checkpoint(tmp_path)
+    model = make_model()
+    model.out.bias.requires_grad_(False)  # trained later: no optimizer state yet when the load comes
+    sgd = torch.optim.SGD(model.parameters(), lr=torch.tensor(0.1), momentum=0.9)
+    engine, *_ = accelops.initialize(model=model, optimizer=sgd, config={"train_batch_size": 2})
+    train(engine, 1)
+    model.out.bias.requires_grad_(True)
+    state = {id(p): {k: v.clone() for k, v in sgd.state[p].items()} for p in sgd.state}
+    with pytest.raises(RuntimeError, match="a checkpoint of another optimizer"):
+        engine.load_checkpoint(tmp_path)
+    assert float(sgd.param_groups[0]["lr"]) == pytest.approx(0.1)
+    assert {id(p): {k: v.clone() for k, v in sgd.state[p].items()} for p in sgd.state}.keys() == state.keys()
+    for param in sgd.state:
+        for key, value in sgd.state[param].items():
+            assert torch.equal(value, state[id(param)][key]), key
 
 
 @in_process
