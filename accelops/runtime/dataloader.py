@@ -7,7 +7,8 @@ shuffling for "eval" and "predict"); ``drop_last`` is the config's ``dataloader_
 is not a torch ``Dataset`` is refused.
 
 Differences, on purpose: accelops returns a plain ``torch.utils.data.DataLoader`` (DeepSpeed's wrapper
-adds throughput timers), loads in the main process unless ``num_local_io_workers`` is given (DeepSpeed
+adds throughput timers) with DeepSpeed's ``data_sampler`` attribute (the sampler, for scripts that call
+``loader.data_sampler.set_epoch(epoch)``), loads in the main process unless ``num_local_io_workers`` is given (DeepSpeed
 starts two workers per rank), and pins memory only on accelerators (not for CPU training). An
 ``IterableDataset`` gets no sampler: it must shard itself across ranks.
 """
@@ -38,6 +39,7 @@ def make_dataloader(dataset: Any, batch_size: int, world_size: int, rank: int, d
     sampler = data_sampler
     if sampler is None and not isinstance(dataset, IterableDataset):
         sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=route == "train")
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate_fn, num_workers=workers,
-                      pin_memory=pin_memory and device_type != "cpu",
-                      drop_last=drop_last)
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate_fn, num_workers=workers,
+                        pin_memory=pin_memory and device_type != "cpu", drop_last=drop_last)
+    loader.data_sampler = sampler  # DeepSpeedDataLoader's name for it
+    return loader

@@ -45,6 +45,9 @@ def test_returns_engine_optimizer_dataloader_scheduler():
     assert optimizer is engine.optimizer and scheduler is engine.lr_scheduler and loader is engine.training_dataloader
     assert type(scheduler).__name__ == "WarmupLR"
     assert isinstance(loader.sampler, torch.utils.data.DistributedSampler)
+    assert loader.data_sampler is loader.sampler  # DeepSpeed scripts call data_sampler.set_epoch(epoch)
+    loader.data_sampler.set_epoch(1)
+    assert [len(b[0]) for b in loader] == [4, 4, 2]
     assert loader.batch_size == 4 and len(loader) == 3  # micro batch 4 in a world of one
     xb, yb = next(iter(loader))
     assert xb.shape == (4, 4)
