@@ -251,7 +251,7 @@ class DeepSpeedEngine(torch.nn.Module):
         if not isinstance(mode, bool):
             raise TypeError(f"train(mode) takes True or False, got {mode!r}")
         self.training = mode
-        self.module.train(mode)
+        self._parallel.runner.train(mode)  # the DDP wrapper too (it is the module itself otherwise)
         return self
 
     def eval(self) -> "DeepSpeedEngine":

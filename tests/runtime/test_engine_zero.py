@@ -128,3 +128,12 @@ def test_no_sync_keeps_gradients_local_until_the_next_synchronised_backward(stag
         assert ranks[0]["inside"] != pytest.approx(ranks[1]["inside"], rel=1e-6)
     else:  # FSDP2 holds the unreduced gradient unsharded; no sharded (reduced) .grad exists yet
         assert [res["inside"] for res in ranks] == [None, None]
+
+
+@pytestmark_in_process
+def test_train_and_eval_reach_the_model():
+    engine, *_ = sharded(1)
+    engine.eval()
+    assert not engine.training and not any(m.training for m in engine.module.modules())
+    engine.train()
+    assert engine.training and all(m.training for m in engine.module.modules())
