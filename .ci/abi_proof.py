@@ -6,14 +6,14 @@ import sys
 
 import torch
 
+from accelops.op_builder.op_library import abi_floor, floor_problem
 from accelops.report.op_rows import op_rows
 from accelops.report.verify import verify_ops
 
 
 def older(floor):
     """True when ``floor`` ("X.Y") is an older torch than this one: the library was built by another torch."""
-    here = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2])
-    return floor is not None and tuple(int(x) for x in str(floor).split(".")) < here
+    return floor is not None and floor != abi_floor() and floor_problem(floor) is None
 
 
 rows = {row["name"]: row for row in op_rows() if row.get("kind") == "cpu"}

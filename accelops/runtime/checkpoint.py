@@ -131,18 +131,20 @@ def _optimizer_state(engine: Any) -> Tuple[Dict[str, torch.Tensor], Dict[str, An
     return tensors, {"type": type(optimizer).__name__, "param_groups": groups, "scalars": scalars}
 
 
-def _materialize_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+def _materialize_optimizer_state(optimizer: torch.optim.Optimizer) -> List[Any]:
     """Create the state of every param that has none with one step at lr 0 on zero gradients (torch's
     ``get_optimizer_state_dict`` does the same), only for those params: params that have state get no
     gradient during it, so nothing they hold moves. Parameters, lrs (tensor lrs too) and existing gradients
-    are as before afterwards; the state is then loaded."""
+    are as before afterwards; the state is then loaded. Returns the params whose state it created."""
     params = optimizer_params(optimizer)
     stateless = [p for p in params if not optimizer.state.get(p)]
     if not stateless:
-        return
+        return stateless
     saved_grads = {id(p): p.grad for p in params}
     for param in params:
-        param.grad = torch.zeros_like(param) if not optimizer.state.get(param) else None
+        param.grad = None
+    for param in stateless:
+        param.grad = torch.zeros_like(param)
     saved_lrs = [lr.clone() if torch.is_tensor(lr) else lr for lr in (g["lr"] for g in optimizer.param_groups)]
     for group in optimizer.param_groups:
         if torch.is_tensor(group["lr"]):
@@ -159,6 +161,7 @@ def _materialize_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
                 group["lr"] = lr
         for param in params:
             param.grad = saved_grads[id(param)]
+    return stateless
 
 
 # ---------------------------------------------------------------------------------------------- save
@@ -275,8 +278,7 @@ def _optimizer_template(engine: Any, saved: set) -> Tuple[Dict[str, torch.Tensor
     """The optimizer tensors to load (views of the live state) and the params without saved state.
     RuntimeError (the optimizer left as it was) when the saved state is another optimizer's."""
     optimizer = engine.optimizer
-    stateless = [p for p in optimizer_params(optimizer) if not optimizer.state.get(p)]
-    _materialize_optimizer_state(optimizer)
+    stateless = _materialize_optimizer_state(optimizer)
     try:
         return _match_saved_state(engine, saved)
     except RuntimeError:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from accelops.op_builder import ALL_OPS, OpBuildError, cpu_tier, prebuilt
+from accelops.op_builder import ALL_OPS, OpBuildError, cpu_tier, op_library, prebuilt
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -73,7 +73,7 @@ def test_prebuilt_wheel_loads_without_compiling(tmp_path):
     assert "-py3-none-" in wheel.name and not wheel.name.endswith("-any.whl")  # platform only, no Python ABI
     with zipfile.ZipFile(wheel) as zf:
         metadata = zf.read(next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))).decode()
-    floor = "%d.%d" % tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2])
+    floor = op_library.abi_floor()
     assert f"Requires-Dist: torch>={floor}" in metadata  # the ABI floor, not a pin
     with zipfile.ZipFile(wheel) as zf:
         info = json.loads(zf.read("accelops/build_info.json"))
@@ -126,7 +126,7 @@ def test_prebuilt_wheel_loads_without_compiling(tmp_path):
 
 
 def _info(**overrides):
-    floor = "%d.%d" % tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2])
+    floor = op_library.abi_floor()
     info = {"torch": torch.__version__, "abi_floor": floor, "cuda": torch.version.cuda, "hip": torch.version.hip,
             "accelerator": "cuda",
             "ops": {"cpu_adam": {"variants": ["avx512", "avx2", "scalar"]}}}

@@ -12,8 +12,8 @@ namespace {
 
 using accelops::AdamHyper;
 using accelops::AdamTable;
+using accelops::check_step_tensor;
 using accelops::dtype_code;
-using torch::headeronly::Layout;
 using torch::headeronly::ScalarType;
 using torch::stable::Device;
 using torch::stable::Tensor;
@@ -21,12 +21,6 @@ using torch::stable::Tensor;
 // Last-line checks only: accelops.ops.fused_adam validates every input in Python (with messages that
 // name the tensor, its shape and dtype) before calling here, or after an error from here (the fast path
 // of FusedAdam.step). The messages are constant strings: the Python validator names the culprit.
-void check_tensor(const Tensor& t, const Device& device) {
-    STD_TORCH_CHECK(t.layout() == Layout::Strided, "fused_adam: tensors must be dense (sparse is not supported)");
-    STD_TORCH_CHECK(t.device() == device, "fused_adam: all tensors of one step must be on params[0]'s device");
-    STD_TORCH_CHECK(t.is_contiguous(), "fused_adam: tensors must be contiguous");
-}
-
 void validate(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
               const std::vector<Tensor>& exp_avgs, const std::vector<Tensor>& exp_avg_sqs,
               const std::vector<Tensor>& steps) {
@@ -38,10 +32,10 @@ void validate(const std::vector<Tensor>& params, const std::vector<Tensor>& grad
     STD_TORCH_CHECK(params[0].is_cuda(), "fused_adam: tensors must be on a CUDA device");
     for (size_t i = 0; i < n; ++i) {
         const Tensor& p = params[i];
-        check_tensor(p, device);
-        check_tensor(grads[i], device);
-        check_tensor(exp_avgs[i], device);
-        check_tensor(exp_avg_sqs[i], device);
+        check_step_tensor("fused_adam", p, device);
+        check_step_tensor("fused_adam", grads[i], device);
+        check_step_tensor("fused_adam", exp_avgs[i], device);
+        check_step_tensor("fused_adam", exp_avg_sqs[i], device);
         STD_TORCH_CHECK(dtype_code(p.scalar_type()) >= 0, "fused_adam: params must be float32, float16 or bfloat16");
         STD_TORCH_CHECK(grads[i].scalar_type() == p.scalar_type(),
                         "fused_adam: a grad's dtype differs from its param's");

@@ -9,20 +9,14 @@
 
 namespace {
 
+using accelops::check_step_tensor;
 using accelops::dtype_code;
-using torch::headeronly::Layout;
 using torch::headeronly::ScalarType;
 using torch::stable::Device;
 using torch::stable::Tensor;
 
 // Last-line checks only: accelops.ops.fused_lion validates every input in Python (with messages that
 // name the tensor) before calling here. The messages are constant strings, as in fused_adam.cpp.
-void check_tensor(const Tensor& t, const Device& device) {
-    STD_TORCH_CHECK(t.layout() == Layout::Strided, "fused_lion: tensors must be dense (sparse is not supported)");
-    STD_TORCH_CHECK(t.device() == device, "fused_lion: all tensors of one step must be on params[0]'s device");
-    STD_TORCH_CHECK(t.is_contiguous(), "fused_lion: tensors must be contiguous");
-}
-
 void validate(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
               const std::vector<Tensor>& exp_avgs) {
     const size_t n = params.size();
@@ -33,9 +27,9 @@ void validate(const std::vector<Tensor>& params, const std::vector<Tensor>& grad
     STD_TORCH_CHECK(params[0].is_cuda(), "fused_lion: tensors must be on a CUDA device");
     for (size_t i = 0; i < n; ++i) {
         const Tensor& p = params[i];
-        check_tensor(p, device);
-        check_tensor(grads[i], device);
-        check_tensor(exp_avgs[i], device);
+        check_step_tensor("fused_lion", p, device);
+        check_step_tensor("fused_lion", grads[i], device);
+        check_step_tensor("fused_lion", exp_avgs[i], device);
         STD_TORCH_CHECK(dtype_code(p.scalar_type()) >= 0, "fused_lion: params must be float32, float16 or bfloat16");
         STD_TORCH_CHECK(grads[i].scalar_type() == p.scalar_type(),
                         "fused_lion: a grad's dtype differs from its param's");
