@@ -124,6 +124,9 @@ def _read(config: Union[str, os.PathLike, dict]) -> dict:
                 return json.load(handle, object_pairs_hook=_no_duplicates)
         except json.JSONDecodeError as error:
             raise ConfigError("", f"the config file {os.fspath(config)!r} is not valid JSON: {error}") from None
+        except UnicodeDecodeError as error:
+            raise ConfigError("", f"the config file {os.fspath(config)!r} is not UTF-8 text (byte {error.start}: "
+                                  f"{error.reason}); a DeepSpeed config is JSON in UTF-8") from None
     try:
         text = base64.urlsafe_b64decode(os.fspath(config)).decode("utf-8")
         return json.loads(text, object_pairs_hook=_no_duplicates)

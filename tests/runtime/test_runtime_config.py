@@ -120,6 +120,9 @@ def test_json_file_base64_and_file_errors(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('{"train_batch_size": 8,}')
     assert "is not valid JSON" in error(str(bad))
+    latin1 = tmp_path / "latin1.json"
+    latin1.write_bytes('{"train_batch_size": 8, "note": "caf\u00e9"}'.encode("latin-1"))
+    assert f"the config file {str(latin1)!r} is not UTF-8 text (byte 36" in error(str(latin1))
     twice = tmp_path / "twice.json"
     twice.write_text('{"train_batch_size": 8, "train_batch_size": 16}')
     assert error(str(twice)) == "train_batch_size appears twice in one object of the config file"
