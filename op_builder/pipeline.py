@@ -21,7 +21,7 @@ import threading
 from pathlib import Path
 from typing import Dict, NamedTuple, Optional, Tuple
 
-from . import jit_cache, op_library, prebuilt
+from . import jit_cache, op_library, prebuilt, toolchain, torch_noise
 from .errors import OpBuildError
 from .messages import log
 from .progress import Progress
@@ -172,23 +172,31 @@ def _compile(builder, build_dir: Path, variant: str, name: str, verbose: bool, r
     _install_compile_only_switch()
     _compile_only.active = True
     try:
-        torch_load(
-            name=name,
-            sources=[str(src / s) for s in builder.sources()],
-            extra_cflags=args["cflags"],
-            extra_cuda_cflags=cuda_cflags or None,
-            extra_ldflags=args["ldflags"],
-            extra_include_paths=[str(src / p) for p in builder.include_paths()],
-            build_directory=str(work),
-            verbose=verbose,
-            with_cuda=builder.uses_cuda(),
-            is_python_module=False,
-        )
+        with torch_noise.held_compiler_check() as version_notes:
+            torch_load(
+                name=name,
+                sources=[str(src / s) for s in builder.sources()],
+                extra_cflags=args["cflags"],
+                extra_cuda_cflags=cuda_cflags or None,
+                extra_ldflags=args["ldflags"],
+                extra_include_paths=[str(src / p) for p in builder.include_paths()],
+                build_directory=str(work),
+                verbose=verbose,
+                with_cuda=builder.uses_cuda(),
+                is_python_module=False,
+            )
     except Exception as exc:
         raise _compile_error(builder, exc, root, name) from None
     finally:
         _compile_only.active = False
-    os.replace(work / f"{name}{jit_cache.EXT}", build_dir / f"{name}{jit_cache.EXT}")
+    built = work / f"{name}{jit_cache.EXT}"
+    if not built.is_file():
+        raise OpBuildError(f"accelops: building op {builder.NAME} failed: the compiler `{toolchain.compiler_command()}` "
+                           f"(CXX, else the default) reported success but produced no library ({built.name} is "
+                           f"missing); set CXX to a working C++ compiler")
+    for note in version_notes:
+        log.warning("accelops: %s: built, but torch could not check the compiler's ABI: %s", builder.NAME, note)
+    os.replace(built, build_dir / f"{name}{jit_cache.EXT}")
     shutil.rmtree(src, ignore_errors=True)
     shutil.rmtree(work, ignore_errors=True)
 
