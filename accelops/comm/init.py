@@ -90,6 +90,35 @@ def _check_backend(dist, backend: str) -> None:
     if not names or any(name not in known for name in names):
         raise ValueError(f"init_distributed: backend {backend!r} is not a torch.distributed backend; known: "
                          f"{', '.join(known)} (or None: the accelerator's)")
+    _check_backend_built(dist, backend, names, known)
+
+
+#: Why a torch build may lack one of torch.distributed's own backends.
+_BACKEND_BUILDS = {
+    "nccl": "NCCL comes only with torch's CUDA and ROCm builds",
+    "xccl": "XCCL comes only with torch's Intel XPU builds",
+    "ucc": "UCC comes only with torch builds compiled with USE_UCC=1",
+    "mpi": "MPI comes only with torch built from source against an MPI library",
+}
+
+
+def _check_backend_built(dist, backend: str, names, known) -> None:
+    """``DistributedInitError`` when a named backend is known to torch but not built into this torch
+    (``nccl`` on a CPU-only build): names it, says why, and lists the backends that are available."""
+    is_available = getattr(dist, "is_backend_available", None)
+    if is_available is None:  # an older torch: it raises its own error at init
+        return
+    missing = [name for name in dict.fromkeys(names) if not is_available(name)]
+    if not missing:
+        return
+    import torch
+
+    usable = [name for name in known if name != "fake" and is_available(name)]
+    why = "; ".join(f"{_BACKEND_BUILDS.get(name, f'{name} is not built into it')}" for name in missing)
+    raise DistributedInitError(
+        f"init_distributed: backend {backend!r} is not available in this torch ({torch.__version__}): "
+        f"{why}. Available here: {', '.join(usable) or 'none'}; pass dist_backend='gloo' (CPU) or None (the "
+        f"accelerator's backend), or install a torch build with {', '.join(missing)}")
 
 
 def _user_group_info(dist) -> DistributedInfo:
