@@ -8,8 +8,9 @@ CPU, in the dtype it was saved in. ``model.load_state_dict(torch.load(OUT.pt))``
 optimizer state, counters and client state are not part of it.
 
 ``DIR`` is a tag folder (it holds DCP's ``.metadata``) or a save dir: then ``--tag`` names the folder, else
-the ``latest`` file does. Errors (no such DIR, no checkpoint in it, no such tag folder, no folder for OUT)
-exit with code 2 and one message line.
+the ``latest`` file does. Every file of the checkpoint is checked against the checksums recorded at save
+before anything is read. Errors (no such DIR, no checkpoint in it, no such tag folder, a damaged ``latest``,
+a missing, truncated or damaged file, no folder for OUT) exit with code 2 and one message line naming the path.
 
 Non-tensor entries of the model's state dict (a module's ``get_extra_state``) are kept, since
 ``load_state_dict`` needs them (as DCP stores them: tuples come back as lists, empty containers are lost);
@@ -24,47 +25,36 @@ import sys
 import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-MODEL_PREFIX = "model."  # save_checkpoint stores the model's entries as ``model.<name>``
-METADATA = ".metadata"  # DCP's index file, one per checkpoint folder
-LATEST = "latest"  # names the last saved tag in a save dir
+from .runtime.checkpoint_layout import (LATEST, METADATA, MODEL_PREFIX, CheckpointError, CheckpointNotFoundError,
+                                        read_latest, tag_folder)
 
-__all__ = ["CheckpointNotFoundError", "checkpoint_folder", "to_torch_state_dict", "convert_to_torch", "main"]
-
-
-class CheckpointNotFoundError(FileNotFoundError):
-    """The path, its ``latest`` tag or the given tag names no engine checkpoint folder."""
+__all__ = ["CheckpointError", "CheckpointNotFoundError", "checkpoint_folder", "to_torch_state_dict",
+           "convert_to_torch", "main"]
 
 
 # ---------------------------------------------------------------------------------------------- locate
-def _read_latest(save_dir: str) -> str:
-    with open(os.path.join(save_dir, LATEST)) as handle:
-        tag = handle.read().strip()
-    if not tag:
-        raise CheckpointNotFoundError(f"{os.path.join(save_dir, LATEST)} is empty: it names no checkpoint tag")
-    return tag
-
-
 def checkpoint_folder(path: Any, tag: Any = None) -> str:
     """The DCP folder to read: ``path`` itself when it holds ``.metadata`` and no ``tag`` is given, else
-    ``path/<tag>`` (``tag``, or the one ``path/latest`` names). CheckpointNotFoundError (its message names
-    the missing path) when ``path`` does not exist, holds no checkpoint, or the chosen folder is missing or
-    holds no ``.metadata``."""
+    ``path/<tag>`` (``tag``, or the one ``path/latest`` names; the complete copy of a tag whose commit was
+    killed, as ``load_checkpoint`` reads it). CheckpointNotFoundError (its message names the missing path)
+    when ``path`` does not exist, holds no checkpoint, or the chosen folder is missing or holds no
+    ``.metadata``; CheckpointError when ``latest`` is damaged."""
     path = os.fspath(path)
     if not os.path.isdir(path):
-        raise CheckpointNotFoundError(f"checkpoint directory {path} does not exist")
+        raise CheckpointNotFoundError(path, "does not exist (expected a checkpoint directory)")
     if tag is None:
         if os.path.isfile(os.path.join(path, METADATA)):
             return path
-        if not os.path.isfile(os.path.join(path, LATEST)):
-            raise CheckpointNotFoundError(f"{path} holds no checkpoint: neither a '{LATEST}' file (a save dir) nor "
-                                          f"'{METADATA}' (a tag folder); pass a tag folder or --tag")
-        tag = _read_latest(path)
-    folder = os.path.join(path, str(tag))
-    if not os.path.isdir(folder):
-        raise CheckpointNotFoundError(f"checkpoint tag folder {folder} does not exist (tag {str(tag)!r})")
+        tag = read_latest(path)
+        if tag is None:
+            raise CheckpointNotFoundError(path, f"holds no checkpoint: neither a '{LATEST}' file (a save dir) nor "
+                                                f"'{METADATA}' (a tag folder); pass a tag folder or --tag")
+    folder = tag_folder(path, str(tag))
+    if folder is None:
+        raise CheckpointNotFoundError(os.path.join(path, str(tag)), f"does not exist (tag {str(tag)!r})")
     if not os.path.isfile(os.path.join(folder, METADATA)):
-        raise CheckpointNotFoundError(f"{folder} is not a checkpoint folder: it has no '{METADATA}' (an "
-                                      f"interrupted save?)")
+        raise CheckpointNotFoundError(folder, f"is not a checkpoint folder: it has no '{METADATA}' (an interrupted "
+                                              f"save?)")
     return folder
 
 
@@ -75,10 +65,11 @@ def _model_template(folder: str) -> Dict[str, Any]:
     it), and the dicts and lists that DCP flattened at save (a module's extra state) rebuilt around them
     (DCP's ``planner_data`` holds each flat key's path). ValueError when the checkpoint has no model entry."""
     import torch
-    from torch.distributed.checkpoint import FileSystemReader
     from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
-    metadata = FileSystemReader(folder).read_metadata()
+    from .runtime.checkpoint import read_metadata
+
+    metadata = read_metadata(folder)
     paths = metadata.planner_data or {}
     template: Dict[str, Any] = {}
     for key, saved in metadata.state_dict_metadata.items():
@@ -120,11 +111,19 @@ def _load_single_process(template: Dict[str, Any], folder: str) -> None:
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-        dcp.load(template, checkpoint_id=folder, no_dist=True)
+        try:
+            dcp.load(template, checkpoint_id=folder, no_dist=True)
+        except Exception as error:  # noqa: BLE001 - a file DCP cannot read (only unchecked, older checkpoints)
+            raise CheckpointError(folder, f"cannot be read: {str(error).splitlines()[0] if str(error) else error!r}") \
+                from None
 
 
 def _read_model(folder: str) -> Dict[str, Any]:
-    """The model's entries of a DCP folder, without the ``model.`` prefix."""
+    """The model's entries of a DCP folder, without the ``model.`` prefix, after checking every file of the
+    folder against its recorded checksum (CheckpointError naming a damaged file)."""
+    from .runtime.checkpoint import verify_folder
+
+    verify_folder(folder)
     template = _model_template(folder)
     _load_single_process(template, folder)
     return {key[len(MODEL_PREFIX):]: value for key, value in template.items()}
@@ -183,7 +182,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         state = convert_to_torch(args.dir, args.out, tag=args.tag)
-    except (FileNotFoundError, ValueError) as error:
+    except (OSError, ValueError, CheckpointError) as error:
         print(f"{parser.prog} {args.command}: error: {error}", file=sys.stderr)
         return 2
     print(_summary(state, args.out))

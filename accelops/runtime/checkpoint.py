@@ -13,10 +13,14 @@ without it (or without the tag's folder) loading logs a warning and returns ``(N
 restores ``global_steps``, ``global_samples`` and ``skipped_steps`` (not ``micro_steps``), and with
 ``load_module_only`` only the weights; it returns the client state saved with the checkpoint.
 
-Atomicity: every rank writes into ``<save_dir>/.<tag>.partial``; when all ranks are done, rank 0 renames it
-to ``<tag>`` and then replaces ``latest`` (written to ``latest.tmp`` first), so a save killed midway
-leaves the previous checkpoint and ``latest`` untouched. Re-saving an existing tag swaps the folders
-(the old one is removed only after the new one is in place). A shared filesystem is assumed.
+Nothing is lost (the files and the commit protocol: :mod:`.checkpoint_layout`): every rank writes into
+``<save_dir>/.<tag>.partial``; then every rank records the CRC-32 of the files it wrote and rank 0 writes
+them to ``checksums.json`` (:mod:`.checkpoint_checksums`), renames the folder to ``<tag>`` and replaces
+``latest``. A save killed at any point leaves the previous or the new checkpoint loadable through ``latest``;
+the next save finishes or undoes an interrupted commit and removes every leftover. Loading checks every file
+against its checksum first (the ranks share the reading) and raises :class:`CheckpointError` naming the file
+on every rank when one is missing, truncated or damaged, and when ``latest`` names no usable checkpoint:
+``(None, None)`` is kept for a folder holding no checkpoint at all. A shared filesystem is assumed.
 
 Before writing, the ranks meet at a barrier with a timeout (``ACCELOPS_CHECKPOINT_TIMEOUT`` seconds,
 default 300): a rank that never calls save makes the others fail with a message saying so, instead of
@@ -27,19 +31,21 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from datetime import timedelta
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
 
+from . import checkpoint_checksums as checksums
+from .checkpoint_layout import (ENGINE_STATE, MODEL_PREFIX, OPTIM_PREFIX, CheckpointError, CheckpointNotFoundError,
+                                check_tag, commit, partial_folder, read_latest, recover, saved_tags, tag_folder)
 from .optimizers import optimizer_params
 from .parallel import model_param_names
 
 logger = logging.getLogger(__name__)
-ENGINE_STATE = "engine_state.pt"
-FORMAT = "accelops-engine-checkpoint/1"
+FORMAT = "accelops-engine-checkpoint/2"
+_UNCHECKED_FORMAT = "accelops-engine-checkpoint/1"  # saved before checksums: loads unchecked, with a warning
 TIMEOUT_ENV = "ACCELOPS_CHECKPOINT_TIMEOUT"
 _RULE_KEYS = ("params", "decoupled_weight_decay")  # never taken from a checkpoint: the update rule stays
 
@@ -66,6 +72,23 @@ def barrier(engine: Any, what: str) -> None:
     except RuntimeError as error:
         raise RuntimeError(f"{what}: not every rank reached it within {timeout.total_seconds():g} s (every rank "
                            f"must call it, with the same arguments; {TIMEOUT_ENV} sets the wait): {error}") from error
+
+
+def _agreed(engine: Any, task: Any) -> Any:
+    """``task()`` on every rank; when it raises CheckpointError on any rank, every rank raises that error (the
+    first rank's), so no rank goes on to a collective the others never reach."""
+    try:
+        result, mine = task(), None
+    except CheckpointError as error:
+        result, mine = None, (error.path, error.problem, isinstance(error, CheckpointNotFoundError))
+    if engine.world_size > 1:
+        errors: List[Any] = [None] * engine.world_size
+        dist.all_gather_object(errors, mine, group=engine._checkpoint_group())
+        mine = next((e for e in errors if e is not None), None)
+    if mine is not None:
+        path, problem, missing = mine
+        raise (CheckpointNotFoundError if missing else CheckpointError)(path, problem)
+    return result
 
 
 def _same_on_every_rank(engine: Any, what: str, value: Any) -> None:
@@ -121,7 +144,7 @@ def _optimizer_state(engine: Any) -> Tuple[Dict[str, torch.Tensor], Dict[str, An
     for param, (name, sharded) in zip(optimizer_params(optimizer), _optimizer_names(engine)):
         for key, value in optimizer.state.get(param, {}).items():
             if torch.is_tensor(value):
-                tensors[f"optim.{name}::{key}"] = _global(value, sharded)
+                tensors[f"{OPTIM_PREFIX}{name}::{key}"] = _global(value, sharded)
             else:
                 scalars.setdefault(name, {})[key] = value
     groups = [{key: value for key, value in group.items() if key != "params"} for group in optimizer.param_groups]
@@ -165,14 +188,6 @@ def _materialize_optimizer_state(optimizer: torch.optim.Optimizer) -> List[Any]:
 
 
 # ---------------------------------------------------------------------------------------------- save
-def _check_tag(tag: Any) -> str:
-    tag = str(tag)
-    if not tag or tag in (".", "..") or tag.startswith(".") or "/" in tag or os.sep in tag or tag == "latest":
-        raise ValueError(f"checkpoint tag {tag!r} must be a plain folder name (not empty, no path separator, not "
-                         f"starting with '.', not 'latest')")
-    return tag
-
-
 def _client_state(client_state: Any, client_sd: Any) -> dict:
     if client_sd is not None and client_state and client_state is not client_sd:
         raise ValueError("save_checkpoint got both client_state and client_sd (the guide's name for it); pass one")
@@ -187,19 +202,20 @@ def save_checkpoint(engine: Any, save_dir: Any, tag: Any = None, client_state: A
     """Save the engine's training state under ``save_dir/tag`` (module docstring). A collective: every rank
     calls it with the same tag. Returns True."""
     client = _client_state(client_state, client_sd)
-    tag = _check_tag(f"global_step{engine.global_steps}" if tag is None else tag)
+    tag = check_tag(f"global_step{engine.global_steps}" if tag is None else tag)
     save_dir = os.fspath(save_dir)
     barrier(engine, f"save_checkpoint(tag={tag!r})")
     _same_on_every_rank(engine, "the checkpoint tag", tag)
-    final, partial = os.path.join(save_dir, tag), os.path.join(save_dir, f".{tag}.partial")
+    partial = partial_folder(save_dir, tag)
     if engine.global_rank == 0:
         os.makedirs(save_dir, exist_ok=True)
-        shutil.rmtree(partial, ignore_errors=True)
+        for line in recover(save_dir):
+            logger.warning("save_checkpoint: %s", line)
         os.makedirs(partial)
     barrier(engine, "save_checkpoint (folder creation)")
     import torch.distributed.checkpoint as dcp
 
-    tensors = {f"model.{k}": v for k, v in _model_state(engine, exclude_frozen_parameters).items()}
+    tensors = {f"{MODEL_PREFIX}{k}": v for k, v in _model_state(engine, exclude_frozen_parameters).items()}
     optimizer_meta = None
     if engine.optimizer is not None:
         optimizer_tensors, optimizer_meta = _optimizer_state(engine)
@@ -208,10 +224,19 @@ def save_checkpoint(engine: Any, save_dir: Any, tag: Any = None, client_state: A
     # state: DCP would otherwise spread them over the ranks, mixing ranks whose buffers differ (BatchNorm).
     dcp.save(tensors, checkpoint_id=partial, planner=dcp.DefaultSavePlanner(dedup_save_to_lowest_rank=True))
     if engine.global_rank == 0:
-        torch.save(_engine_state(engine, optimizer_meta, client), os.path.join(partial, ENGINE_STATE))
+        with open(os.path.join(partial, ENGINE_STATE), "wb") as handle:
+            torch.save(_engine_state(engine, optimizer_meta, client), handle)
+            handle.flush()
+            os.fsync(handle.fileno())
     barrier(engine, "save_checkpoint (writing)")
+    entries = checksums.compute(partial, checksums.owned_files(partial, engine.global_rank, engine.world_size))
+    if engine.world_size > 1:
+        gathered: List[Any] = [None] * engine.world_size
+        dist.all_gather_object(gathered, entries, group=engine._checkpoint_group())
+        entries = {name: entry for part in gathered for name, entry in part.items()}
     if engine.global_rank == 0:
-        _commit(save_dir, tag, partial, final, save_latest)
+        checksums.write(partial, entries)
+        commit(save_dir, tag, save_latest)
     barrier(engine, "save_checkpoint (commit)")
     return True
 
@@ -226,46 +251,93 @@ def _engine_state(engine: Any, optimizer_meta: Optional[dict], client: dict) -> 
             "client_state": client}
 
 
-def _commit(save_dir: str, tag: str, partial: str, final: str, save_latest: bool) -> None:
-    """Rank 0: put the finished folder in place, then point ``latest`` at it."""
-    old = os.path.join(save_dir, f".{tag}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if os.path.exists(final):
-        os.rename(final, old)
-    os.rename(partial, final)
-    shutil.rmtree(old, ignore_errors=True)
-    if save_latest:
-        latest_tmp = os.path.join(save_dir, "latest.tmp")
-        with open(latest_tmp, "w") as handle:
-            handle.write(tag)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(latest_tmp, os.path.join(save_dir, "latest"))
-
-
 # ---------------------------------------------------------------------------------------------- load
-def _resolve(load_dir: str, tag: Any) -> Optional[str]:
-    """The checkpoint folder to load, or None (logged) when there is none."""
+def _locate(load_dir: str, tag: Any) -> Optional[str]:
+    """The checkpoint folder to load: ``tag``'s, else the one ``latest`` names. None (with DeepSpeed's warning)
+    only when ``load_dir`` holds no checkpoint at all; CheckpointError naming what is missing otherwise."""
+    tags = saved_tags(load_dir)
     if tag is None:
-        latest = os.path.join(load_dir, "latest")
-        if not os.path.isfile(latest):
+        tag = read_latest(load_dir)
+        if tag is None:
+            latest = os.path.join(load_dir, "latest")
+            if tags:
+                raise CheckpointNotFoundError(latest, f"does not exist, but the folder holds the checkpoints {tags}: "
+                                                      f"pass tag= to choose one")
             logger.warning("Unable to find latest file at %s, if trying to load latest checkpoint please ensure this "
                            "file exists or pass an explicit checkpoint tag when loading a checkpoint.", latest)
             return None
-        with open(latest) as handle:
-            tag = handle.read().strip()
-    path = os.path.join(load_dir, str(tag))
-    if not os.path.isfile(os.path.join(path, ENGINE_STATE)):
-        logger.warning("Client provided checkpoint load path: %s does not exist (or is not an accelops checkpoint: "
-                       "no %s) ... skip checkpoint load", path, ENGINE_STATE)
-        return None
-    return path
+        named = f"the tag that {os.path.join(load_dir, 'latest')} names"
+    else:
+        tag, named = check_tag(tag), "the tag asked for"
+    folder = tag_folder(load_dir, tag)
+    if folder is None:
+        if not tags and named == "the tag asked for":
+            logger.warning("Client provided checkpoint load path: %s does not exist ... skip checkpoint load",
+                           os.path.join(load_dir, tag))
+            return None
+        raise CheckpointNotFoundError(os.path.join(load_dir, tag), f"does not exist ({named}); the folder holds "
+                                                                   f"{tags or 'no committed checkpoint'}")
+    if os.path.basename(folder) != tag:
+        logger.warning("load_checkpoint: the save of %r was killed during its commit; loading its complete copy %s "
+                       "(the next save puts it in place)", tag, folder)
+    return folder
+
+
+def verify_folder(folder: str, rank: int = 0, world_size: int = 1) -> None:
+    """Check this rank's share of the files of the checkpoint ``folder`` (all of them in a world of one) against
+    ``checksums.json``; CheckpointError naming the first bad file (missing, truncated, damaged). A checkpoint
+    saved before checksums existed is not checked: a warning says so."""
+    try:
+        files = checksums.read(folder)
+    except FileNotFoundError:
+        state_path = os.path.join(folder, ENGINE_STATE)
+        if not os.path.isfile(state_path):
+            raise CheckpointNotFoundError(folder, f"is not a complete checkpoint: it has neither "
+                                                  f"{checksums.CHECKSUMS} nor {ENGINE_STATE}") from None
+        if _read_engine_state(folder).get("format") != _UNCHECKED_FORMAT:
+            raise CheckpointError(os.path.join(folder, checksums.CHECKSUMS), "is missing (every checkpoint of "
+                                  "this format has one): the folder is damaged") from None
+        logger.warning("%s was saved before accelops recorded checksums: its files are not checked", folder)
+        return
+    for required in (ENGINE_STATE, ".metadata"):
+        if required not in files:
+            raise CheckpointError(os.path.join(folder, checksums.CHECKSUMS), f"does not list {required}: damaged")
+    problems = checksums.verify(folder, files, sorted(files)[rank::world_size])
+    if problems:
+        path, problem = problems[0]
+        more = f" (and {len(problems) - 1} more damaged files)" if len(problems) > 1 else ""
+        raise CheckpointError(path, problem + more)
+
+
+def read_metadata(folder: str) -> Any:
+    """DCP's metadata of the checkpoint ``folder``; CheckpointError naming ``.metadata`` when it is unreadable."""
+    from torch.distributed.checkpoint import FileSystemReader
+
+    try:
+        return FileSystemReader(folder).read_metadata()
+    except FileNotFoundError:
+        raise CheckpointNotFoundError(os.path.join(folder, ".metadata"), "is missing") from None
+    except Exception as error:  # noqa: BLE001 - whatever unpickling garbage raises
+        raise CheckpointError(os.path.join(folder, ".metadata"), f"cannot be read: {error}") from None
+
+
+def _read_engine_state(folder: str) -> dict:
+    path = os.path.join(folder, ENGINE_STATE)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise CheckpointNotFoundError(path, "is missing") from None
+    except Exception as error:  # noqa: BLE001 - an unreadable pickle, whatever torch raises for it
+        raise CheckpointError(path, f"cannot be read: {error}") from None
+    if not isinstance(state, dict) or state.get("format") not in (FORMAT, _UNCHECKED_FORMAT):
+        raise CheckpointError(path, f"is not an accelops engine state (no format {FORMAT!r})")
+    return state
 
 
 def _check_model_keys(expected: Dict[str, Any], saved: set, strict: bool) -> Dict[str, Any]:
-    missing = sorted(k for k in expected if f"model.{k}" not in saved)
+    missing = sorted(k for k in expected if f"{MODEL_PREFIX}{k}" not in saved)
     if strict:
-        names = {k[len("model."):] for k in saved if k.startswith("model.")}
+        names = {k[len(MODEL_PREFIX):] for k in saved if k.startswith(MODEL_PREFIX)}
         unexpected = sorted(names - set(expected))
         if missing or unexpected:
             raise RuntimeError(f"load_checkpoint: the checkpoint does not match the model (load_module_strict=True): "
@@ -294,11 +366,11 @@ def _match_saved_state(engine: Any, saved: set) -> Tuple[Dict[str, torch.Tensor]
         wanted.setdefault(key.split("::")[0], []).append(key)
     have: Dict[str, List[str]] = {}
     for key in saved:
-        if key.startswith("optim."):
+        if key.startswith(OPTIM_PREFIX):
             have.setdefault(key.split("::")[0], []).append(key)
     template, empty = {}, []
     for param, (name, _) in zip(optimizer_params(engine.optimizer), _optimizer_names(engine)):
-        keys, found = sorted(wanted.get(f"optim.{name}", [])), sorted(have.get(f"optim.{name}", []))
+        keys, found = sorted(wanted.get(f"{OPTIM_PREFIX}{name}", [])), sorted(have.get(f"{OPTIM_PREFIX}{name}", []))
         if not found:
             empty.append(param)
         elif keys != found:
@@ -334,21 +406,18 @@ def load_checkpoint(engine: Any, load_dir: Any, tag: Any = None, load_module_str
     ``(path, client_state)`` or ``(None, None)`` when there is nothing to load. A collective."""
     if custom_load_fn is not None:
         raise ValueError("load_checkpoint(custom_load_fn=...) is not supported by accelops")
-    path = _resolve(os.fspath(load_dir), tag)
+    barrier(engine, f"load_checkpoint({os.fspath(load_dir)!r})")
+    path = _agreed(engine, lambda: _locate(os.fspath(load_dir), tag))
     if path is None:
         return None, None
-    barrier(engine, f"load_checkpoint({path!r})")
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint import FileSystemReader
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
-    state = torch.load(os.path.join(path, ENGINE_STATE), map_location="cpu", weights_only=False)
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise RuntimeError(f"load_checkpoint: {path} is not an accelops engine checkpoint ({ENGINE_STATE} has no "
-                           f"format {FORMAT!r})")
-    saved = set(FileSystemReader(path).read_metadata().state_dict_metadata)
+    _agreed(engine, lambda: verify_folder(path, engine.global_rank, engine.world_size))
+    state = _agreed(engine, lambda: _read_engine_state(path))
+    saved = set(_agreed(engine, lambda: read_metadata(path)).state_dict_metadata)
     model = _check_model_keys(_model_state(engine), saved, load_module_strict)
-    template = {f"model.{k}": v for k, v in model.items()}
+    template = {f"{MODEL_PREFIX}{k}": v for k, v in model.items()}
     with_optimizer = (load_optimizer_states and not load_module_only and engine.optimizer is not None
                       and state["optimizer"] is not None)
     empty: List[Any] = []
@@ -356,7 +425,7 @@ def load_checkpoint(engine: Any, load_dir: Any, tag: Any = None, load_module_str
         optimizer_tensors, empty = _optimizer_template(engine, saved)
         template.update(optimizer_tensors)
     dcp.load(template, checkpoint_id=path)
-    set_model_state_dict(engine.module, {k: template[f"model.{k}"] for k in model},
+    set_model_state_dict(engine.module, {k: template[f"{MODEL_PREFIX}{k}"] for k in model},
                          options=StateDictOptions(strict=False))
     if with_optimizer:
         _restore_optimizer(engine, state["optimizer"], empty)

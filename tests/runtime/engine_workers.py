@@ -315,7 +315,7 @@ def checkpoint_case(case):
         def die(*args, **kwargs):
             os._exit(17)
 
-        ckpt._commit = die if rank == 0 else ckpt._commit
+        ckpt.commit = die if rank == 0 else ckpt.commit
         original = ckpt.barrier
         ckpt.barrier = lambda engine, what: die() if "commit" in what else original(engine, what)
     for step in range(first, first + case["steps"]):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import accelops
-from accelops.checkpoint import CheckpointNotFoundError, convert_to_torch, to_torch_state_dict
+from accelops.checkpoint import CheckpointError, CheckpointNotFoundError, convert_to_torch, to_torch_state_dict
 from engine_workers import make_model, run_ranks
 
 in_process = pytest.mark.usefixtures("world_of_one")
@@ -143,11 +143,11 @@ def test_cli_errors(two_rank_checkpoints, tmp_path):
     shutil.copytree(ckpt, half)
     os.remove(half / "global_step3" / ".metadata")  # as a save killed before DCP finished
     for args, message in [
-        ((tmp_path / "nope", out), f"checkpoint directory {tmp_path / 'nope'} does not exist"),
-        ((tmp_path / "empty", out), f"{tmp_path / 'empty'} holds no checkpoint"),
-        ((ckpt, out, "--tag", "global_step9"), f"checkpoint tag folder {ckpt / 'global_step9'} does not exist"),
+        ((tmp_path / "nope", out), f"{tmp_path / 'nope'}: does not exist"),
+        ((tmp_path / "empty", out), f"{tmp_path / 'empty'}: holds no checkpoint"),
+        ((ckpt, out, "--tag", "global_step9"), f"{ckpt / 'global_step9'}: does not exist"),
         ((ckpt, tmp_path / "no_dir" / "out.pt"), "the directory of the output file"),
-        ((half, out), f"{half / 'global_step3'} is not a checkpoint folder"),
+        ((half, out), f"{half / 'global_step3'}: is not a checkpoint folder"),
     ]:
         done = cli(*args)
         assert done.returncode == 2, (args, done.stderr)
@@ -160,5 +160,5 @@ def test_api_errors(tmp_path):
     with pytest.raises(CheckpointNotFoundError, match="does not exist"):
         to_torch_state_dict(tmp_path / "nope")
     (tmp_path / "latest").write_text("")
-    with pytest.raises(CheckpointNotFoundError, match="is empty"):
+    with pytest.raises(CheckpointError, match="latest: is empty"):
         to_torch_state_dict(tmp_path)
