@@ -1,20 +1,17 @@
 """``ds_launch`` / ``python -m accelops.launcher``: DeepSpeed's ``deepspeed`` command on torchrun.
 
 ``main()`` parses DeepSpeed's flags, plans the launch (:func:`accelops.launcher.plan.build_plan`),
-and then either prints the plan (``--dry_run``) or runs it: one node on this host runs torchrun as a
-child process; several or remote nodes run under :func:`accelops.launcher.supervise.run_plan`
-(ssh or pdsh per node, or one mpirun / srun, supervised: one failing node stops them all).
+and then either prints the plan (``--dry_run``) or runs it under
+:func:`accelops.launcher.supervise.run_plan`: one node on this host runs its torchrun under the node
+guard (:mod:`accelops.launcher.local`); several or remote nodes run ssh or pdsh per node, or one
+mpirun / srun, supervised: one failing node stops them all.
 
-Exit status: the local torchrun's, or the failed rank's (see ``supervise``); 128+N after signal N;
-2 for bad input or an unreachable host (one line on stderr naming what is wrong); 0 for a dry run.
+Exit status: 0 when every rank exits 0; else the failed rank's code (128+N for a rank killed by
+signal N; see ``supervise``); 128+N after signal N reached ``ds_launch``; 2 for bad input or an
+unreachable host (one line on stderr naming what is wrong); 0 for a dry run.
 """
 import argparse
-import os
-import signal
-import subprocess
 import sys
-import tempfile
-import time
 from typing import Optional, Sequence
 
 from .commands import LAUNCHERS
@@ -94,33 +91,6 @@ def format_plan(plan) -> str:
     return "\n".join(lines)
 
 
-def _run_local(plan, save_pid: bool) -> int:
-    """Run the one local node's torchrun and return its exit status (128+N when killed by signal N).
-
-    Ctrl-C reaches torchrun too (same process group); SIGTERM to ds_launch is passed on to it."""
-    command = plan.commands[0]
-    env = dict(os.environ)
-    env.update(command.env)
-    proc = subprocess.Popen(command.argv, env=env)
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signal.SIGTERM))
-    pid_file = os.path.join(tempfile.gettempdir(), f"{os.getpid()}.deepspeed") if save_pid else None
-    try:
-        if pid_file:
-            with open(pid_file, "w") as fd:
-                fd.write(str(proc.pid))
-        while True:
-            try:
-                code = proc.wait()
-                break
-            except KeyboardInterrupt:  # torchrun got the same Ctrl-C and stops its ranks; wait for it
-                time.sleep(0.1)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        if pid_file and os.path.exists(pid_file):
-            os.remove(pid_file)
-    return 128 - code if code < 0 else code
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``ds_launch``; returns the exit status."""
     args = parser().parse_args(argv)
@@ -133,8 +103,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.dry_run:
         print(format_plan(plan))
         return 0
-    if plan.launcher == "local":
-        return _run_local(plan, args.save_pid)
     from .supervise import run_plan
     try:
         return run_plan(plan, ssh_check=not args.no_ssh_check, save_pid=args.save_pid)

@@ -7,6 +7,8 @@ Every function here is pure: it builds argument lists and strings and runs nothi
   torchrun's agent replaces ``${local_rank}`` in every argument with each rank's local rank (and
   turns ``$$`` into ``$``), so the user's script and arguments are passed with each ``$`` doubled
   and arrive untouched.
+* The local node runs it under the node guard too (:mod:`accelops.launcher.guard` with
+  ``--parent=<ds_launch pid>``: the node stops when ``ds_launch`` ends, even by SIGKILL).
 * ssh/pdsh run that command through the remote login shell (a POSIX shell: sh, bash, zsh), under
   the node guard (:mod:`accelops.launcher.guard`, which stops the node when the connection closes):
   ``cd <cwd> && export ... && exec python -u -m accelops.launcher.guard --node=HOST -- <torchrun ...>``,
@@ -138,11 +140,13 @@ def torchrun_command(user: UserCommand, nnodes: int, node_rank: int, nproc: int,
     return argv + [*_escape_dollars([user.script]), *local_rank, *_escape_dollars(user.args)]
 
 
-def guard_command(python: str, host: str, save_pid: Optional[int] = None) -> List[str]:
-    """``python -u -m accelops.launcher.guard --node=HOST [--save_pid=PID] --``: the node guard
-    that runs a remote node's torchrun (the node's command follows the ``--``)."""
+def guard_command(python: str, host: str, save_pid: Optional[int] = None, parent: Optional[int] = None) -> List[str]:
+    """``python -u -m accelops.launcher.guard --node=HOST [--save_pid=PID] [--parent=PID] --``: the
+    node guard that runs a node's torchrun (the node's command follows the ``--``). ``parent``: the
+    pid of the ``ds_launch`` that starts the guard itself (the local node); the guard stops the node
+    when that process ends. Without it (ssh, pdsh) the guard stops at the end of its stdin."""
     return [python, "-u", "-m", "accelops.launcher.guard", f"--node={host}",
-            *([f"--save_pid={save_pid}"] if save_pid else []), "--"]
+            *([f"--save_pid={save_pid}"] if save_pid else []), *([f"--parent={parent}"] if parent else []), "--"]
 
 
 #: ssh options that take a value (the next letters, or the next word).

@@ -22,6 +22,8 @@ _TR_CODE = re.compile(r"^\s*exitcode\s*:\s*(-?\d+)")
 _TR_HOST = re.compile(r"^\s*host\s*:\s*(\S+)")
 _MPI_RANK = re.compile(r"Process name:\s*\[\[\d+,\d+\],(\d+)\]")
 _MPI_CODE = re.compile(r"^\s*Exit code:\s*(\d+)")
+_OMP_NOTICE = "Setting OMP_NUM_THREADS environment variable for each process"
+_STARS = re.compile(r"^\*{20,}\s*$")
 _SRUN = re.compile(r"srun: error: (\S+): tasks? (\d+)(?:[-,]\S*)?: Exited with exit code (\d+)")
 
 
@@ -78,8 +80,9 @@ def find_failure(lines: Sequence[str]) -> Optional[RankFailure]:
 
 
 def user_tail(lines: Sequence[str], count: int = TAIL_LINES) -> List[str]:
-    """The last ``count`` lines of ``lines`` less torchrun's own failure report: its agent log lines
-    and the ``ChildFailedError`` traceback and summary at the end, so the rank's own error shows."""
+    """The last ``count`` lines of ``lines`` less torchrun's own output: its agent log lines, its
+    ``OMP_NUM_THREADS`` notice, and the ``ChildFailedError`` traceback and summary at the end, so the
+    rank's own error shows."""
     lines = list(lines)
     for index in range(len(lines) - 1, -1, -1):
         if "ChildFailedError" in lines[index]:
@@ -88,4 +91,9 @@ def user_tail(lines: Sequence[str], count: int = TAIL_LINES) -> List[str]:
             lines = lines[:start]
             break
     kept = [line for line in lines if not _TORCHRUN_LOG.match(line)]
+    for index in range(len(kept) - 1, 0, -1):  # torchrun's OMP_NUM_THREADS notice, between two star lines
+        if kept[index].startswith(_OMP_NOTICE) and index + 1 < len(kept) and _STARS.match(kept[index - 1]) \
+                and _STARS.match(kept[index + 1]):
+            start = index - 2 if index >= 2 and not kept[index - 2].strip() else index - 1
+            del kept[start:index + 2]
     return kept[-count:]

@@ -1,16 +1,21 @@
-"""Node guard: ``python -m accelops.launcher.guard [--grace=S] [--save_pid=PID] [--node=NAME] -- CMD...``.
+"""Node guard: ``python -m accelops.launcher.guard [--grace=S] [--save_pid=PID] [--node=NAME]
+[--parent=PID] -- CMD...``.
 
-``ds_launch`` runs every remote node's torchrun under this guard (ssh and pdsh launchers), so that
-a node never outlives its launcher. The guard:
+``ds_launch`` runs every node's torchrun under this guard (the local node as well as ssh and pdsh
+nodes), so that a node never outlives its launcher. The guard:
 
-* starts ``CMD`` (torchrun) as its child, in a new session, with stdin from ``/dev/null``; CMD's
-  stdout and stderr are the guard's (the ssh connection);
+* starts ``CMD`` (torchrun) as its child, in a new session, with stdin from ``/dev/null`` (with
+  ``--parent``: the guard's own stdin); CMD's stdout and stderr are the guard's (the ssh
+  connection, or ``ds_launch``'s pipes);
 * makes itself the node's *child subreaper* (Linux ``PR_SET_CHILD_SUBREAPER``), so a process whose
   parent dies (torchrun's ranks run in sessions of their own) is re-parented to the guard and can
   still be found and stopped;
 * watches its stdin, the ssh channel: ``ds_launch`` keeps it open and never writes to it. End of
   file means the launcher closed it (it stops this node) or the connection is gone (the launcher or
   ssh died); either way the node stops. SIGTERM, SIGINT and SIGHUP stop it the same way;
+* with ``--parent=PID`` (the local node, started by ``ds_launch`` itself) it watches its parent
+  instead of stdin: once its parent is no longer PID (``ds_launch`` died, even by SIGKILL, and the
+  guard was re-parented) the node stops, within :data:`PARENT_POLL` seconds;
 * stops the node in steps: SIGTERM to CMD's process group (torchrun then sends SIGTERM to its
   ranks); once CMD has ended, SIGTERM to every process still below the guard; SIGKILL to all that
   remains ``--grace`` seconds (default 5) after the first SIGTERM, or 1 s after the second;
@@ -36,6 +41,8 @@ from typing import Dict, List, Optional, Sequence
 DEFAULT_GRACE = 5.0
 #: Seconds left to processes that outlive CMD before they are killed.
 LEFTOVER_GRACE = 1.0
+#: Seconds between two looks at the parent's pid (``--parent``).
+PARENT_POLL = 0.1
 _PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -105,8 +112,9 @@ class Guard:
     """Runs one command and stops it, and everything below it, on request (see the module docstring)."""
 
     def __init__(self, argv: Sequence[str], grace: float = DEFAULT_GRACE, node: str = "node",
-                 pid_file: Optional[str] = None):
+                 pid_file: Optional[str] = None, parent: Optional[int] = None):
         self.argv, self.grace, self.node, self.pid_file = list(argv), grace, node, pid_file
+        self.parent = parent
         self.stop_reason: Optional[str] = None
         self._stop = threading.Event()
         self.pid = -1
@@ -128,6 +136,15 @@ class Guard:
                 pass
             self.request_stop("the connection to ds_launch closed")
         threading.Thread(target=watch, name="stdin-watch", daemon=True).start()
+
+    def watch_parent(self) -> None:
+        """Start a daemon thread that requests a stop once this process's parent is no longer
+        ``self.parent`` (the launcher ended and the guard was re-parented)."""
+        def watch():
+            while os.getppid() == self.parent:
+                time.sleep(PARENT_POLL)
+            self.request_stop(f"ds_launch (pid {self.parent}) ended")
+        threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
     def _reap(self) -> None:
         """Collect every exited child (CMD and re-parented orphans); record CMD's status."""
@@ -182,7 +199,8 @@ class Guard:
         """Run CMD to its end or until a stop is requested; returns the exit status (see module docstring)."""
         become_subreaper()
         try:
-            proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, start_new_session=True)
+            stdin = None if self.parent else subprocess.DEVNULL  # --parent: stdin is not the watched channel
+            proc = subprocess.Popen(self.argv, stdin=stdin, start_new_session=True)
         except OSError as exc:
             _say(self.node, f"cannot run {self.argv[0]!r}: {exc}")
             return 127
@@ -223,12 +241,12 @@ class Guard:
 
 
 def parse_args(argv: Sequence[str]):
-    """``(grace, launcher_pid or None, node, command)``; raises ValueError with a usage message."""
+    """``(grace, save_pid or None, node, parent or None, command)``; raises ValueError with a usage message."""
     if "--" not in argv:
         raise ValueError("usage: python -m accelops.launcher.guard [--grace=S] [--save_pid=PID] [--node=NAME] "
-                         "-- CMD [ARGS...]")
+                         "[--parent=PID] -- CMD [ARGS...]")
     split = list(argv).index("--")
-    grace, save_pid, node = DEFAULT_GRACE, None, "node"
+    grace, save_pid, node, parent = DEFAULT_GRACE, None, "node", None
     for opt in argv[:split]:
         name, _, value = opt.partition("=")
         try:
@@ -238,27 +256,34 @@ def parse_args(argv: Sequence[str]):
                 save_pid = int(value)
             elif name == "--node" and value:
                 node = value
+            elif name == "--parent" and int(value) > 0:
+                parent = int(value)
             else:
                 raise ValueError
         except ValueError:
-            raise ValueError(f"bad option {opt!r} (--grace=SECONDS, --save_pid=PID, --node=NAME)") from None
+            raise ValueError(f"bad option {opt!r} (--grace=SECONDS, --save_pid=PID, --node=NAME, "
+                             "--parent=PID)") from None
     command = list(argv[split + 1:])
     if not command:
         raise ValueError("no command after '--'")
-    return grace, save_pid, node, command
+    return grace, save_pid, node, parent, command
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the guard with ``argv`` (default: the command line); returns its exit status."""
     try:
-        grace, save_pid, node, command = parse_args(list(sys.argv[1:] if argv is None else argv))
+        grace, save_pid, node, parent, command = parse_args(list(sys.argv[1:] if argv is None else argv))
     except ValueError as exc:
         print(f"accelops.launcher.guard: {exc}", file=sys.stderr)
         return 2
     pid_file = os.path.join(tempfile.gettempdir(), f"{save_pid}.deepspeed") if save_pid else None
-    guard = Guard(command, grace, node, pid_file)
+    guard = Guard(command, grace, node, pid_file, parent)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda signum, frame: guard.request_stop(f"got {signal.Signals(signum).name}"))
-    guard.watch_stdin()
+    if parent:
+        guard.watch_parent()
+    else:
+        guard.watch_stdin()
     return guard.run()
 
 

@@ -170,12 +170,13 @@ def build_plan(args: Any, environ: Optional[Mapping[str, str]] = None, cwd: Opti
 
 def _per_node_commands(plan: LaunchPlan, user: UserCommand, environ: Mapping[str, str], cwd: str,
                        launcher_args: List[str], save_pid: Optional[int]) -> None:
-    """torchrun per node; remote nodes run it under the node guard (``save_pid``: the launcher's pid,
-    for the guard's ``--save_pid`` file on each node)."""
+    """torchrun per node, under the node guard (``save_pid``: the launcher's pid, for the guard's
+    ``--save_pid`` file on each node); the local node's guard watches this process (``--parent``)."""
     for node in plan.nodes:
         argv = commands.torchrun_command(user, len(plan.nodes), node.node_rank, len(node.slots), plan.master_addr,
                                          plan.master_port)
         if plan.launcher == "local":
+            argv = commands.guard_command(user.python, node.host, save_pid, parent=os.getpid()) + argv
             plan.commands.append(Command(argv, {**plan.exports, **node.env}, node.node_rank))
             continue
         argv = commands.guard_command(user.python, node.host, save_pid) + argv

@@ -123,7 +123,7 @@ class Started:
     prefix: bytes = b""
     strip: str = ""
     lines: Deque[str] = field(default_factory=lambda: deque(maxlen=KEPT_LINES))
-    reader: Optional[threading.Thread] = None
+    readers: List[threading.Thread] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -182,8 +182,9 @@ class Supervisor:
                 job.prefix = f"{label}: ".encode()
             elif plan.launcher == "pdsh":
                 job.strip = f"{label}: "
-            job.reader = threading.Thread(target=self._pump, args=(job,), name=f"out-{label}", daemon=True)
-            job.reader.start()
+            reader = threading.Thread(target=self._pump, args=(job,), name=f"out-{label}", daemon=True)
+            reader.start()
+            job.readers.append(reader)
             self.jobs.append(job)
 
     # -- signals ----------------------------------------------------------------------------------
@@ -282,8 +283,8 @@ class Supervisor:
             time.sleep(0.05)
 
     def _failed(self, job: Started, code: int) -> int:
-        if job.reader:
-            job.reader.join(timeout=5)
+        for reader in job.readers:
+            reader.join(timeout=5)
         lines = list(job.lines)
         failure = find_failure(lines)
         others = [other.label for other in self.jobs if other is not job and other.proc.poll() is None]
@@ -374,21 +375,26 @@ def _killpg(proc: subprocess.Popen, sig: int) -> None:
 
 def run_plan(plan, ssh_check: bool = True, save_pid: bool = False, out: Optional[BinaryIO] = None,
              err: Optional[TextIO] = None, which: Callable[[str], Optional[str]] = shutil.which) -> int:
-    """Run a multi-node ``plan`` (launcher ssh, pdsh, openmpi, mpich or slurm); returns the exit status.
+    """Run ``plan`` (launcher ssh, pdsh, openmpi, mpich, slurm, or local: see
+    :mod:`accelops.launcher.local`); returns the exit status.
 
     Raises :class:`LaunchError` before anything starts when the launcher's program is not on
     ``PATH`` or (``ssh_check``) a host is unreachable. ``save_pid``: for mpirun/srun, their pid is
-    written to ``<tmp>/<ds_launch pid>.deepspeed`` while they run (ssh/pdsh nodes write their own,
-    see :mod:`accelops.launcher.guard`).
+    written to ``<tmp>/<ds_launch pid>.deepspeed`` while they run (the guard of a local, ssh or pdsh
+    node writes its own, see :mod:`accelops.launcher.guard`).
     """
-    program = LAUNCHER_PROGRAMS[plan.launcher]
-    if not which(program):
-        raise LaunchError(f"--launcher {plan.launcher} needs {program!r}, which is not on PATH")
-    if ssh_check:
-        check_hosts(hosts_to_check(plan), plan.ssh_args)
     out = out if out is not None else sys.stdout.buffer
     err = err if err is not None else sys.stderr
-    sup = Supervisor(plan, out, err)
+    if plan.launcher == "local":
+        from .local import LocalSupervisor
+        sup: Supervisor = LocalSupervisor(plan, out, err)
+    else:
+        program = LAUNCHER_PROGRAMS[plan.launcher]
+        if not which(program):
+            raise LaunchError(f"--launcher {plan.launcher} needs {program!r}, which is not on PATH")
+        if ssh_check:
+            check_hosts(hosts_to_check(plan), plan.ssh_args)
+        sup = Supervisor(plan, out, err)
     sup.subreaper = become_subreaper()
     handlers = {}
     if threading.current_thread() is threading.main_thread():
@@ -397,7 +403,7 @@ def run_plan(plan, ssh_check: bool = True, save_pid: bool = False, out: Optional
     pid_file = None
     try:
         sup.start()
-        if save_pid and plan.launcher not in ("ssh", "pdsh"):
+        if save_pid and plan.launcher not in ("ssh", "pdsh", "local"):
             pid_file = os.path.join(tempfile.gettempdir(), f"{os.getpid()}.deepspeed")
             with open(pid_file, "w") as fd:
                 fd.write(str(sup.jobs[0].proc.pid))
@@ -406,9 +412,9 @@ def run_plan(plan, ssh_check: bool = True, save_pid: bool = False, out: Optional
         if any(job.proc.poll() is None for job in sup.jobs):
             sup.stop()
         for job in sup.jobs:
-            if job.reader:
-                job.reader.join(timeout=2)
-            for pipe in (job.proc.stdin, job.proc.stdout):
+            for reader in job.readers:
+                reader.join(timeout=2)
+            for pipe in (job.proc.stdin, job.proc.stdout, job.proc.stderr):
                 if pipe:
                     try:
                         pipe.close()

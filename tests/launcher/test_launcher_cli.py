@@ -113,10 +113,13 @@ info = comm.init_distributed(dist_backend="gloo", verbose=False)
 import torch
 t = torch.ones(1) * (info.rank + 1)
 comm.all_reduce(t)
-# the launcher chain: this rank -> torchrun -> ds_launch; --save_pid names torchrun in <tmp>/<ds_launch pid>.deepspeed
+# the launcher chain: this rank -> torchrun -> node guard -> ds_launch; --save_pid names torchrun in
+# <tmp>/<ds_launch pid>.deepspeed
+def parent(pid):
+    with open(f"/proc/{pid}/status") as fd:
+        return int(next(l for l in fd if l.startswith("PPid:")).split()[1])
 torchrun_pid = os.getppid()
-with open(f"/proc/{torchrun_pid}/status") as fd:
-    launcher_pid = int(next(l for l in fd if l.startswith("PPid:")).split()[1])
+launcher_pid = parent(parent(torchrun_pid))
 pid_file = os.path.join(tempfile.gettempdir(), f"{launcher_pid}.deepspeed")
 with open(os.path.join(sys.argv[-1], f"rank{info.rank}.json"), "w") as fd:
     json.dump({"rank": info.rank, "world_size": info.world_size, "local_rank": info.local_rank,

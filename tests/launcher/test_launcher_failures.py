@@ -66,6 +66,12 @@ def test_user_tail_leaves_out_torchruns_report():
     assert tail == TORCHRUN[:5]
     assert user_tail(TORCHRUN, count=2) == TORCHRUN[3:5]
     assert user_tail([f"line {i}" for i in range(30)]) == [f"line {i}" for i in range(10, 30)]
+    stars = "*" * 41
+    notice = ("Setting OMP_NUM_THREADS environment variable for each process to be 1 in default, to avoid your "
+              "system being overloaded, please further tune the variable for optimal performance in your "
+              "application as needed. ")
+    assert user_tail(["", stars, notice, stars, "rank 0 up", "boom"]) == ["rank 0 up", "boom"]
+    assert user_tail(["mine", stars, "not torchrun's", stars]) == ["mine", stars, "not torchrun's", stars]
 
 
 def test_open_mpi_and_srun_reports():

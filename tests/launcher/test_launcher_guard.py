@@ -112,7 +112,35 @@ def test_bad_usage_and_a_missing_command():
 
 
 def test_parse_args():
-    assert parse_args(["--grace=1.5", "--save_pid=12", "--node=n", "--", "a", "--", "b"]) == (1.5, 12, "n",
+    assert parse_args(["--grace=1.5", "--save_pid=12", "--node=n", "--", "a", "--", "b"]) == (1.5, 12, "n", None,
                                                                                             ["a", "--", "b"])
+    assert parse_args(["--parent=77", "--", "a"])[3:] == (77, ["a"])
+    with pytest.raises(ValueError, match="--parent=x"):
+        parse_args(["--parent=x", "--", "a"])
     with pytest.raises(ValueError, match="--save_pid=0"):
         parse_args(["--save_pid=0", "--", "a"])
+
+
+def test_with_parent_the_guard_stops_the_command_when_its_parent_dies(marker):
+    """--parent: a launcher killed by SIGKILL (no stdin involved) still takes the command with it."""
+    launcher = ("import subprocess, sys\n"
+                "subprocess.Popen([sys.executable, '-m', 'accelops.launcher.guard', f'--parent={__import__(\"os\").getpid()}',"
+                " '--', sys.executable, '-c', sys.argv[1], sys.argv[2]], stdin=subprocess.DEVNULL).wait()\n")
+    proc = subprocess.Popen([sys.executable, "-c", launcher, TREE, marker], stdout=subprocess.PIPE)
+    _wait_line(proc, "tree up")
+    deadline = time.monotonic() + 60
+    while len(processes_with(marker)) < 4:   # launcher, guard, command, grandchild
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 20
+    while processes_with(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert processes_with(marker) == []
+
+
+def test_with_parent_the_command_reads_the_guards_stdin():
+    proc = guard(f"--parent={os.getpid()}", "--", sys.executable, "-c", "print(input()[::-1], flush=True)")
+    out, _ = proc.communicate(b"olleh\n", timeout=60)
+    assert proc.returncode == 0 and out == b"hello\n"

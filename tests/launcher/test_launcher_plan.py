@@ -16,11 +16,19 @@ def torchrun(nnodes, node_rank, nproc, addr="worker-0", port=29500):
             f"--nproc_per_node={nproc}", f"--master_addr={addr}", f"--master_port={port}"]
 
 
+def local_guard(save_pid=None):
+    """The node guard in front of the local torchrun (it watches ds_launch: this process)."""
+    import os
+    return [sys.executable, "-u", "-m", "accelops.launcher.guard", "--node=localhost",
+            *([f"--save_pid={save_pid}"] if save_pid else []), f"--parent={os.getpid()}", "--"]
+
+
 def test_local_default_one_rank_per_device(plan_for):
     plan = plan_for(user=("train.py", "--lr", "0.1"))
     assert plan.launcher == "local" and plan.master_addr == "127.0.0.1" and plan.world_size == 4
     [command] = plan.commands
-    assert command.argv == torchrun(1, 0, 4, "127.0.0.1") + ["train.py", "--local_rank=${local_rank}", "--lr", "0.1"]
+    assert command.argv == local_guard() + torchrun(1, 0, 4, "127.0.0.1") + [
+        "train.py", "--local_rank=${local_rank}", "--lr", "0.1"]
     assert command.env == {"CUDA_VISIBLE_DEVICES": "0,1,2,3", "LOCAL_SIZE": "4", "CROSS_RANK": "0", "CROSS_SIZE": "1"}
 
 
@@ -28,7 +36,8 @@ def test_cpu_host_num_gpus_starts_n_ranks(plan_for):
     cpu = FakeAccelerator("cpu", count=1, visible=(), prefixes=("OMP",))
     plan = plan_for("--num_gpus", "3", accelerator=cpu, environ={"CUDA_VISIBLE_DEVICES": "7"})
     assert plan.world_size == 3 and plan.visible_devices_var is None
-    assert plan.commands[0].argv == torchrun(1, 0, 3, "127.0.0.1") + ["train.py", "--local_rank=${local_rank}"]
+    assert plan.commands[0].argv == local_guard() + torchrun(1, 0, 3, "127.0.0.1") + [
+        "train.py", "--local_rank=${local_rank}"]
     assert plan.commands[0].env == {"LOCAL_SIZE": "3", "CROSS_RANK": "0", "CROSS_SIZE": "1"}
     assert plan_for(accelerator=cpu).world_size == 1
 
@@ -138,7 +147,7 @@ def test_choose_launcher():
 
 def test_user_command_variants(plan_for, tmp_path):
     (tmp_path / "pkg").mkdir()
-    tail = lambda plan: plan.commands[0].argv[9:]  # noqa: E731
+    tail = lambda plan: plan.commands[0].argv[len(local_guard()) + 9:]  # noqa: E731
     assert tail(plan_for("--no_local_rank", user=("train.py", "x"))) == ["train.py", "x"]
     assert tail(plan_for("--module", user=("pkg.train", "x"))) == [
         "--module", "pkg.train", "--local_rank=${local_rank}", "x"]
@@ -224,8 +233,8 @@ def test_remote_nodes_run_under_the_node_guard(plan_for, hostfile):
         assert exec_[:7] == ["exec", sys.executable, "-u", "-m", "accelops.launcher.guard", f"--node={node.host}",
                              f"--save_pid={os.getpid()}"]
         assert exec_[7] == "--" and exec_[8:12] == [sys.executable, "-u", "-m", "torch.distributed.run"]
-    local = plan_for("--save_pid")
-    assert "accelops.launcher.guard" not in local.commands[0].argv   # the local torchrun needs no guard
+    local = plan_for("--save_pid")   # the local node's guard watches ds_launch instead of its stdin
+    assert local.commands[0].argv[:len(local_guard(os.getpid()))] == local_guard(os.getpid())
 
 
 @pytest.mark.parametrize("args", ["-n", "-nT", "-p 22 -n", "-4n", "-f"])
