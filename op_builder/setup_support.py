@@ -26,7 +26,8 @@ NO_TORCH = ("DS_BUILD_* is set, but torch is not importable in this build enviro
 #: torch 2.13 is the first whose stable ABI has all the kernels need (the current-stream accessor of
 #: torch/csrc/stable/accelerator.h for the CUDA ops; ops on tensor lists).
 TORCH_FLOOR = "2.13"
-REQUIREMENTS = [f"torch>={TORCH_FLOOR}", "py-cpuinfo", "ninja"]
+#: numpy: torch does not require it, but warns "Failed to initialize NumPy" at every import without it.
+REQUIREMENTS = [f"torch>={TORCH_FLOOR}", "numpy", "py-cpuinfo", "ninja"]
 
 
 def say(message: str) -> None:

@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def collect(verify: bool = False) -> Dict[str, Any]:
     """Every fact of the report as plain data; warnings raised while probing are kept, not printed."""
-    from .environment import environment_facts
+    from .environment import NUMPY_WARNING, environment_facts
     from .op_rows import op_rows
 
     with warnings.catch_warnings(record=True) as caught:
@@ -42,7 +42,8 @@ def collect(verify: bool = False) -> Dict[str, Any]:
             from .verify import verify_ops
 
             facts["verify"] = verify_ops(facts["ops"])
-    facts["warnings"] = sorted({f"{w.category.__name__}: {w.message}" for w in caught})
+    facts["warnings"] = sorted({f"{w.category.__name__}: {w.message}" for w in caught
+                                if not str(w.message).startswith(NUMPY_WARNING)})  # the numpy row says it
     return facts
 
 

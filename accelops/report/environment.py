@@ -59,6 +59,20 @@ def torch_facts() -> Dict[str, Any]:
     }
 
 
+NUMPY_WARNING = "Failed to initialize NumPy"  # torch's warning at import when numpy is missing
+
+
+def numpy_facts() -> Dict[str, Any]:
+    """numpy's version, or why it does not import: torch warns at every import without it, and accelops
+    depends on it, so a missing numpy is one row here instead of torch's warning."""
+    try:
+        import numpy
+    except Exception as exc:
+        return {"version": None, "reason": f"not importable ({exc}); torch warns \"{NUMPY_WARNING}\" at every "
+                                           f"import without it. It is a dependency of accelops: pip install numpy"}
+    return {"version": numpy.__version__, "reason": None}
+
+
 def accelerator_facts() -> Dict[str, Any]:
     """The chosen accelerator, how and why, its communication backend and devices."""
     try:
@@ -146,6 +160,7 @@ def environment_facts() -> Dict[str, Any]:
         "python": {"version": platform.python_version(), "executable": sys.executable},
         "platform": platform.platform(),
         "torch": torch_info,
+        "numpy": guarded(numpy_facts, version=None),
         "cuda_compiler": guarded(lambda: cuda_compiler_facts(torch_info)),
         "cxx_compiler": {"command": cxx, **guarded(cxx_compiler_facts)},
         "ninja": guarded(lambda: tool_version(["ninja"])),

@@ -62,6 +62,11 @@ def environment_lines(env: Dict[str, Any], paint: Painter) -> List[str]:
         lines.append(f"{'torch':<22} {torch_info['version']} built with {built or 'no GPU support'} ({torch_info['path']})")
     else:
         lines.append(f"{'torch':<22} {paint.bad('not available')}: {torch_info.get('reason')}")
+    numpy_info = env.get("numpy") or {}
+    if numpy_info.get("version"):
+        lines.append(f"{'numpy':<22} {numpy_info['version']}")
+    else:
+        lines.append(f"{'numpy':<22} {paint.bad('not available')}: {numpy_info.get('reason')}")
     cuda_tool = env.get("cuda_compiler") or {}
     lines.append(_tool_line(cuda_tool.get("name", "nvcc"), cuda_tool))
     lines.append(_tool_line(f"c++ compiler ({env['cxx_compiler']['command']})", env["cxx_compiler"]))

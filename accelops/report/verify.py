@@ -16,6 +16,8 @@ import sys
 import time
 from typing import Any, Dict, List, Optional
 
+from .environment import NUMPY_WARNING
+
 CHILD_TIMEOUT_S = 3600  # a cold CUDA build on a small machine takes minutes
 
 
@@ -63,7 +65,8 @@ def verify_op(name: str) -> Dict[str, Any]:
 def _verify_in_child(row: Dict[str, Any]) -> Dict[str, Any]:
     """``verify_op`` for one op in a child process; a crash or hang becomes a FAIL result."""
     name = row["name"]
-    command = [sys.executable, "-m", "accelops.report.verify", name]
+    # torch's numpy warning (numpy missing) would repeat once per op; the report's numpy row says it once
+    command = [sys.executable, "-W", f"ignore:{NUMPY_WARNING}:UserWarning", "-m", "accelops.report.verify", name]
     try:  # the child's stderr (build progress, crash messages) goes straight to ours
         child = subprocess.run(command, stdout=subprocess.PIPE, text=True, timeout=CHILD_TIMEOUT_S,
                                stdin=subprocess.DEVNULL)
