@@ -29,7 +29,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def collect(verify: bool = False) -> Dict[str, Any]:
-    """Every fact of the report as plain data; warnings raised while probing are kept, not printed."""
+    """Every fact of the report as plain data; warnings raised while probing are kept, not printed. With
+    ``verify`` the op rows are read again after the checks, so they show what the checks built."""
     from .environment import NUMPY_WARNING, environment_facts
     from .op_rows import op_rows
 
@@ -42,6 +43,7 @@ def collect(verify: bool = False) -> Dict[str, Any]:
             from .verify import verify_ops
 
             facts["verify"] = verify_ops(facts["ops"])
+            facts["ops"] = op_rows()  # the state after the checks: an op they built is cached now
     facts["warnings"] = sorted({f"{w.category.__name__}: {w.message}" for w in caught
                                 if not str(w.message).startswith(NUMPY_WARNING)})  # the numpy row says it
     return facts
@@ -63,7 +65,8 @@ def render_text(facts: Dict[str, Any], colour: bool, hide_ops: bool = False, hid
     paint = Painter(colour)
     lines = environment_lines(facts, paint)
     if not hide_ops:
-        lines += op_lines(facts["ops"], paint, show_reasons=not hide_reasons) + build_info_lines(facts["build_info"])
+        lines += op_lines(facts["ops"], paint, show_reasons=not hide_reasons, after_verify="verify" in facts)
+        lines += build_info_lines(facts["build_info"])
     if "verify" in facts:
         lines += verify_lines(facts["verify"], paint)
     if not hide_reasons:

@@ -104,9 +104,11 @@ def _table(header: List[str], cells: List[List[str]]) -> List[List[str]]:
     return [[cell.ljust(width) for cell, width in zip(r, widths)] + [r[-1]] for r in [header] + cells]
 
 
-def op_lines(rows: List[Dict[str, Any]], paint: Painter, show_reasons: bool = True) -> List[str]:
+def op_lines(rows: List[Dict[str, Any]], paint: Painter, show_reasons: bool = True,
+             after_verify: bool = False) -> List[str]:
     """The op table: one row per op (``variant`` and ``loads from``: the module that would load here), reasons
-    and warnings indented below it unless hidden. Columns are as wide as their widest cell."""
+    and warnings indented below it unless hidden. Columns are as wide as their widest cell. ``after_verify``:
+    the rows were read after ``--verify``'s checks, and the section title says so."""
     header = ["op", "kind", "variant", "prebuilt", "compatible", "cached", "ABI floor", "loads from"]
     cells = [[row["name"], row.get("kind") or "-", row.get("variant") or "-", _prebuilt_cell(row.get("prebuilt")),
               "[OKAY]" if row["compatible"] else "[NO]",
@@ -114,7 +116,8 @@ def op_lines(rows: List[Dict[str, Any]], paint: Painter, show_reasons: bool = Tr
               f"torch>={row['abi_floor']}" if row.get("abi_floor") else "-",
               row.get("source") or ("torch path" if row.get("torch_path") else "- (cannot load)")] for row in rows]
     table = _table(header, cells)
-    lines = _section("ops (JIT: built on first use into the cache; prebuilt: installed with the wheel)")
+    when = "after --verify; " if after_verify else ""
+    lines = _section(f"ops ({when}JIT: built on first use into the cache; prebuilt: installed with the wheel)")
     lines.append(" ".join(table[0]).rstrip())
     for row, cells_out in zip(rows, table[1:]):
         cells_out[4] = paint.ok(cells_out[4]) if row["compatible"] else paint.bad(cells_out[4])
