@@ -44,9 +44,9 @@ class CPUOptimizerBase(DistinctParamsMixin, torch.optim.Optimizer):
 
     @property
     def backend_reason(self) -> Optional[str]:
-        """Why the pure-torch fallback runs (None while the kernel runs)."""
-        loader = kernel_loader(self._BUILDER, fallback_env=CPU_FALLBACK_ENV)
-        return None if loader.backend == "kernel" else loader.reason
+        """Why this path runs: on the kernel path the op, its CPU tier and where it was loaded from (prebuilt,
+        JIT cache, JIT build); on the torch path why the fallback runs (loads the op)."""
+        return kernel_loader(self._BUILDER, fallback_env=CPU_FALLBACK_ENV).backend_reason
 
     def _name(self) -> str:
         return type(self).__name__

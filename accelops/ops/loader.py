@@ -4,7 +4,8 @@ Each op's front end makes one ``KernelLoader`` for its builder (``kernel_loader(
 The first ``module()`` call loads through the current accelerator's builder (prebuilt, JIT cache or JIT
 build); a failure warns once (``RuntimeWarning``) and is not retried, and the front end runs its
 pure-torch path. ``backend`` is ``"kernel"`` or ``"torch"`` and ``reason`` says why torch; ``origin`` and
-``variant`` say where the loaded module came from. ``ds_report`` asks these loaders.
+``variant`` say where the loaded module came from, ``kernel_reason`` says it in a sentence. ``ds_report`` asks
+these loaders.
 """
 from __future__ import annotations
 
@@ -20,6 +21,10 @@ __all__ = ["CPU_FALLBACK_ENV", "KernelLoader", "kernel_loader", "loaders"]
 CPU_FALLBACK_ENV = "ACCELOPS_CPU_OPS_FALLBACK"
 
 _loaders: Dict[str, "KernelLoader"] = {}
+
+#: Where a loaded module came from (``Loaded.origin`` of the build engine), in words.
+ORIGINS = {"prebuilt": "the prebuilt module installed with accelops", "cache": "the JIT cache",
+           "build": "a JIT build in this process"}
 
 
 class KernelLoader:
@@ -41,6 +46,8 @@ class KernelLoader:
         self._failure: Optional[str] = None
         self.origin: Optional[str] = None
         self.variant: Optional[str] = None
+        self.op_name: Optional[str] = None
+        self.path: Optional[str] = None
 
     def forced_fallback(self) -> bool:
         """True while ``fallback_env`` asks for the pure-torch path."""
@@ -65,6 +72,7 @@ class KernelLoader:
                               stacklevel=callers_stacklevel())
                 return None
             self._module, self.origin, self.variant = loaded.module, loaded.origin, loaded.variant
+            self.op_name, self.path = getattr(builder, "NAME", None), getattr(loaded.module, "__file__", None)
         return self._module
 
     @property
@@ -78,6 +86,23 @@ class KernelLoader:
         if self.forced_fallback():
             return f"{self.fallback_env} is set"
         return None if self._failure is None else f"the op could not be loaded: {self._failure}"
+
+    @property
+    def kernel_reason(self) -> Optional[str]:
+        """Why the kernel runs, in a sentence: which op, its variant (the CPU tier, or cuda/hip) and where its
+        module was loaded from (prebuilt, JIT cache, JIT build) with the file; None unless it is loaded."""
+        if self._module is None or self.forced_fallback():
+            return None
+        what = "variant" if self.variant in ("cuda", "hip", "host") else "CPU tier"
+        where = ORIGINS.get(str(self.origin), str(self.origin))
+        return (f"the compiled {self.op_name or self.builder_class} op runs ({what} {self.variant}), loaded from "
+                f"{where}" + (f": {self.path}" if self.path else ""))
+
+    @property
+    def backend_reason(self) -> Optional[str]:
+        """Why the front end runs what it runs: ``kernel_reason`` on the kernel path, ``reason`` on the torch path
+        (loads the op on first use)."""
+        return self.kernel_reason if self.module() is not None else self.reason
 
 
 def callers_stacklevel() -> int:

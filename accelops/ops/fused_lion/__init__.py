@@ -139,10 +139,15 @@ class FusedLion(DistinctParamsMixin, torch.optim.Optimizer):
     def backend(self) -> str:
         """``"kernel"`` when every param is on a CUDA/ROCm device and the fused_lion op loads (it loads on
         first use), else ``"torch"`` (the pure-torch step; see ``backend_reason``)."""
-        return "kernel" if self.backend_reason is None else "torch"
+        return "kernel" if self._torch_reason() is None else "torch"
 
     @property
     def backend_reason(self) -> Optional[str]:
+        """Why this path runs: why the pure-torch step runs, or, while the fused kernel does, where its module
+        was loaded from (prebuilt, JIT cache, JIT build)."""
+        return self._torch_reason() or _LOADER.kernel_reason
+
+    def _torch_reason(self) -> Optional[str]:
         """Why the pure-torch step runs, or None while the fused kernel does."""
         others = sorted(self._devices() - {"cuda"})
         if others:

@@ -31,18 +31,24 @@ class FusedLayerNorm(nn.Module):
     @property
     def backend(self) -> str:
         """``"kernel"`` when the compiled op of the weight's device runs (it loads on first use), else ``"torch"``."""
-        return "kernel" if self.backend_reason is None else "torch"
+        loader = self._loader()
+        return "kernel" if loader is not None and loader.module() is not None else "torch"
 
     @property
     def backend_reason(self):
-        """Why the pure-torch path runs on the weight's device, or None while a kernel does."""
+        """Why this path runs on the weight's device: why the pure-torch path runs, or, while a kernel does,
+        the op, its variant and where its module was loaded from (prebuilt, JIT cache, JIT build)."""
+        loader = self._loader()
+        if loader is None:
+            return f"no add + layer norm kernel for device {self.weight.device.type}"
+        return loader.backend_reason
+
+    def _loader(self):
+        """The kernel loader of the weight's device, or None where there is no kernel."""
         from .cuda import CUDA_LOADER
         from .ops import CPU_LOADER
 
-        loader = {"cpu": CPU_LOADER, "cuda": CUDA_LOADER}.get(self.weight.device.type)
-        if loader is None:
-            return f"no add + layer norm kernel for device {self.weight.device.type}"
-        return None if loader.module() is not None else loader.reason
+        return {"cpu": CPU_LOADER, "cuda": CUDA_LOADER}.get(self.weight.device.type)
 
     def forward(self, x: Tensor, residual: Tensor = None, return_sum: bool = False):
         """Layer norm of ``x`` (+ ``residual``); see the class docstring."""
