@@ -27,7 +27,8 @@ NO_TORCH = ("DS_BUILD_* is set, but torch is not importable in this build enviro
 #: torch/csrc/stable/accelerator.h for the CUDA ops; ops on tensor lists).
 TORCH_FLOOR = "2.13"
 #: numpy: torch does not require it, but warns "Failed to initialize NumPy" at every import without it.
-REQUIREMENTS = [f"torch>={TORCH_FLOOR}", "numpy", "py-cpuinfo", "ninja"]
+#: xxhash: the checksums of checkpoint files (accelops/runtime/checkpoint_checksums.py).
+REQUIREMENTS = [f"torch>={TORCH_FLOOR}", "numpy", "py-cpuinfo", "ninja", "xxhash"]
 
 
 def say(message: str) -> None:

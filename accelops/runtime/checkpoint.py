@@ -14,7 +14,7 @@ restores ``global_steps``, ``global_samples`` and ``skipped_steps`` (not ``micro
 ``load_module_only`` only the weights; it returns the client state saved with the checkpoint.
 
 Nothing is lost (the files and the commit protocol: :mod:`.checkpoint_layout`): every rank writes into
-``<save_dir>/.<tag>.partial``; then every rank records the CRC-32 of the files it wrote and rank 0 writes
+``<save_dir>/.<tag>.partial``; then every rank records the checksums (XXH3-64) of the files it wrote and rank 0 writes
 them to ``checksums.json`` (:mod:`.checkpoint_checksums`), renames the folder to ``<tag>`` and replaces
 ``latest``. A save killed at any point leaves the previous or the new checkpoint loadable through ``latest``;
 the next save finishes or undoes an interrupted commit and removes every leftover. Loading checks every file
@@ -38,8 +38,9 @@ import torch
 import torch.distributed as dist
 
 from . import checkpoint_checksums as checksums
-from .checkpoint_layout import (ENGINE_STATE, MODEL_PREFIX, OPTIM_PREFIX, CheckpointError, CheckpointNotFoundError,
-                                check_tag, commit, partial_folder, read_latest, recover, saved_tags, tag_folder)
+from .checkpoint_layout import (ENGINE_STATE, LATEST, METADATA, MODEL_PREFIX, OPTIM_PREFIX, CheckpointError,
+                                CheckpointNotFoundError, check_tag, commit, partial_folder, read_latest, recover,
+                                saved_tags, tag_folder)
 from .optimizers import optimizer_params
 from .parallel import model_param_names
 
@@ -259,14 +260,14 @@ def _locate(load_dir: str, tag: Any) -> Optional[str]:
     if tag is None:
         tag = read_latest(load_dir)
         if tag is None:
-            latest = os.path.join(load_dir, "latest")
+            latest = os.path.join(load_dir, LATEST)
             if tags:
                 raise CheckpointNotFoundError(latest, f"does not exist, but the folder holds the checkpoints {tags}: "
                                                       f"pass tag= to choose one")
             logger.warning("Unable to find latest file at %s, if trying to load latest checkpoint please ensure this "
                            "file exists or pass an explicit checkpoint tag when loading a checkpoint.", latest)
             return None
-        named = f"the tag that {os.path.join(load_dir, 'latest')} names"
+        named = f"the tag that {os.path.join(load_dir, LATEST)} names"
     else:
         tag, named = check_tag(tag), "the tag asked for"
     folder = tag_folder(load_dir, tag)
@@ -299,7 +300,7 @@ def verify_folder(folder: str, rank: int = 0, world_size: int = 1) -> None:
                                   "this format has one): the folder is damaged") from None
         logger.warning("%s was saved before accelops recorded checksums: its files are not checked", folder)
         return
-    for required in (ENGINE_STATE, ".metadata"):
+    for required in (ENGINE_STATE, METADATA):
         if required not in files:
             raise CheckpointError(os.path.join(folder, checksums.CHECKSUMS), f"does not list {required}: damaged")
     problems = checksums.verify(folder, files, sorted(files)[rank::world_size])
@@ -316,9 +317,9 @@ def read_metadata(folder: str) -> Any:
     try:
         return FileSystemReader(folder).read_metadata()
     except FileNotFoundError:
-        raise CheckpointNotFoundError(os.path.join(folder, ".metadata"), "is missing") from None
+        raise CheckpointNotFoundError(os.path.join(folder, METADATA), "is missing") from None
     except Exception as error:  # noqa: BLE001 - whatever unpickling garbage raises
-        raise CheckpointError(os.path.join(folder, ".metadata"), f"cannot be read: {error}") from None
+        raise CheckpointError(os.path.join(folder, METADATA), f"cannot be read: {error}") from None
 
 
 def _read_engine_state(folder: str) -> dict:
