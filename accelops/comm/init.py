@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any, Mapping, Optional, Union
 from urllib.parse import urlsplit
 
-from . import rendezvous
+from . import rendezvous, teardown
 from .env_mapping import FAMILIES, LaunchEnv, launcher_vars, resolve_launch_env
 from .errors import DistributedInitError
 
@@ -331,7 +331,9 @@ def init_distributed(dist_backend: Optional[str] = None,
 
     Calling it again returns the same :class:`DistributedInfo` and does nothing. If the user already
     initialised the default group, nothing is changed and the info is read from torch.distributed
-    (source 'user'). Bad arguments are a ``ValueError`` naming the argument. Raises
+    (source 'user'). A group this function creates is destroyed at interpreter exit unless the
+    script destroyed it (see :mod:`accelops.comm.teardown`: gloo otherwise aborts now and then).
+    Bad arguments are a ``ValueError`` naming the argument. Raises
     :class:`DistributedInitError` for bad or conflicting variables, a missing master address/port,
     a port in use on rank 0, or peers missing after ``timeout`` ("k of n ranks joined after t s").
     """
@@ -402,6 +404,7 @@ def init_distributed(dist_backend: Optional[str] = None,
     rendezvous.wait_for_peers(store, launch.rank, launch.world_size, timeout, where, seen, hint)
     dist.init_process_group(backend=backend, store=store, rank=launch.rank, world_size=launch.world_size,
                             timeout=timeout)
+    teardown.destroy_at_exit()
     info = DistributedInfo(rank=launch.rank, world_size=launch.world_size, local_rank=launch.local_rank,
                            backend=str(dist.get_backend()), init_method=reported, source=launch.source)
     _state.update(info=info, group=dist.GroupMember.WORLD)
