@@ -1,6 +1,7 @@
 """Convert an engine checkpoint to one plain torch state dict: DeepSpeed's ``zero_to_fp32.py`` counterpart.
 
-``python -m accelops.checkpoint to-torch DIR OUT.pt [--tag TAG]`` reads a checkpoint written by the engine's
+``python -m accelops.checkpoint verify DIR [--tag TAG]`` checks every file of a checkpoint against the
+checksums recorded at save. ``python -m accelops.checkpoint to-torch DIR OUT.pt [--tag TAG]`` reads a checkpoint written by the engine's
 ``save_checkpoint`` (any world size, any ZeRO stage; layout in :mod:`accelops.runtime.checkpoint`) in this one
 process, without a process group or the model's code, and writes with ``torch.save`` the model's state dict:
 ``{name: tensor}`` with the model's own names (no ``model.`` prefix), every tensor whole (shards joined), on
@@ -29,7 +30,7 @@ from .runtime.checkpoint_layout import (LATEST, METADATA, MODEL_PREFIX, Checkpoi
                                         read_latest, tag_folder)
 
 __all__ = ["CheckpointError", "CheckpointNotFoundError", "checkpoint_folder", "to_torch_state_dict",
-           "convert_to_torch", "main"]
+           "convert_to_torch", "verify_checkpoint", "main"]
 
 
 # ---------------------------------------------------------------------------------------------- locate
@@ -167,7 +168,24 @@ def _parser() -> argparse.ArgumentParser:
                                                      "or a tag folder")
     to_torch.add_argument("out", metavar="OUT", help="the file to write, e.g. pytorch_model.pt")
     to_torch.add_argument("--tag", default=None, help="the checkpoint tag inside DIR (default: DIR/latest)")
+    verify = commands.add_parser("verify", help="check every file of a checkpoint against its recorded checksums",
+                                 description="Check every file of a checkpoint against the checksums recorded at "
+                                             "save, without loading it; exit 0 when intact, 2 naming the first "
+                                             "damaged file.")
+    verify.add_argument("dir", metavar="DIR", help="a save dir (the tag from --tag, else from its 'latest' file) "
+                                                   "or a tag folder")
+    verify.add_argument("--tag", default=None, help="the checkpoint tag inside DIR (default: DIR/latest)")
     return parser
+
+
+def verify_checkpoint(path: Any, tag: Any = None) -> str:
+    """Check every file of the checkpoint at ``path``/``tag`` (see :func:`checkpoint_folder`) against its
+    recorded checksums; returns the folder checked. CheckpointError naming the first bad file."""
+    from .runtime.checkpoint import verify_folder
+
+    folder = checkpoint_folder(path, tag)
+    verify_folder(folder)
+    return folder
 
 
 def _summary(state: Dict[str, Any], out: str) -> str:
@@ -181,6 +199,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
+        if args.command == "verify":
+            print(f"intact: every file of {verify_checkpoint(args.dir, tag=args.tag)} matches its checksum")
+            return 0
         state = convert_to_torch(args.dir, args.out, tag=args.tag)
     except (OSError, ValueError, CheckpointError) as error:
         print(f"{parser.prog} {args.command}: error: {error}", file=sys.stderr)

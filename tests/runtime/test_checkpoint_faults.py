@@ -143,6 +143,21 @@ def test_damage_is_an_error_naming_the_file(saved, fault):
     assert not (root / "out.pt").exists()
 
 
+def test_the_verify_command(saved):
+    root, tag = saved
+
+    def verify(*args):
+        return subprocess.run([sys.executable, "-m", "accelops.checkpoint", "verify", *map(str, args)],
+                              capture_output=True, text=True, timeout=120)
+
+    done = verify(root)
+    assert done.returncode == 0 and done.stdout == f"intact: every file of {tag} matches its checksum\n", done
+    flip_bytes(shard(tag))
+    done = verify(tag)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and not done.stdout, done
+    assert f"verify: error: {shard(tag)}: is damaged: bytes 0.." in done.stderr, done.stderr
+
+
 def test_a_damaged_shard_fails_every_rank_alike(saved):
     root, tag = saved
     flip_bytes(shard(tag))
