@@ -91,12 +91,14 @@ def read_latest(save_dir: str) -> Optional[str]:
 
 
 def saved_tags(save_dir: str) -> List[str]:
-    """The committed tags in ``save_dir`` (folders not starting with '.'), sorted."""
+    """The committed tags in ``save_dir``: folders not starting with '.' that hold a checksum file or an
+    engine state (other folders, a ``logs/`` say, are not checkpoints), sorted."""
     try:
         names = os.listdir(save_dir)
     except OSError:
         return []
-    return sorted(n for n in names if not n.startswith(".") and os.path.isdir(os.path.join(save_dir, n)))
+    return sorted(n for n in names if not n.startswith(".") and any(
+        os.path.isfile(os.path.join(save_dir, n, marker)) for marker in (CHECKSUMS, ENGINE_STATE)))
 
 
 def tag_folder(save_dir: str, tag: str) -> Optional[str]:

@@ -186,6 +186,8 @@ def test_none_only_when_there_is_no_checkpoint_at_all(saved, tmp_path):
     root, tag = saved
     engine = fresh_engine()
     assert engine.load_checkpoint(tmp_path / "empty") == (None, None)
+    (tmp_path / "other" / "logs").mkdir(parents=True)  # a folder beside checkpoints is not one
+    assert engine.load_checkpoint(tmp_path / "other") == (None, None)
     (tmp_path / "partial_only" / ".global_step4.partial").mkdir(parents=True)  # a first save that was killed
     assert engine.load_checkpoint(tmp_path / "partial_only") == (None, None)
     with pytest.raises(CheckpointNotFoundError, match="global_step9: does not exist"):
