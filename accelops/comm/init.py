@@ -334,8 +334,9 @@ def init_distributed(dist_backend: Optional[str] = None,
     (source 'user'). A group this function creates is destroyed at interpreter exit unless the
     script destroyed it (see :mod:`accelops.comm.teardown`: gloo otherwise aborts now and then).
     Bad arguments are a ``ValueError`` naming the argument. Raises
-    :class:`DistributedInitError` for bad or conflicting variables, a missing master address/port,
-    a port in use on rank 0, or peers missing after ``timeout`` ("k of n ranks joined after t s").
+    :class:`DistributedInitError` for bad or conflicting variables, a backend this torch build lacks
+    (naming what it has), a missing master address/port, a port in use on rank 0, or peers missing after
+    ``timeout`` ("k of n ranks joined after t s").
     """
     backend = _merge_backend(dist_backend, backend)
     _check_flag("auto_mpi_discovery", auto_mpi_discovery)
