@@ -15,8 +15,7 @@ import sys
 from typing import Optional, Sequence
 
 from .commands import LAUNCHERS
-
-DEFAULT_MASTER_PORT = 29500
+from .ports import DEFAULT_MASTER_PORT
 
 
 def parser() -> argparse.ArgumentParser:
@@ -35,7 +34,9 @@ def parser() -> argparse.ArgumentParser:
                    help="use slots 0..N-1 on each node (on a CPU host: start N ranks)")
     p.add_argument("--master_addr", default="", help="address of node 0 (default: 127.0.0.1 for one local node, "
                    "else the first host)")
-    p.add_argument("--master_port", type=int, default=DEFAULT_MASTER_PORT, help="rendezvous port on node 0")
+    p.add_argument("--master_port", type=int, default=None,
+                   help=f"rendezvous port on node 0 (default: {DEFAULT_MASTER_PORT}; when that is in use here, a "
+                   "one-node job takes a free port and a multi-node job stops before starting)")
     p.add_argument("--launcher", default=None, metavar="{" + ",".join(LAUNCHERS) + "}",
                    help="how to reach the nodes (default: pdsh when installed, else ssh; one node on this host "
                    "runs locally unless --force_multi)")
@@ -91,6 +92,11 @@ def format_plan(plan) -> str:
     return "\n".join(lines)
 
 
+def _with_port(args: argparse.Namespace, port: int) -> argparse.Namespace:
+    """``args`` with ``--master_port PORT``."""
+    return argparse.Namespace(**{**vars(args), "master_port": port})
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``ds_launch``; returns the exit status."""
     args = parser().parse_args(argv)
@@ -103,8 +109,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.dry_run:
         print(format_plan(plan))
         return 0
+    from .ports import settle_master_port
     from .supervise import run_plan
     try:
+        plan = settle_master_port(plan, args.master_port, lambda port: build_plan(_with_port(args, port)))
         return run_plan(plan, ssh_check=not args.no_ssh_check, save_pid=args.save_pid)
     except ValueError as exc:  # LaunchError: the launcher is missing or a host is unreachable
         print(f"ds_launch: error: {exc}", file=sys.stderr)

@@ -14,6 +14,7 @@ from .environment import (EXPORT_PREFIXES, env_files, forwarded_env, launching_d
                           slot_devices)
 from .errors import LaunchError
 from .hostfile import DEFAULT_HOSTFILE, is_local_host, local_pool, read_hostfile
+from .ports import DEFAULT_MASTER_PORT
 from .resources import select
 
 
@@ -99,8 +100,9 @@ def build_plan(args: Any, environ: Optional[Mapping[str, str]] = None, cwd: Opti
                        each_rank_log=args.enable_each_rank_log)
     check_user_script(user, cwd, which)
     launcher_args = commands.split_launcher_args(args.launcher_args)
-    if not 0 < args.master_port < 65536:
-        raise LaunchError(f"--master_port must be in 1..65535, got {args.master_port}")
+    master_port = DEFAULT_MASTER_PORT if args.master_port is None else args.master_port
+    if not 0 < master_port < 65536:
+        raise LaunchError(f"--master_port must be in 1..65535, got {master_port}")
 
     names = list(accel.visible_devices_envs())
     launching = launching_devices(environ, names + ["CUDA_VISIBLE_DEVICES"]) if names else None
@@ -150,7 +152,7 @@ def build_plan(args: Any, environ: Optional[Mapping[str, str]] = None, cwd: Opti
         nodes.append(NodePlan(host, node_rank, list(slots), devices, list(range(rank, rank + len(slots))), env))
         rank += len(slots)
 
-    plan = LaunchPlan(launcher, reason, hostfile, nodes, master_addr, args.master_port, exports, files,
+    plan = LaunchPlan(launcher, reason, hostfile, nodes, master_addr, master_port, exports, files,
                       names[0] if names else None, [], notes, launcher_args)
     if launcher == "ssh":
         plan.ssh_args = launcher_args
