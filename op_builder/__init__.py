@@ -4,13 +4,16 @@ The engine: ``builder`` (op declarations: ``OpBuilder`` and its CPU and CUDA fla
 prebuilt, then JIT cache, then JIT build), ``errors``, plus ``jit_cache``, ``prebuilt``, ``cpu_tier``,
 ``cuda_checks``, ``toolchain`` and ``messages`` (the ``accelops`` logger).
 
-``ALL_OPS`` (op name -> builder class) is collected on first access: every package ``accelops.ops.<op>`` with
-a ``build`` module is imported and its ``OpBuilder`` subclasses that set ``NAME`` are kept. Builder classes
-also import by name (``from accelops.op_builder import CPUAdamBuilder``). Importing this package does nothing.
+The op declarations live with their ops (``accelops/ops/<op>/build.py``, imported by their front ends), above
+this engine. DeepSpeed's callers also reach them from here: ``ALL_OPS`` (op name -> builder class),
+``get_builder_class``, builder classes by name (``from accelops.op_builder import CPUAdamBuilder``) and
+``compatible_ops``; the prebuild of every op (``setup_support``) uses ``all_ops`` too. Those names are the one
+place the engine reaches up to the ops layer (the op registry, ``accelops.ops.registry``), on first access;
+loading an op never does.
+Importing this package does nothing.
 """
 from __future__ import annotations
 
-import importlib
 from typing import Dict, Optional, Type
 
 from .builder import (CPUOpBuilder, CUDAOpBuilder, MissingCUDAException, OpBuilder, TorchCPUOpBuilder,
@@ -21,21 +24,18 @@ __all__ = ["ALL_OPS", "Compatibility", "CPUOpBuilder", "CUDAOpBuilder", "Missing
            "OpBuilder", "TorchCPUOpBuilder", "all_ops", "compatible_ops", "get_builder_class",
            "installed_cuda_version", "probe_is_compatible"]
 
-_all_ops: Optional[Dict[str, Type[OpBuilder]]] = None
+
+def _op_registry():
+    """The op registry of ``accelops.ops``: the engine's one reach up a layer, for DeepSpeed's names only (an
+    allowed exception of tests/packaging/test_import_graph.py)."""
+    from accelops.ops import registry
+
+    return registry
 
 
 def all_ops() -> Dict[str, Type[OpBuilder]]:
     """Op name -> builder class for every op folder (``accelops/ops/<op>/build.py``), sorted by name."""
-    global _all_ops
-    if _all_ops is None:
-        registry = importlib.import_module("accelops.ops.registry")
-        found = {}
-        for module in registry.op_modules("build"):
-            for value in vars(module).values():
-                if isinstance(value, type) and issubclass(value, OpBuilder) and value.__dict__.get("NAME"):
-                    found[value.NAME] = value
-        _all_ops = dict(sorted(found.items()))
-    return _all_ops
+    return _op_registry().builders()
 
 
 def get_builder_class(class_name: str, accelerator_name: Optional[str] = None) -> Type[OpBuilder]:
@@ -45,12 +45,7 @@ def get_builder_class(class_name: str, accelerator_name: Optional[str] = None) -
     compatibility: every builder serves every accelerator, and ``is_compatible()`` says where it cannot
     build. Unknown names raise ``ValueError`` listing the known builders.
     """
-    ops = all_ops()
-    cls = ops.get(class_name) or next((c for c in ops.values() if c.__name__ == class_name), None)
-    if cls is None:
-        known = ", ".join(sorted(c.__name__ for c in ops.values()))
-        raise ValueError(f"unknown op builder {class_name!r}; known: {known}")
-    return cls
+    return _op_registry().builder_class(class_name)
 
 
 def compatible_ops() -> Dict[str, bool]:

@@ -24,7 +24,7 @@ __all__ = ["CPUOptimizerBase", "DeepSpeedCPUOptimizer"]
 class CPUOptimizerBase(DistinctParamsMixin, torch.optim.Optimizer):
     """Base of the CPU optimizers; not used directly."""
 
-    _BUILDER: str = ""
+    _BUILDER: type
     _STATE_KEYS: Sequence[str] = ()
     _STATE_INIT: float = 0.0  # initial value of the first state tensor (Adagrad's initial_accumulator_value)
     #: Group keys that choose the update rule (Adam vs AdamW): fixed at construction, never taken from a loaded

@@ -1,11 +1,12 @@
 """The one kernel loader of every front end: load an op's extension once per process, or say why not.
 
-Each op's front end makes one ``KernelLoader`` for its builder (``kernel_loader("CPUAdamBuilder", ...)``).
-The first ``module()`` call loads through the current accelerator's builder (prebuilt, JIT cache or JIT
-build); a failure warns once (``RuntimeWarning``) and is not retried, and the front end runs its
-pure-torch path. ``backend`` is ``"kernel"`` or ``"torch"`` and ``reason`` says why torch; ``origin`` and
-``variant`` say where the loaded module came from, ``kernel_reason`` says it in a sentence. ``ds_report`` asks
-these loaders.
+Each op's front end makes one ``KernelLoader`` for the builder class next to it, in its own folder
+(``kernel_loader(CPUAdamBuilder, ...)`` with ``from .build import CPUAdamBuilder``): loading an op goes down
+to the build engine only, never through the accelerator or a lookup by name. The first ``module()`` call
+loads (prebuilt, JIT cache or JIT build); a failure warns once (``RuntimeWarning``) and is not retried, and
+the front end runs its pure-torch path. ``backend`` is ``"kernel"`` or ``"torch"`` and ``reason`` says why
+torch; ``origin`` and ``variant`` say where the loaded module came from, ``kernel_reason`` says it in a
+sentence.
 """
 from __future__ import annotations
 
@@ -13,14 +14,14 @@ import os
 import sys
 import warnings
 from types import ModuleType
-from typing import Dict, Optional
+from typing import Dict, Optional, Type
 
-__all__ = ["CPU_FALLBACK_ENV", "KernelLoader", "kernel_loader", "loaders"]
+__all__ = ["CPU_FALLBACK_ENV", "KernelLoader", "kernel_loader"]
 
 #: Set to 1 to make the CPU front ends use their pure-torch path (no build).
 CPU_FALLBACK_ENV = "ACCELOPS_CPU_OPS_FALLBACK"
 
-_loaders: Dict[str, "KernelLoader"] = {}
+_loaders: Dict[type, "KernelLoader"] = {}
 
 #: Where a loaded module came from (``Loaded.origin`` of the build engine), in words.
 ORIGINS = {"prebuilt": "the prebuilt module installed with accelops", "cache": "the JIT cache",
@@ -28,13 +29,14 @@ ORIGINS = {"prebuilt": "the prebuilt module installed with accelops", "cache": "
 
 
 class KernelLoader:
-    """Loads the extension of one op builder for its front ends (see the module docstring).
+    """Loads the extension of one op builder class (an ``OpBuilder`` subclass) for its front ends (see the
+    module docstring).
 
     ``warning`` is the one-time message of a failed load, with ``{reason}`` for the cause; ``fallback_env``
     names a variable that, when set to a non-zero value, makes the front end use pure torch silently.
     """
 
-    def __init__(self, builder_class: str, warning: str, fallback_env: Optional[str] = None) -> None:
+    def __init__(self, builder_class: Type, warning: str, fallback_env: Optional[str] = None) -> None:
         self.builder_class = builder_class
         self.warning = warning
         self.fallback_env = fallback_env
@@ -60,11 +62,7 @@ class KernelLoader:
             return None
         if self._module is None:
             try:
-                from accelops.accelerator import get_accelerator
-
-                builder = get_accelerator().create_op_builder(self.builder_class)
-                if builder is None:
-                    raise RuntimeError(f"the current accelerator has no {self.builder_class}")
+                builder = self.builder_class()
                 loaded = builder.load_with_origin(verbose=False)
             except Exception as exc:  # any build/load failure: the torch path still gives correct results
                 self._failure = str(exc) or type(exc).__name__
@@ -95,8 +93,8 @@ class KernelLoader:
             return None
         what = "variant" if self.variant in ("cuda", "hip", "host") else "CPU tier"
         where = ORIGINS.get(str(self.origin), str(self.origin))
-        return (f"the compiled {self.op_name or self.builder_class} op runs ({what} {self.variant}), loaded from "
-                f"{where}" + (f": {self.path}" if self.path else ""))
+        op = self.op_name or self.builder_class.__name__
+        return (f"the compiled {op} op runs ({what} {self.variant}), loaded from {where}" + (f": {self.path}" if self.path else ""))
 
     @property
     def backend_reason(self) -> Optional[str]:
@@ -114,15 +112,11 @@ def callers_stacklevel() -> int:
     return level
 
 
-def kernel_loader(builder_class: str, warning: Optional[str] = None,
+def kernel_loader(builder_class: Type, warning: Optional[str] = None,
                   fallback_env: Optional[str] = None) -> KernelLoader:
     """The process-wide loader of ``builder_class`` (made on first call with ``warning`` and ``fallback_env``)."""
     if builder_class not in _loaders:
-        warning = warning or f"accelops: {builder_class} op unavailable ({{reason}}); using the pure-torch implementation"
+        name = builder_class.__name__
+        warning = warning or f"accelops: {name} op unavailable ({{reason}}); using the pure-torch implementation"
         _loaders[builder_class] = KernelLoader(builder_class, warning, fallback_env)
     return _loaders[builder_class]
-
-
-def loaders() -> Dict[str, KernelLoader]:
-    """Every loader made in this process, by builder class name."""
-    return dict(_loaders)

@@ -80,11 +80,11 @@ def _floor_here() -> Optional[str]:
 
 
 def op_rows() -> List[Dict[str, Any]]:
-    """One row per op in ``accelops.op_builder.ALL_OPS``, sorted by name."""
+    """One row per op of the op registry (every ``accelops/ops/<op>/build.py``), sorted by name."""
     try:
-        from accelops.op_builder import all_ops
+        from accelops.ops.registry import builders
 
-        ops = all_ops()
+        ops = builders()
     except Exception as exc:
         return [{**_row("(registry)", None, None), "reasons": [f"cannot list the ops: {exc}"]}]
     return [op_row(name, cls) for name, cls in ops.items()]

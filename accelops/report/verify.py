@@ -39,11 +39,10 @@ def verify_op(name: str) -> Dict[str, Any]:
     try:
         import torch  # noqa: F401  (imported before the clock starts: load_s is the op's own load)
 
-        from accelops.op_builder import get_builder_class
-        from accelops.ops.registry import verify_checks
+        from accelops.ops.registry import builder_class, verify_checks
 
         start = time.perf_counter()
-        loaded = get_builder_class(name)().load_with_origin(verbose=False)
+        loaded = builder_class(name)().load_with_origin(verbose=False)
         load_s = round(time.perf_counter() - start, 3)
     except Exception as exc:
         return _result(name, "FAIL", f"build/load failed: {exc}")

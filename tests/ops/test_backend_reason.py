@@ -3,6 +3,7 @@ tier) and where its module was loaded from (prebuilt, JIT cache, JIT build); on 
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -70,11 +71,34 @@ def test_a_prebuilt_module_is_named_as_such(monkeypatch):
     builder_class = type(get_accelerator().create_op_builder("CPUAdamBuilder"))
     monkeypatch.setattr(builder_class, "load_with_origin",
                         lambda self, verbose=True: Loaded(_FakeModule(), "prebuilt", "avx2"))
-    loader = KernelLoader("CPUAdamBuilder", "unused {reason}", CPU_FALLBACK_ENV)
+    loader = KernelLoader(builder_class, "unused {reason}", CPU_FALLBACK_ENV)
     assert loader.backend == "kernel"
     assert loader.backend_reason == (f"the compiled cpu_adam op runs (CPU tier avx2), loaded from the prebuilt "
                                      f"module installed with accelops: {_FakeModule.__file__}")
     assert loader.reason is None  # the torch path's reason stays None while the kernel runs
+
+
+def test_an_op_loads_through_the_builder_next_to_it(monkeypatch):
+    """Loading asks neither the accelerator nor the op registry: the front end's loader holds the builder class
+    of its own folder (``accelops/ops/<op>/build.py``)."""
+    import accelops.accelerator as accelerator
+    from accelops.ops import registry
+    from accelops.op_builder.pipeline import Loaded
+    from accelops.ops.cpu_adam.build import CPUAdamBuilder
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("an op load went through a lookup by name")
+
+    monkeypatch.delenv(CPU_FALLBACK_ENV, raising=False)
+    monkeypatch.setattr(accelerator, "get_accelerator", refuse)
+    monkeypatch.setattr(registry, "builder_class", refuse)
+    monkeypatch.setattr(registry, "builders", refuse)
+    monkeypatch.setattr(CPUAdamBuilder, "load_with_origin",
+                        lambda self, verbose=True: Loaded(_FakeModule(), "cache", "avx2"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a failed load would warn
+        assert KernelLoader(CPUAdam._BUILDER, "failed: {reason}", CPU_FALLBACK_ENV).backend == "kernel"
+    assert CPUAdam._BUILDER is CPUAdamBuilder
 
 
 class _KernelLoaderStub:

@@ -35,11 +35,13 @@ _BUILDERS = ("CPUAdamBuilder", "CPUAdagradBuilder", "CPULionBuilder")
 def kernels():
     """Build (or load from the JIT cache) the three optimizer ops once per session."""
     pytest.importorskip("accelops.op_builder.builder", reason="the op build engine is not in this tree")
+    from accelops.op_builder import get_builder_class
+
     mods = {}
     for name in _BUILDERS:
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # a failed build must fail the test, not fall back silently
-            mods[name] = kernel_loader(name, fallback_env=CPU_FALLBACK_ENV).module()
+            mods[name] = kernel_loader(get_builder_class(name), fallback_env=CPU_FALLBACK_ENV).module()
         assert mods[name] is not None, f"{name} did not load"
     return mods
 
@@ -398,7 +400,11 @@ def test_kernel_reports_its_simd_width(kernels, name):
 
 def test_failed_load_warns_once_and_falls_back(monkeypatch):
     monkeypatch.delenv("ACCELOPS_CPU_OPS_FALLBACK", raising=False)
-    loader = KernelLoader("NoSuchBuilder", "accelops: NoSuchBuilder op unavailable ({reason})", CPU_FALLBACK_ENV)
+    class NoSuchBuilder:
+        def load_with_origin(self, verbose=True):
+            raise ValueError("unknown op builder 'NoSuchBuilder'")
+
+    loader = KernelLoader(NoSuchBuilder, "accelops: NoSuchBuilder op unavailable ({reason})", CPU_FALLBACK_ENV)
     with pytest.warns(RuntimeWarning, match="NoSuchBuilder"):
         assert loader.module() is None
     with warnings.catch_warnings():
@@ -462,18 +468,17 @@ def test_a_state_dict_with_lists_for_tensors_is_refused_clearly():
 
 
 def test_the_fallback_warning_names_the_callers_line(monkeypatch):
-    import accelops.accelerator as accelerator
+    from accelops.ops.cpu_adam.build import CPUAdamBuilder
 
-    loader = kernel_loader("CPUAdamBuilder", fallback_env=CPU_FALLBACK_ENV)
+    loader = kernel_loader(CPUAdamBuilder, fallback_env=CPU_FALLBACK_ENV)
     monkeypatch.delenv(CPU_FALLBACK_ENV, raising=False)
     monkeypatch.setattr(loader, "_module", None)  # restored (loaded or not) after the test
     monkeypatch.setattr(loader, "_failure", None)
 
-    class NoBuild:
-        def create_op_builder(self, name):
-            raise RuntimeError("no compiler here")
+    def no_build(self, verbose=True):
+        raise RuntimeError("no compiler here")
 
-    monkeypatch.setattr(accelerator, "get_accelerator", lambda: NoBuild())
+    monkeypatch.setattr(CPUAdamBuilder, "load_with_origin", no_build)
     p = torch.zeros(3, requires_grad=True)
     p.grad = torch.ones(3)
     with pytest.warns(RuntimeWarning, match="no compiler here") as record:

@@ -1,14 +1,46 @@
-"""No import cycles: read from the sources (every ``import`` statement, parsed, nothing imported).
+"""The import graph, read from the sources (every ``import`` statement and ``import_module("...")`` call,
+parsed, nothing imported): no cycles, and the layer order of the design.
 
 Module-level imports across the whole package must form no cycle (they decide import order). Within
 one package folder even imports inside functions must form none: a module and its neighbour that need
 each other belong together or need a third module (as builder/prebuilt and the layer norm's ops/cuda did).
+
+Every import, at module level or inside a function, goes down the layers (accelerator -> op build engine ->
+ops -> comm -> engine) or stays in its layer; the few places where a lower layer must reach a higher one to
+keep a DeepSpeed name working are listed, with the reason, in ``ALLOWED_UPWARD``.
 """
 import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 ROOTS = {"accelops": "accelops", "accelops.accelerator": "accelerator", "accelops.op_builder": "op_builder"}
+
+#: The layers in order, by module prefix: each may use its own and those before it.
+LAYERS = [
+    ("base", ["accelops.version", "accelops._logging"]),
+    ("accelerator", ["accelops.accelerator"]),
+    ("op build engine", ["accelops.op_builder"]),
+    ("ops", ["accelops.ops"]),
+    ("comm", ["accelops.comm"]),
+    ("engine", ["accelops.runtime", "accelops.checkpoint"]),
+]
+#: Beside the layers: what each may use. The launcher starts processes and uses the accelerator only (device
+#: counts, visible-devices variables); the readers (ds_report, DeepSpeed's ``git_version_info``, ``python -m
+#: accelops`` and the package's lazily loaded names) read every layer.
+BESIDE = {
+    "launcher": (["accelops.launcher"], {"base", "accelerator", "launcher"}),
+    "readers": (["accelops.report", "accelops.git_version_info", "accelops.__main__", "accelops"], None),
+}
+#: (importing module, imported module) -> why a lower layer reaches a higher one there.
+ALLOWED_UPWARD = {
+    ("accelops.accelerator.torch_device", "accelops.op_builder"):
+        "DeepSpeed's get_accelerator().get_op_builder(name) / create_op_builder(name) return the op builders",
+    ("accelops.op_builder", "accelops.ops.registry"):
+        "DeepSpeed's op_builder.ALL_OPS and `from op_builder import CPUAdamBuilder` name every op's builder "
+        "(and a prebuild builds every op); loading an op never goes this way",
+    ("accelops.launcher.rank", "accelops.comm.env_mapping"):
+        "the rank wrapper exports the launch variables that comm reads: one table of their names",
+}
 
 
 def modules():
@@ -33,7 +65,9 @@ def imports(name, path, is_package, known):
     result = []
     for node in ast.walk(tree):
         targets = []
-        if isinstance(node, ast.Import):
+        if _is_import_module_call(node):
+            targets = [node.args[0].value]
+        elif isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             base = here
@@ -47,6 +81,44 @@ def imports(name, path, is_package, known):
             if target and target != name and not name.startswith(target + "."):  # a parent imports first anyway
                 result.append((target, id(node) in top))
     return result
+
+
+def _is_import_module_call(node):
+    """``importlib.import_module("a.b")`` or ``import_module("a.b")`` with an absolute name written out."""
+    if not isinstance(node, ast.Call) or not node.args or not isinstance(node.args[0], ast.Constant):
+        return False
+    func = node.func
+    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+    return name == "import_module" and isinstance(node.args[0].value, str) and not node.args[0].value.startswith(".")
+
+
+def layer_of(module):
+    """``(layer name, the layers it may use or None for all)`` of a module."""
+    best = None
+    for index, (layer, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and (best is None or len(prefix) > best[0]):
+                best = (len(prefix), layer, {name for name, _ in LAYERS[:index + 1]})
+    for layer, (prefixes, may_use) in BESIDE.items():
+        for prefix in prefixes:
+            exact_only = prefix == "accelops"  # the package itself, not everything in it
+            if module == prefix or (not exact_only and module.startswith(prefix + ".")):
+                if best is None or len(prefix) > best[0]:
+                    best = (len(prefix), layer, may_use)
+    assert best is not None, f"{module} is in no layer: add it to LAYERS or BESIDE"
+    return best[1], best[2]
+
+
+def layer_violations(edges):
+    """``(module, target, why)`` for every import in ``edges`` ((module, target) pairs) against the layer
+    order and not allowed in ``ALLOWED_UPWARD``."""
+    found = []
+    for module, target in sorted(edges):
+        layer, may_use = layer_of(module)
+        target_layer, _ = layer_of(target)
+        if may_use is not None and target_layer not in may_use and (module, target) not in ALLOWED_UPWARD:
+            found.append((module, target, f"{layer} may not use {target_layer}"))
+    return found
 
 
 def find_cycle(graph):
@@ -73,6 +145,13 @@ def find_cycle(graph):
             if cycle:
                 return cycle
     return None
+
+
+def all_imports():
+    """Every ``(module, target)`` import between modules of the package, at module level or in a function."""
+    known = modules()
+    return {(name, target) for name, (path, is_package) in known.items()
+            for target, _ in imports(name, path, is_package, known)}
 
 
 def graphs():
@@ -105,3 +184,34 @@ def test_no_cycle_among_module_level_imports():
 def test_no_cycle_between_neighbours_even_inside_functions():
     cycle = find_cycle(graphs()[1])
     assert cycle is None, " -> ".join(cycle)
+
+
+def test_the_parser_sees_imports_inside_functions_and_import_module_calls(tmp_path):
+    source = tmp_path / "probe.py"
+    source.write_text("import importlib\n\ndef f():\n    from accelops.ops import registry\n"
+                      "    importlib.import_module('accelops.runtime.engine')\n")
+    known = modules()
+    assert set(imports("accelops.accelerator.probe", source, False, known)) == {
+        ("accelops.ops.registry", False), ("accelops.runtime.engine", False)}
+    assert ("accelops.accelerator.torch_device", "accelops.op_builder") in all_imports()
+
+
+def test_the_layer_check_finds_an_upward_import():
+    assert layer_violations({("accelops.op_builder.jit_cache", "accelops.ops.loader"),
+                             ("accelops.launcher.cli", "accelops.runtime.engine"),
+                             ("accelops.report.verify", "accelops.runtime.engine"),
+                             ("accelops.ops.loader", "accelops.op_builder.builder")}) == [
+        ("accelops.launcher.cli", "accelops.runtime.engine", "launcher may not use engine"),
+        ("accelops.op_builder.jit_cache", "accelops.ops.loader", "op build engine may not use ops")]
+
+
+def test_every_import_follows_the_layer_order():
+    """Module-level and function-level imports alike: a function-level import that climbs the layers is the
+    same dependency, only later."""
+    found = layer_violations(all_imports())
+    assert not found, "\n".join(f"{module} imports {target}: {why}" for module, target, why in found)
+
+
+def test_every_allowed_exception_is_still_used():
+    unused = set(ALLOWED_UPWARD) - all_imports()
+    assert not unused, f"remove these from ALLOWED_UPWARD, nothing imports that way any more: {sorted(unused)}"

@@ -12,6 +12,7 @@ from torch import Tensor
 from ..cpu_optim_validate import DTYPES, NotOnCPUError, caller_checked, check_step
 from ..cpu_optimizer_base import CPUOptimizerBase, DeepSpeedCPUOptimizer
 from ..loader import CPU_FALLBACK_ENV, kernel_loader
+from .build import CPUAdagradBuilder
 
 __all__ = ["CPUAdagrad", "DeepSpeedCPUAdagrad", "cpu_adagrad_step_"]
 
@@ -55,7 +56,7 @@ def _cpu_adagrad_step_cpu(params, grads, state_sums, param_copies, steps, lr, lr
                           maximize) -> None:
     if not caller_checked():  # a direct call; the optimizers checked their arguments already
         _check(True, params, grads, state_sums, param_copies, steps)
-    module = kernel_loader("CPUAdagradBuilder", fallback_env=CPU_FALLBACK_ENV).module()
+    module = kernel_loader(CPUAdagradBuilder, fallback_env=CPU_FALLBACK_ENV).module()
     fn = module.adagrad_step if module is not None else _adagrad_torch_
     fn(params, grads, state_sums, param_copies, steps, lr, lr_decay, eps, weight_decay, maximize)
 
@@ -72,7 +73,7 @@ class CPUAdagrad(CPUOptimizerBase):
     too). ``step(grads=..., param_copies=...)`` runs the fused master-weight step; a sparse gradient
     updates only the entries it holds; ``backend`` tells which path runs."""
 
-    _BUILDER = "CPUAdagradBuilder"
+    _BUILDER = CPUAdagradBuilder
     _STATE_KEYS = ("sum",)
     _DEEPSPEED_KEYS = {"sum": "exp_avg_sq"}
 

@@ -14,6 +14,7 @@ from ..cpu_optim_validate import caller_checked, check_step
 from ..cpu_optimizer_base import CPUOptimizerBase, DeepSpeedCPUOptimizer
 from ..loader import CPU_FALLBACK_ENV, kernel_loader
 from ..optim_args import AdamWModeAttribute, check_betas
+from .build import CPUAdamBuilder
 
 __all__ = ["CPUAdam", "DeepSpeedCPUAdam", "cpu_adam_step_"]
 
@@ -59,7 +60,7 @@ def _cpu_adam_step_cpu(params, grads, exp_avgs, exp_avg_sqs, param_copies, steps
                        weight_decay, adamw, bias_correction, maximize) -> None:
     if not caller_checked():  # a direct call; the optimizers checked their arguments already
         _check(True, params, grads, exp_avgs, exp_avg_sqs, param_copies, steps)
-    module = kernel_loader("CPUAdamBuilder", fallback_env=CPU_FALLBACK_ENV).module()
+    module = kernel_loader(CPUAdamBuilder, fallback_env=CPU_FALLBACK_ENV).module()
     fn = module.adam_step if module is not None else _adam_torch_
     fn(params, grads, exp_avgs, exp_avg_sqs, param_copies, steps, lr, beta1, beta2, eps, weight_decay, adamw,
        bias_correction, maximize)
@@ -80,7 +81,7 @@ class CPUAdam(AdamWModeAttribute, CPUOptimizerBase):
     fused master-weight step (see ``CPUOptimizerBase.step``). ``backend`` tells which path runs.
     """
 
-    _BUILDER = "CPUAdamBuilder"
+    _BUILDER = CPUAdamBuilder
     _STATE_KEYS = ("exp_avg", "exp_avg_sq")
     _RULE_KEYS = ("decoupled_weight_decay",)
 

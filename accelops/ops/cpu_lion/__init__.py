@@ -14,6 +14,7 @@ from ..cpu_optim_validate import caller_checked, check_step
 from ..cpu_optimizer_base import CPUOptimizerBase, DeepSpeedCPUOptimizer
 from ..loader import CPU_FALLBACK_ENV, kernel_loader
 from ..optim_args import check_betas
+from .build import CPULionBuilder
 
 __all__ = ["CPULion", "DeepSpeedCPULion", "cpu_lion_step_"]
 
@@ -53,7 +54,7 @@ def cpu_lion_step_(params: List[Tensor], grads: List[Tensor], exp_avgs: List[Ten
 def _cpu_lion_step_cpu(params, grads, exp_avgs, param_copies, lr, beta1, beta2, weight_decay, maximize) -> None:
     if not caller_checked():  # a direct call; the optimizers checked their arguments already
         _check(True, params, grads, exp_avgs, param_copies)
-    module = kernel_loader("CPULionBuilder", fallback_env=CPU_FALLBACK_ENV).module()
+    module = kernel_loader(CPULionBuilder, fallback_env=CPU_FALLBACK_ENV).module()
     fn = module.lion_step if module is not None else _lion_torch_
     fn(params, grads, exp_avgs, param_copies, lr, beta1, beta2, weight_decay, maximize)
 
@@ -68,7 +69,7 @@ class CPULion(CPUOptimizerBase):
     ``step(grads=..., param_copies=...)`` runs the fused master-weight step; ``backend`` tells which
     path runs."""
 
-    _BUILDER = "CPULionBuilder"
+    _BUILDER = CPULionBuilder
     _STATE_KEYS = ("exp_avg",)
     _DEEPSPEED_UNUSED = ("exp_avg_sq",)  # DeepSpeed's Lion saves it, never reads it
 

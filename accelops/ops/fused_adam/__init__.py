@@ -22,13 +22,14 @@ from .._distinct_params import DistinctParamsMixin
 from ..adam_reference import adam_update_
 from ..loader import callers_stacklevel, kernel_loader
 from ..optim_args import AdamWModeAttribute, check_betas, check_saved_tensor, keep_group_settings
+from .build import FusedAdamBuilder
 from .validate import check_state, check_step, optimizer_labels
 
 __all__ = ["FusedAdam", "fused_adam_step_"]
 
 _warned = set()
-_LOADER = kernel_loader("FusedAdamBuilder", "FusedAdam: the fused_adam CUDA op is unavailable ({reason}); using the torch "
-                                            "fallback")
+_LOADER = kernel_loader(FusedAdamBuilder, "FusedAdam: the fused_adam CUDA op is unavailable ({reason}); using the torch "
+                                          "fallback")
 
 
 def _warn_once(key: str, message: str) -> None:

@@ -26,13 +26,14 @@ from torch import Tensor
 from .._distinct_params import DistinctParamsMixin
 from ..loader import callers_stacklevel, kernel_loader
 from ..optim_args import check_betas, check_saved_tensor, keep_group_settings
+from .build import FusedLionBuilder
 from .validate import check_state, check_step, optimizer_labels
 
 __all__ = ["FusedLion", "fused_lion_step_"]
 
 _warned = set()
-_LOADER = kernel_loader("FusedLionBuilder", "FusedLion: the fused_lion CUDA op is unavailable ({reason}); using the torch "
-                                            "fallback")
+_LOADER = kernel_loader(FusedLionBuilder, "FusedLion: the fused_lion CUDA op is unavailable ({reason}); using the torch "
+                                          "fallback")
 
 
 def _warn_once(key: str, message: str) -> None:

@@ -8,6 +8,7 @@ same device gives the same results (one-time warning).
 import torch
 
 from ..loader import kernel_loader
+from .build import FusedLayerNormBuilder
 from .reference import bwd_torch, fwd_torch
 from .validate import check_cuda_bwd, check_cuda_fwd
 
@@ -15,8 +16,8 @@ __all__ = ["CUDA_LOADER", "register"]
 
 _FWD = "accelops::add_layer_norm_fwd"
 _BWD = "accelops::add_layer_norm_bwd"
-CUDA_LOADER = kernel_loader("FusedLayerNormBuilder", "add_layer_norm: the fused_layer_norm CUDA op is unavailable "
-                                                     "({reason}); using a pure-torch implementation")
+CUDA_LOADER = kernel_loader(FusedLayerNormBuilder, "add_layer_norm: the fused_layer_norm CUDA op is unavailable "
+                                                   "({reason}); using a pure-torch implementation")
 _registered = False
 
 

@@ -21,12 +21,13 @@ import torch
 from torch import Tensor
 
 from ..loader import CPU_FALLBACK_ENV, kernel_loader
+from .build import CPULayerNormBuilder
 from .reference import bwd_torch, fwd_torch
 from .validate import check_arguments, check_bwd, check_fwd
 
 __all__ = ["CPU_LOADER", "add_layer_norm_fwd", "add_layer_norm_bwd", "fused_add_layer_norm", "layer_norm_path"]
 
-CPU_LOADER = kernel_loader("CPULayerNormBuilder", fallback_env=CPU_FALLBACK_ENV)
+CPU_LOADER = kernel_loader(CPULayerNormBuilder, fallback_env=CPU_FALLBACK_ENV)
 
 
 def layer_norm_path() -> str:
