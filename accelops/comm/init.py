@@ -405,7 +405,7 @@ def init_distributed(dist_backend: Optional[str] = None,
     rendezvous.wait_for_peers(store, launch.rank, launch.world_size, timeout, where, seen, hint)
     dist.init_process_group(backend=backend, store=store, rank=launch.rank, world_size=launch.world_size,
                             timeout=timeout)
-    teardown.destroy_at_exit()
+    teardown.destroy_at_exit(destroy)
     info = DistributedInfo(rank=launch.rank, world_size=launch.world_size, local_rank=launch.local_rank,
                            backend=str(dist.get_backend()), init_method=reported, source=launch.source)
     _state.update(info=info, group=dist.GroupMember.WORLD)

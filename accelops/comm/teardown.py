@@ -20,22 +20,24 @@ import atexit
 import gc
 import os
 import sys
+from typing import Callable
 
 _registered_in = {"pid": None}
 
 
-def destroy_at_exit() -> None:
-    """Make sure the default process group, and every other group, is destroyed at interpreter exit
-    in this process (an ``atexit`` function, registered once per process). Idempotent; does nothing
-    at exit when the groups are already destroyed (the script called ``destroy_process_group``)."""
+def destroy_at_exit(destroy: Callable[[], None]) -> None:
+    """Make sure the process groups are destroyed at interpreter exit in this process: an ``atexit``
+    function (registered once per process) calls ``destroy`` (:func:`accelops.comm.init.destroy`)
+    if a default group still exists then. Idempotent; at exit it does nothing when the script
+    destroyed its groups itself."""
     if _registered_in["pid"] == os.getpid():
         return
     _registered_in["pid"] = os.getpid()
-    atexit.register(_destroy_now)
+    atexit.register(_destroy_now, destroy)
 
 
-def _destroy_now() -> None:
-    """The atexit function: collect garbage, then destroy the process groups if they still exist.
+def _destroy_now(destroy: Callable[[], None]) -> None:
+    """The atexit function: collect garbage, then ``destroy()`` if a default group still exists.
     Only in the process that registered it (not in a forked child that inherited the registration)."""
     if _registered_in["pid"] != os.getpid():
         return
@@ -44,7 +46,6 @@ def _destroy_now() -> None:
         return
     gc.collect()
     try:
-        from .init import destroy
         destroy()
     except Exception as exc:  # at exit: say it, never mask the script's own exit status
         print(f"accelops: destroying the process group at exit failed: {type(exc).__name__}: {exc}",

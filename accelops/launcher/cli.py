@@ -113,7 +113,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .supervise import run_plan
     try:
         plan = settle_master_port(plan, args.master_port, lambda port: build_plan(_with_port(args, port)))
-        return run_plan(plan, ssh_check=not args.no_ssh_check, save_pid=args.save_pid)
+        supervisor = None
+        if plan.launcher == "local":
+            from .local import LocalSupervisor as supervisor
+        return run_plan(plan, ssh_check=not args.no_ssh_check, save_pid=args.save_pid, supervisor=supervisor)
     except ValueError as exc:  # LaunchError: the launcher is missing or a host is unreachable
         print(f"ds_launch: error: {exc}", file=sys.stderr)
         return 2

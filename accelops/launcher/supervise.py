@@ -374,9 +374,10 @@ def _killpg(proc: subprocess.Popen, sig: int) -> None:
 
 
 def run_plan(plan, ssh_check: bool = True, save_pid: bool = False, out: Optional[BinaryIO] = None,
-             err: Optional[TextIO] = None, which: Callable[[str], Optional[str]] = shutil.which) -> int:
-    """Run ``plan`` (launcher ssh, pdsh, openmpi, mpich, slurm, or local: see
-    :mod:`accelops.launcher.local`); returns the exit status.
+             err: Optional[TextIO] = None, which: Callable[[str], Optional[str]] = shutil.which,
+             supervisor: Optional[Callable[..., "Supervisor"]] = None) -> int:
+    """Run ``plan`` (launcher ssh, pdsh, openmpi, mpich or slurm; or local, with ``supervisor``
+    :class:`accelops.launcher.local.LocalSupervisor`); returns the exit status.
 
     Raises :class:`LaunchError` before anything starts when the launcher's program is not on
     ``PATH`` or (``ssh_check``) a host is unreachable. ``save_pid``: for mpirun/srun, their pid is
@@ -385,16 +386,13 @@ def run_plan(plan, ssh_check: bool = True, save_pid: bool = False, out: Optional
     """
     out = out if out is not None else sys.stdout.buffer
     err = err if err is not None else sys.stderr
-    if plan.launcher == "local":
-        from .local import LocalSupervisor
-        sup: Supervisor = LocalSupervisor(plan, out, err)
-    else:
+    if plan.launcher != "local":
         program = LAUNCHER_PROGRAMS[plan.launcher]
         if not which(program):
             raise LaunchError(f"--launcher {plan.launcher} needs {program!r}, which is not on PATH")
         if ssh_check:
             check_hosts(hosts_to_check(plan), plan.ssh_args)
-        sup = Supervisor(plan, out, err)
+    sup = (supervisor or Supervisor)(plan, out, err)
     sup.subreaper = become_subreaper()
     handlers = {}
     if threading.current_thread() is threading.main_thread():

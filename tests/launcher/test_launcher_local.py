@@ -132,7 +132,7 @@ def test_a_failing_rank_ends_the_job_with_its_exit_code(job, mode, status):
     assert f"    boom: rank 1 fails on purpose ({mode})\n" in tail, err
     assert "ChildFailedError" not in tail and "OMP_NUM_THREADS" not in tail, err
     assert err.rstrip().endswith(f"ds_launch: job failed on localhost; exit status {status}"), err
-    assert "rank 0 up\n" in result.stdout and "rank 1 up\n" in result.stdout   # stdout stays stdout
-    assert "boom" not in result.stdout
+    assert "rank 0 up" in result.stdout and "rank 1 up" in result.stdout, result.stdout + err  # stdout stays stdout
+    assert "boom" not in result.stdout, result.stdout
     assert (job.dir / "up0").exists() and not (job.dir / "done0").exists()
     assert processes_with(job.marker) == []
