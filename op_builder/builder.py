@@ -22,9 +22,9 @@ from . import cpu_tier, toolchain
 from .deepspeed_api import (DeepSpeedBuilderAPI, MissingCUDAException, cross_compile_arches, installed_cuda_version,
                             probe_is_compatible)
 from .errors import Compatibility, OpBuildError
+from .includes import included_files
 
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
-HEADER_SUFFIXES = (".h", ".hpp", ".cuh", ".inc")
 
 
 def _file_digest(path: Path) -> str:
@@ -173,18 +173,10 @@ class OpBuilder(DeepSpeedBuilderAPI):
         """``accelops_<op>_<variant>[_<key prefix>]``: also the ``TORCH_EXTENSION_NAME``."""
         return f"accelops_{self.NAME}_{variant}" + (f"_{key[:16]}" if key else "")
 
-    def _hashed_files(self) -> List[Path]:
-        """Sources plus every header in the include folders and next to the sources."""
-        root = self.csrc()
-        files = {root / s for s in self.sources()}
-        folders = {root / p for p in self.include_paths()} | {f.parent for f in files}
-        for folder in folders:
-            if folder.is_dir():
-                files.update(p for p in folder.rglob("*") if p.suffix in HEADER_SUFFIXES)
-        return sorted(files)
-
     def source_key(self, variant: Optional[str] = None) -> str:
-        """sha256 of what a build is made from: sources and headers, include folders and ``build_args``.
+        """sha256 of what a build is made from: the sources and the headers they include (transitively, see
+        ``includes``: a header no source of this op includes does not change its key), include folders and
+        ``build_args``.
 
         Recorded for each prebuilt module; a prebuilt module whose key differs from the installed tree's
         (an edited source after an editable prebuild) is not used.
@@ -197,7 +189,8 @@ class OpBuilder(DeepSpeedBuilderAPI):
         return _digest({
             "op": self.NAME,
             "variant": variant,
-            "files": [(_shown(p, root), _file_digest(p)) for p in self._hashed_files()],
+            "files": [(_shown(p, root), _file_digest(p)) for p in included_files(
+                [root / s for s in self.sources()], [root / p for p in self.include_paths()])],
             "include_paths": self.include_paths(),
             "args": self.build_args(variant),
         })

@@ -122,3 +122,59 @@ def test_compiler_with_arguments_is_found(monkeypatch):
     monkeypatch.setenv("CXX", f"{sys.executable} -E")  # an existing program plus a flag (it runs --version)
     reasons = ALL_OPS["cpu_adam"]().is_compatible().reasons
     assert not any("C++ compiler" in r for r in reasons), reasons
+
+
+@pytest.fixture
+def csrc_copy(tmp_path, monkeypatch):
+    """A writable copy of the real csrc/ that every op of ALL_OPS builds from (restored after the test)."""
+    import shutil
+
+    from accelops.op_builder import OpBuilder
+
+    path = tmp_path / "csrc"
+    shutil.copytree(builder_module.CSRC, path)
+    monkeypatch.setattr(OpBuilder, "csrc", lambda self: path)
+    return path
+
+
+def _touch(header):
+    header.write_text(header.read_text() + "\n// edited\n")
+
+
+def test_a_cuda_only_header_keys_the_cuda_ops_not_the_cpu_ops(csrc_copy):
+    from accelops.op_builder import ALL_OPS
+
+    cpu_adam, fused_adam = ALL_OPS["cpu_adam"](), ALL_OPS["fused_adam"]()
+    before = cpu_adam.source_key("avx2"), fused_adam.source_key("cuda")
+    _touch(csrc_copy / "includes" / "cuda_compat.cuh")  # included by the .cu kernels only
+    assert cpu_adam.source_key("avx2") == before[0]
+    assert fused_adam.source_key("cuda") != before[1]
+
+
+def test_a_header_a_cpu_op_includes_transitively_keys_it(csrc_copy):
+    from accelops.op_builder import ALL_OPS
+
+    cpu_adam, fused_adam = ALL_OPS["cpu_adam"](), ALL_OPS["fused_adam"]()
+    before = cpu_adam.source_key("avx2"), fused_adam.source_key("cuda")
+    # cpu_adam.cpp includes cpu_optim_driver.h, which includes cpu_optim_kernels.h, which includes cpu_simd.h
+    _touch(csrc_copy / "includes" / "cpu_simd.h")
+    assert cpu_adam.source_key("avx2") != before[0]
+    assert fused_adam.source_key("cuda") == before[1]
+
+
+def test_only_included_headers_key_an_op_and_system_headers_do_not(key, tiny_csrc):
+    """A header nobody includes (next to the source or in the include folder) changes nothing; a header reached
+    through ``#include <...>`` in the include folder does, one of the system's does not."""
+    before = key()
+    (tiny_csrc / "includes" / "unused.h").write_text("#define UNUSED 1\n")
+    (tiny_csrc / "tiny" / "unused_here.h").write_text("#define UNUSED_HERE 1\n")
+    assert key() == before
+    scale = tiny_csrc / "includes" / "tiny_scale.h"
+    scale.write_text(scale.read_text() + '#include <tiny_more.h>\n#include <cstdint>\n#include "absent.h"\n')
+    with_includes = key()
+    assert with_includes != before
+    (tiny_csrc / "includes" / "tiny_more.h").write_text("#define TINY_MORE 1\n")
+    assert key() != with_includes  # now found in the include folder: part of the build
+    with_more = key()
+    _touch(tiny_csrc / "includes" / "tiny_more.h")
+    assert key() != with_more
