@@ -12,8 +12,8 @@ The plan's one command is the node guard (:mod:`accelops.launcher.guard`, with
   reaches ``ds_launch`` alone, which then stops the node;
 * stopping sends SIGTERM to the guard, which stops torchrun and the ranks and SIGKILLs whatever is
   left :data:`~accelops.launcher.guard.DEFAULT_GRACE` seconds later; a guard still running
-  :data:`GUARD_STOP_WAIT` seconds after the SIGTERM is killed, and what it left is stopped by
-  ``ds_launch`` itself (a child subreaper, see ``supervise``).
+  :data:`GUARD_STOP_WAIT` seconds after the SIGTERM is killed, and what it left (re-parented to
+  ``ds_launch``, a child subreaper, see ``supervise``) gets SIGTERM at once and SIGKILL 5 s later.
 
 What this gives (see ``supervise``): SIGINT, SIGTERM and SIGHUP stop every process of the job and
 exit 128+N; a failing rank stops the job, prints ``ds_launch: localhost (node 0) failed: rank R
@@ -36,6 +36,9 @@ GUARD_STOP_WAIT = DEFAULT_GRACE + 5
 
 class LocalSupervisor(Supervisor):
     """Starts and supervises the one local node of a plan (see the module docstring)."""
+
+    #: What a killed guard leaves (torchrun, ranks) has no one else to stop it: SIGTERM at once.
+    orphan_wait = 0.0
 
     def start(self) -> None:
         """Start the node's guard; raises :class:`LaunchError` when it cannot start."""

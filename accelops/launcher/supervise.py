@@ -133,6 +133,9 @@ class Started:
 class Supervisor:
     """Starts and supervises the commands of one plan (see the module docstring)."""
 
+    #: Seconds that processes re-parented to ``ds_launch`` get to end on their own before SIGTERM.
+    orphan_wait = SSH_STOP_WAIT
+
     def __init__(self, plan, out: BinaryIO, err: TextIO, env: Optional[dict] = None):
         self.plan, self.out, self.err = plan, out, err
         self.env = dict(os.environ if env is None else env)
@@ -213,7 +216,7 @@ class Supervisor:
 
     def _stop_orphans(self) -> None:
         """Wait for processes re-parented to this one (a stopped pdsh's ssh) as for an ssh node:
-        up to :data:`SSH_STOP_WAIT` seconds, then SIGTERM, then SIGKILL."""
+        up to :attr:`orphan_wait` seconds, then SIGTERM, then SIGKILL."""
         if not self.subreaper:
             return
         ours = {job.proc.pid for job in self.jobs}
@@ -222,7 +225,7 @@ class Supervisor:
             _reap_orphans(ours)
             return [pid for pid in descendants(os.getpid()) if pid not in ours]
 
-        if _until(lambda: not left(), SSH_STOP_WAIT):
+        if _until(lambda: not left(), self.orphan_wait):
             return
         self.say(f"{len(left())} process(es) of the stopped nodes still running here; sending SIGTERM")
         _signal(left(), signal.SIGTERM)
@@ -304,7 +307,7 @@ class Supervisor:
 
 
 def _command_failure(launcher: str, code: int) -> str:
-    program = LAUNCHER_PROGRAMS.get(launcher, launcher)
+    program = "torchrun (under the node guard)" if launcher == "local" else LAUNCHER_PROGRAMS.get(launcher, launcher)
     if code < 0:
         return f"{program} was killed by signal {-code}"
     if launcher in ("ssh", "pdsh") and code == 255:

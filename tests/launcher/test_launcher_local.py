@@ -136,3 +136,16 @@ def test_a_failing_rank_ends_the_job_with_its_exit_code(job, mode, status):
     assert "boom" not in result.stdout, result.stdout
     assert (job.dir / "up0").exists() and not (job.dir / "done0").exists()
     assert processes_with(job.marker) == []
+
+
+def test_a_killed_guard_still_leaves_nothing_behind(job):
+    """SIGKILL of the node guard: torchrun and the ranks are re-parented to ds_launch (a child
+    subreaper), which stops them and reports the guard's end."""
+    proc = _start(job)
+    [guard] = [pid for pid, cmdline in processes_with(job.marker) if "accelops.launcher.guard" in cmdline]
+    os.kill(guard, signal.SIGKILL)
+    code = proc.wait(timeout=90)
+    err = (job.dir / "err.txt").read_text()
+    assert code == 128 + signal.SIGKILL, err
+    assert "ds_launch: localhost (node 0) failed: torchrun (under the node guard) was killed by signal 9" in err, err
+    assert processes_with(job.marker) == []
