@@ -1,7 +1,5 @@
 """Shared fixtures: every test starts with no accelerator chosen and no DS_ACCELERATOR set, and records
 of the non-propagating "accelops" logger reach pytest's ``caplog``."""
-import logging
-
 import pytest
 
 
@@ -18,12 +16,12 @@ def fresh_accelerator(monkeypatch):
 
 @pytest.fixture(autouse=True)
 def accelops_log_reaches_caplog(caplog):
-    """The "accelops" logger has its own stderr handler and does not propagate (op_builder/messages.py),
-    so ``caplog``'s handler on the root logger would see its records only before that module is first
-    imported. Configure it now, so every test sees the same set-up, and give it ``caplog``'s handler."""
-    import op_builder.messages  # noqa: F401  (configures the logger once per process)
+    """The "accelops" logger has its own stderr handler and does not propagate (accelops/_logging.py), so
+    ``caplog``'s handler on the root logger (pytest 8.x) would see its records only before the first
+    ``get_logger`` call. Set it up now, so every test sees the same set-up, and give it ``caplog``'s handler."""
+    from accelops._logging import get_logger
 
-    logger = logging.getLogger("accelops")
+    logger = get_logger()  # sets the logger up once per process
     logger.addHandler(caplog.handler)
     yield
     logger.removeHandler(caplog.handler)

@@ -25,12 +25,12 @@ bf16 is enabled (DeepSpeed converts it itself).
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 from typing import Any, Callable, List, Optional, Tuple
 
 import torch
 
+from .._logging import get_logger
 from .config import EngineConfig
 from .dataloader import make_dataloader
 from .grads import clip_factor, global_norm, scale_
@@ -40,7 +40,7 @@ from .optimizers import (as_param_list, build_optimizer, client_optimizer, clien
 from .parallel import (bind_optimizer, clear_local_grads, local_grads, model_param_names, sync_local_grads,
                        wrap_model)
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 _AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 

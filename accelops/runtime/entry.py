@@ -13,12 +13,12 @@ accelops has no model or pipeline parallelism: ``mpu`` and ``mesh_param`` must b
 """
 from __future__ import annotations
 
-import logging
 from typing import Any, Callable, Optional, Tuple
 
+from .._logging import get_logger
 from .errors import ConfigError
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 TORCH_DISTRIBUTED_DEFAULT_PORT = 29500
 
 
