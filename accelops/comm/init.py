@@ -1,6 +1,5 @@
 """init_distributed and the small helpers around it. torch.distributed is imported only when called."""
 import dataclasses
-import logging
 import operator
 import os
 import socket
@@ -10,6 +9,7 @@ from datetime import timedelta
 from typing import Any, Mapping, Optional, Union
 from urllib.parse import urlsplit
 
+from .._logging import get_logger
 from . import rendezvous, teardown
 from .env_mapping import FAMILIES, LaunchEnv, launcher_vars, resolve_launch_env
 from .errors import DistributedInitError
@@ -22,7 +22,7 @@ _EXPORTED_SOURCES = ("openmpi", "pmi", "slurm", "args")
 _MPI_VARS = tuple(name for fam in FAMILIES if fam.source in ("openmpi", "pmi")
                   for name in (fam.rank, fam.size) + fam.local_rank + fam.local_size)
 _state = {"info": None, "group": None}
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,6 @@ waiting for the process group's timeout. ``engine_state.pt`` is read with ``torc
 """
 from __future__ import annotations
 
-import logging
 import os
 from datetime import timedelta
 from typing import Any, Dict, List, Optional, Tuple
@@ -37,6 +36,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 import torch.distributed as dist
 
+from .._logging import get_logger
 from . import checkpoint_checksums as checksums
 from .checkpoint_layout import (ENGINE_STATE, LATEST, METADATA, MODEL_PREFIX, OPTIM_PREFIX, CheckpointError,
                                 CheckpointNotFoundError, check_tag, commit, partial_folder, read_latest, recover,
@@ -44,7 +44,7 @@ from .checkpoint_layout import (ENGINE_STATE, LATEST, METADATA, MODEL_PREFIX, OP
 from .optimizers import optimizer_params
 from .parallel import model_param_names
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 FORMAT = "accelops-engine-checkpoint/2"
 _UNCHECKED_FORMAT = "accelops-engine-checkpoint/1"  # saved before checksums: loads unchecked, with a warning
 TIMEOUT_ENV = "ACCELOPS_CHECKPOINT_TIMEOUT"
