@@ -113,10 +113,7 @@ class _KernelLoaderStub:
 
 @pytest.mark.parametrize("front_end", [FusedAdam, FusedLion])
 def test_the_fused_optimizers_give_the_loaders_reason_on_the_kernel_path(front_end, monkeypatch):
-    import importlib
-
-    module = importlib.import_module(front_end.__module__)
-    monkeypatch.setattr(module, "_LOADER", _KernelLoaderStub())
+    monkeypatch.setattr(front_end._STEP, "loader", _KernelLoaderStub())
     opt = front_end([torch.nn.Parameter(torch.zeros(3))])
     assert opt.backend == "torch" and opt.backend_reason == "no fused kernel for device cpu"
     monkeypatch.setattr(opt, "_devices", lambda: {"cuda"})  # as if the params were on a GPU

@@ -200,7 +200,7 @@ def test_load_state_dict_keeps_fp32_state_of_16bit_params():
 
 
 def test_fallback_warns_once(monkeypatch):
-    monkeypatch.setattr(fa, "_warned", set())
+    monkeypatch.setattr(fa._STEP, "warned", set())
     params = make_params(torch.float32)
     opt = FusedAdam(params)
     set_grads([params], 0)
@@ -220,14 +220,13 @@ def test_cuda_module_build_failure_warns_once_and_is_not_retried(monkeypatch):
         raise RuntimeError("nvcc not found")
 
     monkeypatch.setattr(fa.FusedAdamBuilder, "load_with_origin", no_compiler)
-    fa._LOADER.reset()
-    monkeypatch.setattr(fa, "_LOADER", fa._LOADER)  # forgotten again after the test
-    monkeypatch.setattr(fa._LOADER, "_failure", None)
-    monkeypatch.setattr(fa, "_warned", set())
+    fa._STEP.loader.reset()
+    monkeypatch.setattr(fa._STEP.loader, "_failure", None)  # forgotten again after the test
+    monkeypatch.setattr(fa._STEP, "warned", set())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert fa._load_cuda_module() is None
-        assert fa._load_cuda_module() is None
+        assert fa._STEP.module() is None
+        assert fa._STEP.module() is None
     assert calls == ["FusedAdamBuilder"]
     assert [str(w.message) for w in caught if "unavailable" in str(w.message)] == [
         "FusedAdam: the fused_adam CUDA op is unavailable (nvcc not found); using the torch fallback"]
@@ -425,7 +424,7 @@ def test_step_rejects_state_replaced_by_bad_tensors(key, value, exc, match):
     steps_before = [float(opt.state[q]["step"]) for q in params if q is not p or key != "step"]
     with pytest.raises(exc, match=match if key == "step" else f"param 1 of its group.*{match}"):
         opt.step()
-    assert getattr(fa._tls, "fast_path", False) is False
+    assert getattr(fa._STEP.tls, "fast_path", False) is False
     for q, b in zip(params, before):  # nothing was updated, step counts are as before
         assert torch.equal(q, b)
     assert [float(opt.state[q]["step"]) for q in params if q is not p or key != "step"] == steps_before
@@ -486,7 +485,7 @@ def test_step_runs_no_per_tensor_checks_when_the_op_succeeds(monkeypatch):
     monkeypatch.setattr(FusedAdam, "_explain_bad_group", lambda self, group: calls.append(group))
     opt.step()
     opt.step()
-    assert calls == [] and getattr(fa._tls, "fast_path", False) is False
+    assert calls == [] and getattr(fa._STEP.tls, "fast_path", False) is False
 
 
 class _RejectingModule:
@@ -505,19 +504,19 @@ def test_cuda_kernel_validates_direct_calls_first_and_explains_extension_errors(
     """Direct op calls are checked in Python before the extension runs; FusedAdam.step's calls (fast
     path) go to the extension first and, when it rejects them, get the Python error that names the tensor."""
     module = _RejectingModule()
-    monkeypatch.setattr(fa, "_load_cuda_module", lambda: module)
-    monkeypatch.setattr(fa._tls, "fast_path", fast, raising=False)
+    monkeypatch.setattr(fa._STEP, "module", lambda: module)
+    monkeypatch.setattr(fa._STEP.tls, "fast_path", fast, raising=False)
     a = _good_args()
     a["grads"][1] = _strided(a["grads"][1])
     with pytest.raises(ValueError, match="grads\\[1\\] \\(shape \\(5, 2\\)\\) must be contiguous"):
-        fa._fused_adam_step_cuda(a["params"], a["grads"], a["exp_avgs"], a["exp_avg_sqs"], a["steps"], 1e-3, 0.9,
-                                 0.999, 1e-8, 0.0, True, True)
+        fa._STEP.cuda(a["params"], a["grads"], a["exp_avgs"], a["exp_avg_sqs"], a["steps"], 1e-3, 0.9,
+                      0.999, 1e-8, 0.0, True, True)
     assert module.calls == (1 if fast else 0)
     # an extension error that Python cannot explain (say, a failed launch) comes through as it is
     a = _good_args()
     with pytest.raises(RuntimeError, match="tensors must be contiguous"):
-        fa._fused_adam_step_cuda(a["params"], a["grads"], a["exp_avgs"], a["exp_avg_sqs"], a["steps"], 1e-3, 0.9,
-                                 0.999, 1e-8, 0.0, True, True)
+        fa._STEP.cuda(a["params"], a["grads"], a["exp_avgs"], a["exp_avg_sqs"], a["steps"], 1e-3, 0.9,
+                      0.999, 1e-8, 0.0, True, True)
 
 
 @pytest.mark.parametrize("betas", [(0.9,), (0.9, 0.99, 0.999), 0.9])

@@ -19,7 +19,7 @@ SHAPES = [(1,), (7,), (1023,), (4096, 33), (65536 + 3,), (300_001,)] + [(97,)] *
 @pytest.fixture(scope="module", autouse=True)
 def kernel():
     """Fail (not fall back) when the CUDA op does not build."""
-    module = fa._load_cuda_module()
+    module = fa._STEP.module()
     assert module is not None, "the fused_adam CUDA op did not build or load"
     return module
 
@@ -263,8 +263,8 @@ def test_step_has_no_per_tensor_python_checks_but_direct_calls_do(kernel, monkey
     """FusedAdam.step lets the extension check its inputs (the per-step path stays cheap); a direct op
     call is validated in Python first."""
     calls = []
-    validate = fa.check_step
-    monkeypatch.setattr(fa, "check_step", lambda *a: calls.append(1) or validate(*a))
+    validate = fa._STEP.check
+    monkeypatch.setattr(fa._STEP, "check", lambda *a: calls.append(1) or validate(*a))
     params = make_params(torch.float32, [(10,), (70_000,)])
     set_grads([params], 0)
     opt = FusedAdam(params)

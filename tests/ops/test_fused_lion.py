@@ -264,7 +264,7 @@ def test_backend_on_cpu_is_torch_and_says_why():
 
 
 def test_fallback_warns_once(monkeypatch):
-    monkeypatch.setattr(fl, "_warned", set())
+    monkeypatch.setattr(fl._STEP, "warned", set())
     params = make_params(torch.float32)
     opt = FusedLion(params)
     set_grads(params, random_grads(params, 0))
@@ -284,12 +284,12 @@ def test_cuda_module_build_failure_warns_once_and_is_not_retried(monkeypatch):
         raise RuntimeError("nvcc not found")
 
     monkeypatch.setattr(fl.FusedLionBuilder, "load_with_origin", no_compiler)
-    fl._LOADER.reset()
-    monkeypatch.setattr(fl._LOADER, "_failure", None)  # forgotten again after the test
+    fl._STEP.loader.reset()
+    monkeypatch.setattr(fl._STEP.loader, "_failure", None)  # forgotten again after the test
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert fl._load_cuda_module() is None
-        assert fl._load_cuda_module() is None
+        assert fl._STEP.module() is None
+        assert fl._STEP.module() is None
     assert calls == ["FusedLionBuilder"]
     assert [str(w.message) for w in caught if "unavailable" in str(w.message)] == [
         "FusedLion: the fused_lion CUDA op is unavailable (nvcc not found); using the torch fallback"]
@@ -436,7 +436,7 @@ def test_step_rejects_state_replaced_by_bad_tensors(value, exc, match):
     steps_before = [float(opt.state[q]["step"]) for q in params]
     with pytest.raises(exc, match=f"FusedLion: the state of param 1 of its group: exp_avg.*{match}"):
         opt.step()
-    assert getattr(fl._tls, "fast_path", False) is False
+    assert getattr(fl._STEP.tls, "fast_path", False) is False
     for q, b in zip(params, before):
         assert torch.equal(q, b)
     assert [float(opt.state[q]["step"]) for q in params] == steps_before
@@ -482,16 +482,16 @@ class _RejectingModule:
 @pytest.mark.parametrize("fast", [False, True])
 def test_cuda_kernel_validates_direct_calls_first_and_explains_extension_errors(monkeypatch, fast):
     module = _RejectingModule()
-    monkeypatch.setattr(fl, "_load_cuda_module", lambda: module)
-    monkeypatch.setattr(fl._tls, "fast_path", fast, raising=False)
+    monkeypatch.setattr(fl._STEP, "module", lambda: module)
+    monkeypatch.setattr(fl._STEP.tls, "fast_path", fast, raising=False)
     a = _good_args()
     a["grads"][1] = _strided(a["grads"][1])
     with pytest.raises(ValueError, match="grads\\[1\\] \\(shape \\(5, 2\\)\\) must be contiguous"):
-        fl._fused_lion_step_cuda(a["params"], a["grads"], a["exp_avgs"], 1e-3, 0.9, 0.99, 0.0)
+        fl._STEP.cuda(a["params"], a["grads"], a["exp_avgs"], 1e-3, 0.9, 0.99, 0.0)
     assert module.calls == (1 if fast else 0)
     a = _good_args()  # an error Python cannot explain (say, a failed launch) comes through as it is
     with pytest.raises(RuntimeError, match="tensors must be contiguous"):
-        fl._fused_lion_step_cuda(a["params"], a["grads"], a["exp_avgs"], 1e-3, 0.9, 0.99, 0.0)
+        fl._STEP.cuda(a["params"], a["grads"], a["exp_avgs"], 1e-3, 0.9, 0.99, 0.0)
 
 
 def test_cuda_kernel_passes_the_arguments_to_the_extension(monkeypatch):
@@ -501,7 +501,7 @@ def test_cuda_kernel_passes_the_arguments_to_the_extension(monkeypatch):
         def fused_lion_step(self, *args):
             seen.append(args)
 
-    monkeypatch.setattr(fl, "_load_cuda_module", Module)
+    monkeypatch.setattr(fl._STEP, "module", Module)
     a = _good_args()
-    fl._fused_lion_step_cuda(a["params"], a["grads"], a["exp_avgs"], 1e-3, 0.9, 0.99, 0.1)
+    fl._STEP.cuda(a["params"], a["grads"], a["exp_avgs"], 1e-3, 0.9, 0.99, 0.1)
     assert seen == [(a["params"], a["grads"], a["exp_avgs"], 1e-3, 0.9, 0.99, 0.1)]

@@ -17,7 +17,7 @@ SHAPES = [(1,), (7,), (1023,), (4096, 33), (65536 + 3,), (300_001,)] + [(97,)] *
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("state_dtype", [None, torch.float32])
 def test_kernel_matches_the_torch_path_bitwise(dtype, state_dtype):
-    assert fl._load_cuda_module() is not None, "the fused_lion CUDA op did not build or load"
+    assert fl._STEP.module() is not None, "the fused_lion CUDA op did not build or load"
     gen = torch.Generator(device="cuda").manual_seed(0)
     params = [torch.randn(s, generator=gen, device="cuda").to(dtype) for s in SHAPES]
     ref = [p.clone() for p in params]

@@ -1,36 +1,26 @@
 """The one validator of the fused Lion op: its fake implementation, its kernels and ``FusedLion`` raise the
-same clear errors, each naming the tensor in the caller's terms.
+same clear errors, each naming the tensor in the caller's terms (see ``accelops.ops.fused_validate``).
 
-Params and gradients are checked by fused Adam's ``check_param`` (same rules); ``check_state`` checks a
-param's ``exp_avg`` and ``check_step`` all the op's arguments. Nothing here touches a device: it reads
-metadata only, so fake tensors are checked the same way.
+Params and gradients follow the family's rules (``check_param``); ``check_state`` checks a param's
+``exp_avg`` and ``check_step`` all the op's arguments. Nothing here touches a device: it reads metadata only,
+so fake tensors are checked the same way.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Mapping, Optional
 
 import torch
 
-from ..fused_adam.validate import Labels, check_dense, check_placed, check_param
+from ..fused_validate import Labels, check_dense, check_param, check_placed, op_labels
 
-__all__ = ["Labels", "check_state", "check_step", "op_labels", "optimizer_labels"]
-
-
-def op_labels() -> Labels:
-    """The op's own names: ``fused_lion: params[i]``, ``grads[i]``, ``exp_avgs[i]``."""
-    return Labels("fused_lion", lambda i: f"params[{i}]", lambda i: f"grads[{i}]", lambda i, key: f"{key}s[{i}]")
+__all__ = ["check_state", "check_step"]
 
 
-def optimizer_labels(index: Callable[[int], int], where: str = "of its group") -> Labels:
-    """FusedLion's names: ``param <index(i)> <where>``, its gradient and its state."""
-    return Labels("FusedLion", lambda i: f"param {index(i)} {where}", lambda i: f"the gradient of param {index(i)} {where}",
-                  lambda i, key: f"the state of param {index(i)} {where}: {key}")
-
-
-def check_state(labels: Labels, i: int, p: torch.Tensor, m, device: torch.device, first: int = 0) -> None:
+def check_state(labels: Labels, i: int, p: torch.Tensor, state: Mapping[str, object], device: torch.device,
+                first: int = 0) -> None:
     """The i-th param's ``exp_avg``: dense, on ``device`` (that of param ``first``), contiguous, float32 or the
     param dtype, of the param's shape."""
-    label = labels.state(i, "exp_avg")
+    label, m = labels.state(i, "exp_avg"), state.get("exp_avg")
     check_dense(label, m)
     check_placed(label, m, device, labels.param_name(first))
     if m.dtype not in (torch.float32, p.dtype):
@@ -45,7 +35,7 @@ def check_step(params, grads, exp_avgs, labels: Optional[Labels] = None) -> None
 
     Bad input never reaches the C++ op this way; its own checks are a last line with constant messages.
     """
-    labels = labels or op_labels()
+    labels = labels or op_labels("fused_lion")
     n = len(params)
     if not (len(grads) == n and len(exp_avgs) == n):
         raise ValueError(f"fused_lion: params, grads and exp_avgs must have the same length, got {len(params)}, "
@@ -56,4 +46,4 @@ def check_step(params, grads, exp_avgs, labels: Optional[Labels] = None) -> None
     device = params[0].device
     for i in range(n):
         check_param(labels, i, params[i], grads[i], device)
-        check_state(labels, i, params[i], exp_avgs[i], device)
+        check_state(labels, i, params[i], {"exp_avg": exp_avgs[i]}, device)
