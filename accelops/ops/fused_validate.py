@@ -7,13 +7,13 @@ device: it reads metadata only, so fake tensors are checked the same way.
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable, Mapping, NamedTuple, Optional, Sequence
 
 import torch
 from torch import Tensor
 
-__all__ = ["DTYPES", "Labels", "check_dense", "check_param", "check_placed", "one_element_fp32", "op_labels",
-           "optimizer_labels"]
+__all__ = ["DTYPES", "Labels", "check_dense", "check_param", "check_placed", "check_tensors", "one_element_fp32",
+           "op_labels", "optimizer_labels"]
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -92,3 +92,18 @@ def check_param(labels: Labels, i: int, p: Tensor, g, device: torch.device) -> N
         raise TypeError(f"{labels.grad(i)} has dtype {g.dtype} but its param has {p.dtype}")
     if g.shape != p.shape:
         raise ValueError(f"{labels.param(i)} (shape {tuple(p.shape)}) has a gradient of shape {tuple(g.shape)}")
+
+
+def check_tensors(labels: Labels, params: Sequence, grads: Sequence, states: Mapping[str, Sequence],
+                  check_state: Callable[..., None]) -> Optional[torch.device]:
+    """Every param with its gradient (``check_param``) and its state: the op's ``check_state(labels, i, p,
+    state, device)`` gets the i-th tensor of each list in ``states`` (``{"exp_avg": exp_avgs, ...}``). The
+    lists have the params' length. Returns the step's device (param 0's), None when there are no params."""
+    if not params:
+        return None
+    check_dense(labels.param(0), params[0])
+    device = params[0].device
+    for i, p in enumerate(params):
+        check_param(labels, i, p, grads[i], device)
+        check_state(labels, i, p, {key: tensors[i] for key, tensors in states.items()}, device)
+    return device

@@ -3,7 +3,7 @@ same clear errors, each naming the tensor in the caller's terms (``fused_adam: g
 the gradient of param 1 of its group``; see ``accelops.ops.fused_validate``).
 
 ``check_state`` checks a param's state, ``check_step`` all the op's arguments (lengths, every param and
-state, the AMP scalars); params with their gradients follow the family's rules (``check_param``). Nothing
+state, the AMP scalars); params with their gradients follow the family's rules (``check_tensors``). Nothing
 here touches a device: it reads metadata only, so fake tensors are checked the same way.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Mapping, Optional
 import torch
 from torch import Tensor
 
-from ..fused_validate import Labels, check_dense, check_param, check_placed, one_element_fp32, op_labels
+from ..fused_validate import Labels, check_dense, check_placed, check_tensors, one_element_fp32, op_labels
 
 __all__ = ["check_state", "check_step"]
 
@@ -50,14 +50,10 @@ def check_step(params, grads, exp_avgs, exp_avg_sqs, steps, grad_scale=None, fou
     if not (len(grads) == n and len(exp_avgs) == n and len(exp_avg_sqs) == n and len(steps) == n):
         raise ValueError("fused_adam: params, grads, exp_avgs, exp_avg_sqs and steps must have the same length, got "
                          f"{len(params)}, {len(grads)}, {len(exp_avgs)}, {len(exp_avg_sqs)}, {len(steps)}")
-    if n == 0:
+    device = check_tensors(labels, params, grads, {"exp_avg": exp_avgs, "exp_avg_sq": exp_avg_sqs, "step": steps},
+                           check_state)
+    if device is None:
         return
-    check_dense(labels.param(0), params[0])
-    device = params[0].device
-    for i in range(n):
-        check_param(labels, i, params[i], grads[i], device)
-        check_state(labels, i, params[i], {"exp_avg": exp_avgs[i], "exp_avg_sq": exp_avg_sqs[i], "step": steps[i]},
-                    device)
     for name, scalar in (("grad_scale", grad_scale), ("found_inf", found_inf)):
         if scalar is not None:
             one_element_fp32(scalar, f"{labels.prefix}: {name}", device)

@@ -1,7 +1,7 @@
 """The one validator of the fused Lion op: its fake implementation, its kernels and ``FusedLion`` raise the
 same clear errors, each naming the tensor in the caller's terms (see ``accelops.ops.fused_validate``).
 
-Params and gradients follow the family's rules (``check_param``); ``check_state`` checks a param's
+Params and gradients follow the family's rules (``check_tensors``); ``check_state`` checks a param's
 ``exp_avg`` and ``check_step`` all the op's arguments. Nothing here touches a device: it reads metadata only,
 so fake tensors are checked the same way.
 """
@@ -11,7 +11,7 @@ from typing import Mapping, Optional
 
 import torch
 
-from ..fused_validate import Labels, check_dense, check_param, check_placed, op_labels
+from ..fused_validate import Labels, check_dense, check_placed, check_tensors, op_labels
 
 __all__ = ["check_state", "check_step"]
 
@@ -40,10 +40,4 @@ def check_step(params, grads, exp_avgs, labels: Optional[Labels] = None) -> None
     if not (len(grads) == n and len(exp_avgs) == n):
         raise ValueError(f"fused_lion: params, grads and exp_avgs must have the same length, got {len(params)}, "
                          f"{len(grads)}, {len(exp_avgs)}")
-    if n == 0:
-        return
-    check_dense(labels.param(0), params[0])
-    device = params[0].device
-    for i in range(n):
-        check_param(labels, i, params[i], grads[i], device)
-        check_state(labels, i, params[i], {"exp_avg": exp_avgs[i]}, device)
+    check_tensors(labels, params, grads, {"exp_avg": exp_avgs}, check_state)
