@@ -50,19 +50,21 @@ int emu_ln_bwd(int dtype, const int* plan, const void* grad_y, const void* input
                                            grad_weight, grad_bias, workspace, rows, n, nullptr);
 }
 
-int emu_adam_max_tensors() { return accelops::kAdamMaxTensors; }
+int emu_adam_max_tensors() { return accelops::kMultiTensorMaxTensors; }
 
 // One Adam step over `count` tensors of one dtype pair, through the binding's table filler
-// (max_blocks < kAdamMaxBlocks splits tables sooner). Returns 0, a cudaError_t or kAdamTooLarge;
-// *launches counts the kernel launches.
+// (max_blocks < kMultiTensorMaxBlocks splits tables sooner). Returns 0, a cudaError_t or
+// kMultiTensorTooLarge; *launches counts the kernel launches.
 int emu_adam_step(int param_dtype, int state_dtype, int count, void* const* params, const void* const* grads,
                   void* const* exp_avgs, void* const* exp_avg_sqs, const float* const* steps,
                   const int64_t* numels, float lr, float beta1, float beta2, float eps, float weight_decay,
                   int adam_w_mode, int bias_correction, const float* grad_scale, const float* found_inf,
                   int max_blocks, int* launches) {
-    std::vector<accelops::AdamTensor> tensors(count);
+    std::vector<accelops::AdamEntry> tensors(count);
     for (int i = 0; i < count; ++i) {
-        tensors[i] = {params[i], grads[i], exp_avgs[i], exp_avg_sqs[i], steps[i], numels[i]};
+        tensors[i] = {{params[i], const_cast<void*>(grads[i]), exp_avgs[i], exp_avg_sqs[i],
+                       const_cast<float*>(steps[i])},
+                      numels[i]};
     }
     const accelops::AdamHyper hyper{lr, beta1, beta2, eps, weight_decay, adam_w_mode, bias_correction,
                                     grad_scale, found_inf};
@@ -71,26 +73,26 @@ int emu_adam_step(int param_dtype, int state_dtype, int count, void* const* para
         ++*launches;
         return accelops::launch_fused_adam(param_dtype, state_dtype, tab, hyper, nullptr);
     };
-    return accelops::fill_adam_tables(tensors.data(), tensors.size(), launch, max_blocks);
+    return accelops::fill_multi_tensor_tables(tensors.data(), tensors.size(), launch, max_blocks);
 }
 
-int emu_lion_max_tensors() { return accelops::kLionMaxTensors; }
+int emu_lion_max_tensors() { return accelops::kMultiTensorMaxTensors; }
 
 // One Lion step over `count` tensors of one dtype pair, through the binding's table filler and its
-// hyperparameter rounding (max_blocks < kLionMaxBlocks splits tables sooner). Returns 0, a cudaError_t
-// or kLionTooLarge; *launches counts the kernel launches.
+// hyperparameter rounding (max_blocks < kMultiTensorMaxBlocks splits tables sooner). Returns 0, a
+// cudaError_t or kMultiTensorTooLarge; *launches counts the kernel launches.
 int emu_lion_step(int param_dtype, int state_dtype, int count, void* const* params, const void* const* grads,
                   void* const* exp_avgs, const int64_t* numels, double lr, double beta1, double beta2,
                   double weight_decay, int max_blocks, int* launches) {
-    std::vector<accelops::LionTensor> tensors(count);
-    for (int i = 0; i < count; ++i) tensors[i] = {params[i], grads[i], exp_avgs[i], numels[i]};
+    std::vector<accelops::LionEntry> tensors(count);
+    for (int i = 0; i < count; ++i) tensors[i] = {{params[i], const_cast<void*>(grads[i]), exp_avgs[i]}, numels[i]};
     const accelops::LionHyper hyper = accelops::lion_hyper(lr, beta1, beta2, weight_decay);
     *launches = 0;
     auto launch = [&](const accelops::LionTable& tab) {
         ++*launches;
         return accelops::launch_fused_lion(param_dtype, state_dtype, tab, hyper, nullptr);
     };
-    return accelops::fill_lion_tables(tensors.data(), tensors.size(), launch, max_blocks);
+    return accelops::fill_multi_tensor_tables(tensors.data(), tensors.size(), launch, max_blocks);
 }
 
 }  // extern "C"

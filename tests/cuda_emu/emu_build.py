@@ -1,7 +1,7 @@
 """Builds the accelops CUDA kernel sources for the host emulation in include/ and loads them.
 
-The .cu files are copied with each ``kernel<<<config>>>(`` launch rewritten to
-``::cuda_emu::Launch(config)(kernel, `` and compiled with g++ together with emu_api.cpp into one
+The .cu files and the device headers (.cuh) are copied with each ``kernel<<<config>>>(`` launch
+rewritten to ``::cuda_emu::Launch(config)(kernel, `` and compiled with g++ together with emu_api.cpp into one
 shared library, loaded with ctypes. Nothing here needs CUDA, a GPU or a CUDA build of torch.
 """
 import ctypes
@@ -48,12 +48,18 @@ def build(work_dir, rocm=False):
         unit = work_dir / (src.stem + ".cpp")
         unit.write_text(f'#line 1 "{src}"\n' + translate(src.read_text()))
         units.append(unit)
+    # Device headers (.cuh) may launch kernels too: translated copies, found before csrc/includes.
+    device_headers = work_dir / "includes"
+    device_headers.mkdir(exist_ok=True)
+    for header in sorted((CSRC / "includes").glob("*.cuh")):
+        (device_headers / header.name).write_text(f'#line 1 "{header}"\n' + translate(header.read_text()))
     inputs = [u.read_bytes() for u in units] + [p.read_bytes() for p in sorted((HERE / "include").iterdir())]
     inputs += [p.read_bytes() for p in sorted((CSRC / "includes").glob("cuda_*"))]
     digest = hashlib.sha256(b"\0".join(inputs)).hexdigest()[:16]
     lib = work_dir / f"libaccelops_{'rocm' if rocm else 'cuda'}_emu_{digest}.so"
     if not lib.exists():
-        includes = [f"-I{HERE / 'include'}", f"-I{CSRC / 'includes'}"] + [f"-I{p}" for p in include_paths()]
+        includes = [f"-I{HERE / 'include'}", f"-I{device_headers}", f"-I{CSRC / 'includes'}"]
+        includes += [f"-I{p}" for p in include_paths()]
         # -fsanitize=alignment: a vector access through a misaligned pointer aborts with a message.
         cmd = ["g++", "-std=c++17", "-O2", "-g", "-U_FORTIFY_SOURCE", "-fsanitize=alignment",
                "-fno-sanitize-recover=alignment", "-fPIC", "-shared", "-Wall", "-Wno-unknown-pragmas",

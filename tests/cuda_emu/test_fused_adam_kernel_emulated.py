@@ -138,7 +138,7 @@ def test_misaligned_tensors_take_the_scalar_path(adam, dtype, state_dtype, shift
 
 @pytest.mark.parametrize("extra,launches", [(0, 2), (5, 3)])
 def test_more_tensors_than_one_table_holds(adam, extra, launches):
-    """Tables of kAdamMaxTensors tensors (128 CUDA, 32 ROCm), full ones ending with a tensor of two chunks."""
+    """Tables of kMultiTensorMaxTensors tensors (128 CUDA, 32 ROCm), full ones ending with a tensor of two chunks."""
     per_table = adam.max_tensors
     shapes = [(i * 37 % 300 + 1,) for i in range(2 * per_table + extra)]
     shapes[per_table - 1] = shapes[2 * per_table - 1] = (CHUNK + 5,)
@@ -147,7 +147,7 @@ def test_more_tensors_than_one_table_holds(adam, extra, launches):
 
 @pytest.mark.parametrize("max_blocks,launches", [(3, 3), (1, 9)])
 def test_tensors_span_tables_split_by_chunks(adam, max_blocks, launches):
-    """Tables of fewer chunks than kAdamMaxBlocks (2560 chunks are too much to emulate): the first
+    """Tables of fewer chunks than kMultiTensorMaxBlocks (2560 chunks are too much to emulate): the first
     tensor's five chunks spread over two or five launches and the others follow."""
     shapes = [(4 * CHUNK + 5,), (7,), (2 * CHUNK,), (100,)]
     assert run(adam, shapes, torch.float32, steps=2, step_kwargs=dict(max_blocks=max_blocks)) == [launches] * 2
