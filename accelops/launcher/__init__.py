@@ -3,9 +3,10 @@
 Modules, one job each: ``hostfile`` (the resource pool), ``resources`` (``--include``/``--exclude``,
 ``--num_nodes``, ``--num_gpus``), ``environment`` (variables and devices every rank gets),
 ``commands`` (the exact command lines), ``plan`` (all of it together, from the flags), ``cli``
-(flags, ``--dry_run``, the local run), ``supervise`` (running a multi-node plan: reachability
-check, output, one failure stops all), ``failures`` (reading a failed node's output), ``guard``
-(runs on each ssh/pdsh node: stops the node when the connection closes) and ``rank`` (the
+(flags, ``--dry_run``, running the plan), ``ports`` (a busy rendezvous port), ``supervise``
+(running a plan: reachability check, output, one failure stops all), ``local`` (the same for one
+node on this host), ``failures`` (reading a failed node's output), ``guard`` (runs each node's
+torchrun: stops the node when the connection closes or ``ds_launch`` ends) and ``rank`` (the
 per-rank helper). Importing this package imports no torch and starts nothing.
 """
 from .errors import LaunchError
