@@ -1,7 +1,8 @@
-"""Running a multi-node plan: reachability check, start, output, supervision, stop, report.
+"""Running a plan: reachability check, start, output, supervision, stop, report.
 
 :func:`run_plan` starts ``plan.commands`` on the launching node (one ssh or pdsh per node, or the
-one mpirun / srun) and supervises them until they end:
+one mpirun / srun; for one node on this host, its node guard with the differences described in
+:mod:`accelops.launcher.local`) and supervises them until they end:
 
 * Before anything starts, every node the launcher reaches over ssh is checked in parallel with
   ``ssh -o BatchMode=yes -o ConnectTimeout=5 [ssh args] HOST true`` (ssh and pdsh: every host;
