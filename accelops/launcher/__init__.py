@@ -2,7 +2,8 @@
 
 Modules, one job each: ``hostfile`` (the resource pool), ``resources`` (``--include``/``--exclude``,
 ``--num_nodes``, ``--num_gpus``), ``environment`` (variables and devices every rank gets),
-``commands`` (the exact command lines), ``plan`` (all of it together, from the flags), ``cli``
+``commands`` (the exact command lines), ``kinds`` (one description per launcher kind: local, ssh,
+pdsh, openmpi, mpich, slurm), ``plan`` (all of it together, from the flags), ``cli``
 (flags, ``--dry_run``, running the plan), ``ports`` (a busy rendezvous port), ``supervise``
 (running a plan: reachability check, output, one failure stops all), ``local`` (the same for one
 node on this host), ``failures`` (reading a failed node's output), ``guard`` (runs each node's

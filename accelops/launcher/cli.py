@@ -14,7 +14,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from .commands import LAUNCHERS
+from .kinds import LAUNCHERS
 from .ports import DEFAULT_MASTER_PORT
 
 
@@ -114,7 +114,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         plan = settle_master_port(plan, args.master_port, lambda port: build_plan(_with_port(args, port)))
         supervisor = None
-        if plan.launcher == "local":
+        if plan.kind.local:
             from .local import LocalSupervisor as supervisor
         return run_plan(plan, ssh_check=not args.no_ssh_check, save_pid=args.save_pid, supervisor=supervisor)
     except ValueError as exc:  # LaunchError: the launcher is missing or a host is unreachable

@@ -24,16 +24,13 @@ import os
 import shlex
 import sys
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .environment import export_command
 from .errors import LaunchError
 
-LAUNCHERS = ("ssh", "pdsh", "openmpi", "mpich", "slurm")
 #: DeepSpeed's pdsh fan-out.
 PDSH_MAX_FAN_OUT = 1024
-#: The executable each launcher needs on the launching node.
-LAUNCHER_PROGRAMS = {"ssh": "ssh", "pdsh": "pdsh", "openmpi": "mpirun", "mpich": "mpirun", "slurm": "srun"}
 
 
 @dataclass
@@ -67,28 +64,6 @@ class Command:
         """The command as one line a POSIX shell runs identically (``NAME=value ... argv``)."""
         assigns = [f"{k}={shlex.quote(v)}" for k, v in self.env.items()]
         return " ".join(assigns + [shlex.join(self.argv)])
-
-
-def choose_launcher(requested: Optional[str], hosts: Sequence[str], force_multi: bool,
-                    is_local: Callable[[str], bool], which: Callable[[str], Optional[str]]) -> Tuple[str, str]:
-    """``(launcher, reason)``: ``local`` for one node on this host (unless ``force_multi``), else
-    ``requested``, else pdsh when installed, else ssh. A one-node job on another host runs there.
-
-    ``requested`` must be one of :data:`LAUNCHERS` (any case), else :class:`LaunchError`.
-    """
-    if requested is not None and requested.lower() not in LAUNCHERS:
-        raise LaunchError(f"--launcher {requested!r} is not one of {', '.join(LAUNCHERS)}")
-    requested = requested.lower() if requested else None
-    if len(hosts) == 1 and is_local(hosts[0]) and not force_multi:
-        reason = "one node, on this host"
-        if requested:
-            reason += f" (--launcher {requested} is used with several nodes, a remote node or --force_multi)"
-        return "local", reason
-    if requested:
-        return requested, "--launcher"
-    if which("pdsh"):
-        return "pdsh", "pdsh is installed"
-    return "ssh", "pdsh is not installed"
 
 
 def _escape_dollars(words: Sequence[str]) -> List[str]:
@@ -200,49 +175,73 @@ def pdsh_env(environ: Mapping[str, str]) -> Dict[str, str]:
     return {} if environ.get("PDSH_RCMD_TYPE") else {"PDSH_RCMD_TYPE": "ssh"}
 
 
-def _uniform(nodes: Sequence[Tuple[str, int]], launcher: str) -> int:
-    counts = {n for _, n in nodes}
-    if len(counts) != 1:
-        listing = ", ".join(f"{h}: {n}" for h, n in nodes)
-        raise LaunchError(f"--launcher {launcher} needs the same number of slots on every node, got {listing}; "
-                          "use --num_gpus, --include, or --launcher pdsh/ssh")
-    return counts.pop()
+@dataclass(frozen=True)
+class EveryRank:
+    """What a launcher that starts every rank itself (mpirun, srun) is given: the ``launcher``'s name
+    (for messages), ``nodes`` as ``(host, slots)``, the variables every rank gets (``exports``), the
+    command of each rank (``rank_argv``), ``--launcher_args``, the launcher's environment, the
+    ``--enable_each_rank_log`` folder and whether the hosts are named (``nodelist``: from a hostfile)."""
+
+    launcher: str
+    nodes: Sequence[Tuple[str, int]]
+    exports: Mapping[str, str]
+    rank_argv: Sequence[str]
+    launcher_args: Sequence[str] = ()
+    environ: Mapping[str, str] = field(default_factory=dict)
+    log_dir: Optional[str] = None
+    nodelist: bool = False
+
+    def per_node(self) -> int:
+        """The slots of every node, which must be the same (else :class:`LaunchError`)."""
+        counts = {n for _, n in self.nodes}
+        if len(counts) != 1:
+            listing = ", ".join(f"{h}: {n}" for h, n in self.nodes)
+            raise LaunchError(f"--launcher {self.launcher} needs the same number of slots on every node, got "
+                              f"{listing}; use --num_gpus, --include, or --launcher pdsh/ssh")
+        return next(iter(counts))
 
 
-def openmpi_command(nodes: Sequence[Tuple[str, int]], exports: Mapping[str, str], rank_argv: Sequence[str],
-                    launcher_args: Sequence[str], environ: Mapping[str, str]) -> List[str]:
-    """``mpirun`` (Open MPI): one process per slot, ``-H host:slots,...``, variables by ``-x``."""
-    total = sum(n for _, n in nodes)
-    argv = ["mpirun", "--allow-run-as-root", "-np", str(total), "-H", ",".join(f"{h}:{n}" for h, n in nodes),
+def openmpi_command(job: EveryRank) -> Command:
+    """``mpirun`` (Open MPI): one process per slot, ``-H host:slots,...``, variables by ``-x``, each
+    rank's output under the log folder by ``--output-filename``."""
+    total = sum(n for _, n in job.nodes)
+    argv = ["mpirun", "--allow-run-as-root", "-np", str(total), "-H", ",".join(f"{h}:{n}" for h, n in job.nodes),
             "--bind-to", "none"]
     for name in ("PATH", "LD_LIBRARY_PATH"):
-        if name in environ and name not in exports:
+        if name in job.environ and name not in job.exports:
             argv += ["-x", name]
-    for key, value in exports.items():
+    for key, value in job.exports.items():
         argv += ["-x", f"{key}={value}"]
-    return argv + list(launcher_args) + list(rank_argv)
+    log = ["--output-filename", job.log_dir] if job.log_dir else []
+    return Command(argv + log + list(job.launcher_args) + list(job.rank_argv))
 
 
-def mpich_command(nodes: Sequence[Tuple[str, int]], exports: Mapping[str, str], rank_argv: Sequence[str],
-                  launcher_args: Sequence[str]) -> List[str]:
-    """``mpirun`` (MPICH/Hydra): ``-n total -ppn per_node -hosts h0,h1``, variables by ``-genv``."""
-    per_node = _uniform(nodes, "mpich")
-    argv = ["mpirun", "-n", str(per_node * len(nodes)), "-ppn", str(per_node), "-hosts", ",".join(h for h, _ in nodes)]
-    for key, value in exports.items():
+def mpich_command(job: EveryRank) -> Command:
+    """``mpirun`` (MPICH/Hydra): ``-n total -ppn per_node -hosts h0,h1``, variables by ``-genv``, each
+    rank's output in ``<log>/rank_<r>.log``."""
+    per_node = job.per_node()
+    argv = ["mpirun", "-n", str(per_node * len(job.nodes)), "-ppn", str(per_node), "-hosts",
+            ",".join(h for h, _ in job.nodes)]
+    for key, value in job.exports.items():
         argv += ["-genv", key, value]
-    return argv + list(launcher_args) + list(rank_argv)
+    log = []
+    if job.log_dir:
+        pattern = os.path.join(job.log_dir, "rank_%r.log")
+        log = ["-outfile-pattern", pattern, "-errfile-pattern", pattern]
+    return Command(argv + log + list(job.launcher_args) + list(job.rank_argv))
 
 
-def slurm_command(nodes: Sequence[Tuple[str, int]], rank_argv: Sequence[str], launcher_args: Sequence[str],
-                  nodelist: bool) -> List[str]:
+def slurm_command(job: EveryRank) -> Command:
     """``srun --nodes N --ntasks-per-node P --kill-on-bad-exit=1 [--nodelist h0,h1]``; srun passes the
     launcher's whole environment on (its default ``--export=ALL``), so variables travel in
-    :attr:`Command.env`."""
-    per_node = _uniform(nodes, "slurm")
-    argv = ["srun", f"--nodes={len(nodes)}", f"--ntasks-per-node={per_node}", "--kill-on-bad-exit=1"]
-    if nodelist:
-        argv.append("--nodelist=" + ",".join(h for h, _ in nodes))
-    return argv + list(launcher_args) + list(rank_argv)
+    :attr:`Command.env`. Each rank's output goes to ``<log>/rank_<t>.log``."""
+    per_node = job.per_node()
+    argv = ["srun", f"--nodes={len(job.nodes)}", f"--ntasks-per-node={per_node}", "--kill-on-bad-exit=1"]
+    if job.nodelist:
+        argv.append("--nodelist=" + ",".join(h for h, _ in job.nodes))
+    if job.log_dir:
+        argv.append(f"--output={os.path.join(job.log_dir, 'rank_%t.log')}")
+    return Command(argv + list(job.launcher_args) + list(job.rank_argv), dict(job.exports))
 
 
 def split_launcher_args(text: str) -> List[str]:

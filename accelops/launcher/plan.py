@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from . import commands
-from .commands import Command, UserCommand
+from .commands import Command, EveryRank, UserCommand
 from .environment import (EXPORT_PREFIXES, env_files, forwarded_env, launching_devices, read_env_files,
                           slot_devices)
 from .errors import LaunchError
 from .hostfile import DEFAULT_HOSTFILE, is_local_host, local_pool, read_hostfile
+from .kinds import LauncherKind, choose_launcher, get_kind
 from .ports import DEFAULT_MASTER_PORT
 from .resources import select
 
@@ -57,6 +58,11 @@ class LaunchPlan:
     @property
     def world_size(self) -> int:
         return sum(len(n.slots) for n in self.nodes)
+
+    @property
+    def kind(self) -> LauncherKind:
+        """The description of :attr:`launcher` (:mod:`accelops.launcher.kinds`)."""
+        return get_kind(self.launcher)
 
 
 def _accelerator():
@@ -123,8 +129,9 @@ def build_plan(args: Any, environ: Optional[Mapping[str, str]] = None, cwd: Opti
         notes.append(f"{launching[0]}={','.join(launching[1])} on this node: slot k is its k-th device")
 
     hosts = list(selection)
-    launcher, reason = commands.choose_launcher(args.launcher, hosts, args.force_multi, is_local, which)
-    remote = launcher != "local"
+    launcher, reason = choose_launcher(args.launcher, hosts, args.force_multi, is_local, which)
+    kind = get_kind(launcher)
+    remote = not kind.local
     if args.master_addr:
         master_addr = args.master_addr
     elif not remote:
@@ -154,45 +161,41 @@ def build_plan(args: Any, environ: Optional[Mapping[str, str]] = None, cwd: Opti
 
     plan = LaunchPlan(launcher, reason, hostfile, nodes, master_addr, master_port, exports, files,
                       names[0] if names else None, [], notes, launcher_args)
-    if launcher == "ssh":
-        plan.ssh_args = launcher_args
-        commands.check_ssh_args(launcher_args, "--launcher_args")
-    elif launcher == "pdsh":
-        plan.ssh_args = environ.get("PDSH_SSH_ARGS_APPEND", "").split()  # pdsh splits it on spaces
-        commands.check_ssh_args(plan.ssh_args, "PDSH_SSH_ARGS_APPEND")
-    if launcher in ("local", "ssh", "pdsh"):
+    plan.ssh_args, where = kind.ssh_options(launcher_args, environ)
+    if where:
+        commands.check_ssh_args(plan.ssh_args, where)
+    if kind.per_node:
         save_pid = os.getpid() if getattr(args, "save_pid", False) else None
         _per_node_commands(plan, user, environ, cwd, launcher_args, save_pid)
     else:
-        _mpi_command(plan, user, environ, launcher_args, names)
-    if remote and not which(commands.LAUNCHER_PROGRAMS[launcher]):
-        plan.notes.append(f"{commands.LAUNCHER_PROGRAMS[launcher]!r} (launcher {launcher}) is not on PATH here")
+        _every_rank_command(plan, user, environ, launcher_args, names)
+    if kind.program and not which(kind.program):
+        plan.notes.append(f"{kind.program!r} (launcher {launcher}) is not on PATH here")
     return plan
 
 
 def _per_node_commands(plan: LaunchPlan, user: UserCommand, environ: Mapping[str, str], cwd: str,
                        launcher_args: List[str], save_pid: Optional[int]) -> None:
     """torchrun per node, under the node guard (``save_pid``: the launcher's pid, for the guard's
-    ``--save_pid`` file on each node); the local node's guard watches this process (``--parent``)."""
+    ``--save_pid`` file on each node); the local node's guard watches this process (``--parent``), a
+    remote node's is reached by the kind's ``reach`` command."""
+    kind = plan.kind
     for node in plan.nodes:
         argv = commands.torchrun_command(user, len(plan.nodes), node.node_rank, len(node.slots), plan.master_addr,
                                          plan.master_port)
-        if plan.launcher == "local":
+        if kind.local:
             argv = commands.guard_command(user.python, node.host, save_pid, parent=os.getpid()) + argv
             plan.commands.append(Command(argv, {**plan.exports, **node.env}, node.node_rank))
             continue
         argv = commands.guard_command(user.python, node.host, save_pid) + argv
         node.remote = commands.remote_shell_command(cwd, {**plan.exports, **node.env}, argv)
-        if plan.launcher == "ssh":
-            plan.commands.append(Command(commands.ssh_command(node.host, node.remote, launcher_args), {},
-                                         node.node_rank))
-        else:
-            plan.commands.append(Command(commands.pdsh_command(node.host, node.remote, launcher_args),
-                                         commands.pdsh_env(environ), node.node_rank))
+        plan.commands.append(Command(kind.reach(node.host, node.remote, launcher_args), kind.reach_env(environ),
+                                     node.node_rank))
 
 
-def _mpi_command(plan: LaunchPlan, user: UserCommand, environ: Mapping[str, str], launcher_args: List[str],
-                 names: List[str]) -> None:
+def _every_rank_command(plan: LaunchPlan, user: UserCommand, environ: Mapping[str, str], launcher_args: List[str],
+                        names: List[str]) -> None:
+    """The one command (mpirun, srun) that starts every rank, with the same devices on every node."""
     launcher = plan.launcher
     device_lists = {tuple(n.devices) for n in plan.nodes}
     exports = dict(plan.exports)
@@ -205,17 +208,6 @@ def _mpi_command(plan: LaunchPlan, user: UserCommand, environ: Mapping[str, str]
             exports[name] = ",".join(plan.nodes[0].devices)
     exports.update(MASTER_ADDR=plan.master_addr, MASTER_PORT=str(plan.master_port))
     hosts = [(n.host, len(n.slots)) for n in plan.nodes]
-    rank_argv = commands.direct_rank_command(user)
-    log = user.each_rank_log
-    if launcher == "openmpi":
-        extra = ["--output-filename", log] if log else []
-        argv = commands.openmpi_command(hosts, exports, rank_argv, extra + launcher_args, environ)
-        plan.commands.append(Command(argv))
-    elif launcher == "mpich":
-        extra = ["-outfile-pattern", os.path.join(log, "rank_%r.log"), "-errfile-pattern",
-                 os.path.join(log, "rank_%r.log")] if log else []
-        plan.commands.append(Command(commands.mpich_command(hosts, exports, rank_argv, extra + launcher_args)))
-    else:
-        extra = [f"--output={os.path.join(log, 'rank_%t.log')}"] if log else []
-        argv = commands.slurm_command(hosts, rank_argv, extra + launcher_args, nodelist=plan.hostfile is not None)
-        plan.commands.append(Command(argv, exports))
+    job = EveryRank(launcher, hosts, exports, commands.direct_rank_command(user), launcher_args, environ,
+                    user.each_rank_log, nodelist=plan.hostfile is not None)
+    plan.commands.append(plan.kind.every_rank(job))

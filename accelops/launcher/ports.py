@@ -65,7 +65,7 @@ def settle_master_port(plan: Any, requested: Optional[int], rebuild: Callable[[i
     port = plan.master_port
     if not is_local(plan.nodes[0].host) or not in_use(port):
         return plan
-    if requested is None and plan.launcher == "local":
+    if requested is None and plan.kind.local:
         chosen = free_port()
         print(f"ds_launch: port {port} is in use on this host; using free port {chosen} "
               "(--master_port chooses one)", file=err or sys.stderr, flush=True)

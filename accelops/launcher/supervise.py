@@ -47,11 +47,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Deque, List, Optional, TextIO
 
-from .commands import LAUNCHER_PROGRAMS, Command
+from .commands import Command
 from .errors import LaunchError
 from .failures import RankFailure, find_failure, user_tail
 from .guard import DEFAULT_GRACE, become_subreaper, descendants
 from .hostfile import is_local_host
+from .kinds import BY_DS_LAUNCH, BY_PROGRAM, LauncherKind, get_kind
 
 #: ssh's connect timeout of the reachability check, in seconds.
 SSH_CHECK_TIMEOUT = 5
@@ -70,16 +71,10 @@ def ssh_check_command(host: str, ssh_args: List[str]) -> List[str]:
 
 def hosts_to_check(plan, environ: Optional[dict] = None) -> List[str]:
     """The hosts the launcher reaches over ssh (see the module docstring; pdsh with a
-    ``PDSH_RCMD_TYPE`` other than ssh in ``environ`` reaches none over ssh)."""
-    hosts = [node.host for node in plan.nodes]
+    ``PDSH_RCMD_TYPE`` other than ssh in ``environ`` reaches none over ssh): the kind's
+    :meth:`~accelops.launcher.kinds.LauncherKind.checked_hosts`."""
     environ = os.environ if environ is None else environ
-    if plan.launcher == "pdsh" and environ.get("PDSH_RCMD_TYPE", "ssh") != "ssh":
-        return []
-    if plan.launcher in ("ssh", "pdsh"):
-        return hosts
-    if plan.launcher in ("openmpi", "mpich"):
-        return [host for host in hosts if not is_local_host(host)]
-    return []
+    return get_kind(plan.launcher).checked_hosts([node.host for node in plan.nodes], environ, is_local_host)
 
 
 def check_hosts(hosts: List[str], ssh_args: List[str], env: Optional[dict] = None) -> None:
@@ -171,7 +166,8 @@ class Supervisor:
         plan = self.plan
         self.say(f"starting {plan.world_size} rank(s) on {len(plan.nodes)} node(s) with {plan.launcher}: "
                  + ", ".join(node.host for node in plan.nodes))
-        stdin = subprocess.PIPE if plan.launcher in ("ssh", "pdsh") else subprocess.DEVNULL
+        kind = plan.kind
+        stdin = subprocess.PIPE if kind.stdin_stops_node else subprocess.DEVNULL
         hosts = {node.node_rank: node.host for node in plan.nodes}
         for command in plan.commands:
             label = hosts[command.node] if command.node is not None else os.path.basename(command.argv[0])
@@ -182,9 +178,9 @@ class Supervisor:
                 self.stop()
                 raise LaunchError(f"cannot start {command.argv[0]!r} for {label}: {exc}") from None
             job = Started(label, command.node, command, proc)
-            if plan.launcher == "ssh":
+            if kind.prefixed_by == BY_DS_LAUNCH:
                 job.prefix = f"{label}: ".encode()
-            elif plan.launcher == "pdsh":
+            elif kind.prefixed_by == BY_PROGRAM:
                 job.strip = f"{label}: "
             reader = threading.Thread(target=self._pump, args=(job,), name=f"out-{label}", daemon=True)
             reader.start()
@@ -236,18 +232,18 @@ class Supervisor:
 
     def _stop_jobs(self) -> None:
         live = [job for job in self.jobs if job.proc.poll() is None]
+        eof_only = self.plan.kind.stop_waits_for_eof
         for job in live:
             if job.proc.stdin:
                 try:
                     job.proc.stdin.close()
                 except OSError:
                     pass
-            if self.plan.launcher != "ssh":
+            if not eof_only:
                 _killpg(job.proc, signal.SIGTERM)
-        ssh = self.plan.launcher == "ssh"
-        if self._wait(live, SSH_STOP_WAIT if ssh else KILL_AFTER):
+        if self._wait(live, SSH_STOP_WAIT if eof_only else KILL_AFTER):
             return
-        if ssh:
+        if eof_only:
             left = [job for job in live if job.proc.poll() is None]
             self.say("no answer from " + ", ".join(job.label for job in left) + "; closing the connection")
             for job in left:
@@ -292,7 +288,7 @@ class Supervisor:
         lines = list(job.lines)
         failure = find_failure(lines)
         others = [other.label for other in self.jobs if other is not job and other.proc.poll() is None]
-        what = failure.describe() if failure else _command_failure(self.plan.launcher, code)
+        what = failure.describe() if failure else _command_failure(self.plan.kind, code)
         if failure and failure.host and job.node_rank is None:  # mpirun/srun: the report names the host
             what += f" on {failure.host}"
         self.say(f"{job.name} failed: {what}" + (f"; stopping {', '.join(others)}" if others else ""))
@@ -307,11 +303,11 @@ class Supervisor:
         return status
 
 
-def _command_failure(launcher: str, code: int) -> str:
-    program = "torchrun (under the node guard)" if launcher == "local" else LAUNCHER_PROGRAMS.get(launcher, launcher)
+def _command_failure(kind: LauncherKind, code: int) -> str:
+    program = kind.shown_as
     if code < 0:
         return f"{program} was killed by signal {-code}"
-    if launcher in ("ssh", "pdsh") and code == 255:
+    if code == kind.lost_connection_code:
         return f"{program} exited with code 255 (the connection failed or was lost)"
     return f"{program} exited with code {code}"
 
@@ -390,12 +386,11 @@ def run_plan(plan, ssh_check: bool = True, save_pid: bool = False, out: Optional
     """
     out = out if out is not None else sys.stdout.buffer
     err = err if err is not None else sys.stderr
-    if plan.launcher != "local":
-        program = LAUNCHER_PROGRAMS[plan.launcher]
-        if not which(program):
-            raise LaunchError(f"--launcher {plan.launcher} needs {program!r}, which is not on PATH")
-        if ssh_check:
-            check_hosts(hosts_to_check(plan), plan.ssh_args)
+    kind = plan.kind
+    if kind.program and not which(kind.program):
+        raise LaunchError(f"--launcher {plan.launcher} needs {kind.program!r}, which is not on PATH")
+    if ssh_check:
+        check_hosts(hosts_to_check(plan), plan.ssh_args)
     sup = (supervisor or Supervisor)(plan, out, err)
     sup.subreaper = become_subreaper()
     handlers = {}
@@ -405,7 +400,7 @@ def run_plan(plan, ssh_check: bool = True, save_pid: bool = False, out: Optional
     pid_file = None
     try:
         sup.start()
-        if save_pid and plan.launcher not in ("ssh", "pdsh", "local"):
+        if save_pid and not kind.per_node:  # per node, the node guard writes its own
             pid_file = os.path.join(tempfile.gettempdir(), f"{os.getpid()}.deepspeed")
             with open(pid_file, "w") as fd:
                 fd.write(str(sup.jobs[0].proc.pid))

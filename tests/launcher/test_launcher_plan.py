@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from accelops.launcher import LaunchError
-from accelops.launcher.commands import choose_launcher
+from accelops.launcher.kinds import choose_launcher
 from launcher_fakes import FakeAccelerator
 
 TWO_NODES = "worker-0 slots=4\nworker-1 slots=4\n"
