@@ -6,7 +6,9 @@ imports nothing heavy and probes no device.
 DeepSpeed's top-level training names are here too, loaded on first use (so ``import accelops as
 deepspeed`` runs DeepSpeed's getting-started scripts): ``initialize`` (the training engine, see
 :mod:`accelops.runtime.entry`), ``add_config_arguments``, ``init_distributed`` and
-``DeepSpeedEngine``.
+``DeepSpeedEngine``. DeepSpeed's subpackages are attributes as after ``import deepspeed``, each imported on
+first access: ``accelops.comm``, ``accelops.ops``, ``accelops.accelerator``, ``accelops.utils`` and
+``accelops.runtime`` (``deepspeed.zero`` and ``deepspeed.checkpointing`` have no counterpart yet, issue 23).
 """
 from importlib import import_module
 
@@ -20,11 +22,17 @@ _LAZY = {
     "DeepSpeedConfigError": "accelops.runtime.errors",
 }
 
+#: DeepSpeed's subpackages that ``import deepspeed`` makes reachable as attributes.
+_SUBPACKAGES = ("accelerator", "comm", "ops", "runtime", "utils")
+
 __all__ = ["__version__", *sorted(_LAZY)]
 
 
 def __getattr__(name):
-    """Import the module that defines ``name`` on first access (nothing is imported before)."""
+    """Import the module that defines ``name`` (or the subpackage ``name``) on first access (nothing is
+    imported before)."""
+    if name in _SUBPACKAGES:
+        return import_module(f"{__name__}.{name}")  # the import binds it here as an attribute too
     if name in _LAZY:
         value = getattr(import_module(_LAZY[name]), name)
         globals()[name] = value
@@ -33,4 +41,4 @@ def __getattr__(name):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBPACKAGES))

@@ -7,6 +7,10 @@ Names are imported lazily on first access, so ``import accelops.ops`` imports no
 nothing: ``from accelops.ops import CPUAdam`` loads ``accelops.ops.cpu_adam`` only then. DeepSpeed's module
 paths exist too: ``accelops.ops.adam`` (``DeepSpeedCPUAdam``, ``FusedAdam``), ``accelops.ops.adagrad``,
 ``accelops.ops.lion`` (``DeepSpeedCPULion``, ``FusedLion``).
+
+``__compatible_ops__`` is DeepSpeed's table (op name -> whether it can be built or loaded here, plus
+DeepSpeed's ``"deepspeed_not_implemented": False`` entry), computed on first access (it runs each op's
+compatibility check: the compiler probe, nvcc for CUDA ops) and kept, so edits to the dict persist.
 """
 import importlib
 
@@ -28,6 +32,11 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name):
     """Import the submodule that defines ``name`` on first access."""
+    if name == "__compatible_ops__":
+        from accelops.op_builder import compatible_ops
+
+        table = globals()["__compatible_ops__"] = {**compatible_ops(), "deepspeed_not_implemented": False}
+        return table
     if name not in _EXPORTS:
         raise AttributeError(f"module 'accelops.ops' has no attribute {name!r}")
     value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)

@@ -43,3 +43,32 @@ def make_dataloader(dataset: Any, batch_size: int, world_size: int, rank: int, d
                         pin_memory=pin_memory and device_type != "cpu", drop_last=drop_last)
     loader.data_sampler = sampler  # DeepSpeedDataLoader's name for it
     return loader
+
+
+class RepeatingLoader:
+    """DeepSpeed's ``RepeatingLoader`` (``deepspeed.utils`` / ``deepspeed.runtime.dataloader``): iterates
+    ``loader`` (any iterable, typically a DataLoader) forever, starting a new pass with ``iter(loader)`` each
+    time one ends. It starts the first pass at construction and never calls ``set_epoch`` on a sampler, as in
+    DeepSpeed: a shuffling ``DistributedSampler`` gives the same order every pass unless the caller sets the
+    epoch. A loader that yields nothing in a fresh pass is a ValueError (DeepSpeed's ends the iteration)."""
+
+    def __init__(self, loader: Any) -> None:
+        try:
+            self.data_iter = iter(loader)
+        except TypeError:
+            raise TypeError(f"RepeatingLoader needs an iterable loader, got a {type(loader).__name__}") from None
+        self.loader = loader
+
+    def __iter__(self) -> "RepeatingLoader":
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            return next(self.data_iter)
+        except StopIteration:
+            self.data_iter = iter(self.loader)
+        try:
+            return next(self.data_iter)
+        except StopIteration:
+            raise ValueError(f"RepeatingLoader: the loader ({type(self.loader).__name__}) yielded nothing in a new "
+                             f"pass, so there is nothing to repeat") from None

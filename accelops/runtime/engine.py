@@ -37,8 +37,9 @@ from .grads import clip_factor, global_norm, scale_
 from .loss_scaler import create_loss_scaler, has_overflow, torch_all_reduce_max
 from .optimizers import (as_param_list, build_optimizer, client_optimizer, client_scheduler, drop_empty_groups,
                          optimizer_params)
-from .parallel import (bind_optimizer, clear_local_grads, local_grads, model_param_names, sync_local_grads,
-                       wrap_model)
+from ..utils.tensor_fragment import link_params
+from .parallel import (bind_optimizer, clear_local_grads, held_tensors, local_grads, model_param_names,
+                       sync_local_grads, wrap_model)
 
 logger = get_logger(__name__)
 _AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -100,6 +101,7 @@ class DeepSpeedEngine(torch.nn.Module):
         if basic is not None:
             bind_optimizer(basic, fqn_of, model, self._parallel)
         self.optimizer = self.basic_optimizer = basic
+        link_params(model.parameters(), basic, held_tensors(basic, self._parallel))  # for safe_get_full_*
         self.lr_scheduler = self._make_scheduler(lr_scheduler)
         self.loss_scaler = create_loss_scaler(config.fp16)
         self.training_dataloader = None if training_data is None else self.deepspeed_io(training_data)

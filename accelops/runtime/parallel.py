@@ -220,6 +220,18 @@ def bind_optimizer(optimizer: torch.optim.Optimizer, fqn_of: Dict[int, str], mod
     parallel.local_pairs = pairs
 
 
+def held_tensors(optimizer: Optional[torch.optim.Optimizer], parallel: Parallel) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+    """(model parameter, the tensor ``optimizer`` holds for it) for every param of ``optimizer`` (after
+    ``bind_optimizer``): the parameter itself, or with FSDP the sharded parameter and, for a kernel optimizer,
+    its local shard. Empty without an optimizer."""
+    if optimizer is None:
+        return []
+    held = [p for group in optimizer.param_groups for p in group["params"]]
+    if not parallel.sharded:
+        return [(p, p) for p in held]
+    return [(sharded, tensor) for (_, sharded), tensor in zip(parallel.bound, held)]
+
+
 def _replaced(name: str) -> RuntimeError:
     return RuntimeError(f"the sharded parameter {name!r} was replaced after initialize() (by module.to(), "
                         f"load_state_dict(assign=True) or similar), so the optimizer no longer updates the model; "

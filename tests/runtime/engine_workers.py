@@ -400,7 +400,15 @@ def buffers_case(case):
     return {"stat": engine.module.stat.tolist()}
 
 
-CASE_KINDS = {"checkpoint": checkpoint_case, "no_sync": no_sync_case, "buffers": buffers_case}
+def full_state_case(case):
+    """DeepSpeed's safe_get_full_* / safe_set_full_* against an unsharded copy (full_state_worker.py)."""
+    from full_state_worker import full_state_case as run
+
+    return run(case)
+
+
+CASE_KINDS = {"checkpoint": checkpoint_case, "no_sync": no_sync_case, "buffers": buffers_case,
+              "full_state": full_state_case}
 
 
 def main():

@@ -1,0 +1,43 @@
+"""DeepSpeed's ``deepspeed.utils``: the names training scripts import from it.
+
+``logger`` and ``log_dist`` (:mod:`accelops.utils.logging`), ``groups`` and its public process-group helpers
+(:mod:`accelops.utils.groups`: data parallelism over every rank), ``RepeatingLoader``
+(:mod:`accelops.runtime.dataloader`), and ``safe_get_full_fp32_param``, ``safe_get_full_grad``,
+``safe_get_full_optimizer_state`` with their ``safe_set_full_*`` partners
+(:mod:`accelops.utils.tensor_fragment`). Every name is imported on first access: importing this package
+imports no torch.
+"""
+from importlib import import_module
+
+_EXPORTS = {
+    "logger": "accelops.utils.logging",
+    "log_dist": "accelops.utils.logging",
+    "RepeatingLoader": "accelops.runtime.dataloader",
+    **{name: "accelops.utils.tensor_fragment" for name in (
+        "safe_get_full_fp32_param", "safe_get_full_grad", "safe_get_full_optimizer_state",
+        "safe_set_full_fp32_param", "safe_set_full_grad", "safe_set_full_optimizer_state")},
+    # DeepSpeed's ``from .groups import *`` puts the public group helpers here too
+    **{name: "accelops.utils.groups" for name in (
+        "get_data_parallel_group", "get_data_parallel_rank", "get_data_parallel_world_size",
+        "get_model_parallel_group", "get_model_parallel_rank", "get_model_parallel_world_size",
+        "get_tensor_model_parallel_group", "get_tensor_model_parallel_rank", "get_tensor_model_parallel_src_rank",
+        "get_tensor_model_parallel_world_size")},
+}
+_SUBMODULES = ("groups", "logging", "tensor_fragment")
+
+__all__ = sorted([*_EXPORTS, "groups"])
+
+
+def __getattr__(name):
+    """Import the module that defines ``name`` (or the submodule ``name``) on first access."""
+    if name in _SUBMODULES:
+        return import_module(f"{__name__}.{name}")
+    if name in _EXPORTS:
+        value = getattr(import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS) | set(_SUBMODULES))
