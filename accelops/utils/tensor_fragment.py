@@ -51,7 +51,11 @@ class _Link:
         return None if self.optimizer_ref is None else self.optimizer_ref()
 
     def __reduce__(self):
-        return _Link, ()  # a pickled or deep-copied parameter belongs to no engine's optimizer
+        return _no_link, ()  # a pickled or deep-copied parameter belongs to no engine
+
+
+def _no_link() -> None:
+    return None
 
 
 def link_params(params: Iterable[Any], optimizer: Any = None,

@@ -45,3 +45,39 @@ def test_errors_name_what_is_wrong(results):
     assert "no state for this parameter yet" in got["state_before_step"]
     assert "'no_such_key'" in got["missing_key"] and "exp_avg_sq" in got["missing_key"]
     assert "has 3 elements" in got["bad_size"] and "(3, 16)" in got["bad_size"]
+
+
+def test_a_world_of_one_and_copies_of_managed_parameters(world_of_one):
+    import copy
+    import io
+
+    import torch
+
+    import accelops
+    from accelops.utils import (safe_get_full_fp32_param, safe_get_full_grad, safe_get_full_optimizer_state,
+                                safe_set_full_fp32_param, safe_set_full_grad)
+
+    engine, *_ = accelops.initialize(model=torch.nn.Linear(3, 2), config={
+        "train_micro_batch_size_per_gpu": 1, "optimizer": {"type": "Adam", "params": {"lr": 0.1}}})
+    weight = engine.module.weight
+    full = safe_get_full_fp32_param(weight)
+    assert torch.equal(full, weight) and full.data_ptr() != weight.data_ptr()  # a copy, as DeepSpeed's
+    assert safe_get_full_grad(weight) is None  # no backward yet
+    safe_set_full_grad(weight, torch.ones(6))  # a parameter without a gradient gets one
+    assert torch.equal(weight.grad, torch.ones(2, 3))
+    assert safe_get_full_grad(weight) is weight.grad  # a plain gradient is returned itself, as DeepSpeed
+    engine.step()
+    assert safe_get_full_optimizer_state(weight, "exp_avg").shape == (2, 3)
+
+    saved = io.BytesIO()
+    torch.save(engine.module, saved)
+    saved.seek(0)
+    for other in (torch.load(saved, weights_only=False), copy.deepcopy(engine.module)):
+        # a copy belongs to no engine: None, and the setter leaves it alone, as DeepSpeed for an unmanaged param
+        assert safe_get_full_fp32_param(other.weight) is None
+        assert safe_get_full_optimizer_state(other.weight, "exp_avg") is None
+        before = other.weight.detach().clone()
+        safe_set_full_fp32_param(other.weight, torch.zeros(2, 3))
+        assert torch.equal(other.weight, before)
+    with pytest.raises(TypeError, match="param must be a torch.Tensor"):
+        safe_get_full_fp32_param("weight")
