@@ -1,6 +1,17 @@
 """Shared fixtures: every test starts with no accelerator chosen and no DS_ACCELERATOR set, and records
-of the non-propagating "accelops" logger reach pytest's ``caplog``."""
+of the non-propagating "accelops" logger reach pytest's ``caplog``; ``world_of_one`` for the tests that
+initialise a process group in the test process. Puts ``tests/`` on ``sys.path`` (whatever pytest's import
+mode), so every test folder imports the shared helpers as ``helpers``."""
+import os
+import sys
+
 import pytest
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+if TESTS not in sys.path:
+    sys.path.insert(0, TESTS)
+
+import helpers  # noqa: E402 - needs TESTS on sys.path
 
 
 @pytest.fixture(autouse=True)
@@ -25,3 +36,11 @@ def accelops_log_reaches_caplog(caplog):
     logger.addHandler(caplog.handler)
     yield
     logger.removeHandler(caplog.handler)
+
+
+@pytest.fixture
+def world_of_one():
+    """No launcher variables, the CPU accelerator; afterwards the process group the test made is destroyed
+    and the environment restored (:func:`helpers.world_of_one`)."""
+    with helpers.world_of_one():
+        yield

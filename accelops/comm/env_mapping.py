@@ -63,12 +63,18 @@ class LaunchEnv:
     seen: Dict[str, str] = field(default_factory=dict, compare=False)
 
 
-def launcher_vars(env: Mapping[str, str]) -> Dict[str, str]:
-    """The launcher-related variables present in ``env`` (name -> value)."""
+def launch_var_names() -> Tuple[str, ...]:
+    """Every variable read here (each source's rank, size, local rank and local size; master address
+    and port; SLURM's node list and job id), sorted."""
     names = set(EXTRA_VARS)
     for fam in FAMILIES:
         names.update((fam.rank, fam.size) + fam.local_rank + fam.local_size)
-    return {name: env[name] for name in sorted(names) if name in env}
+    return tuple(sorted(names))
+
+
+def launcher_vars(env: Mapping[str, str]) -> Dict[str, str]:
+    """The launcher-related variables present in ``env`` (name -> value)."""
+    return {name: env[name] for name in launch_var_names() if name in env}
 
 
 def _int(env: Mapping[str, str], name: str, seen, minimum: int = 0) -> int:

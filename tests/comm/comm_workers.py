@@ -6,7 +6,6 @@ under torchrun. Each worker prints one JSON line of results that the tests check
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,37 +14,17 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 INIT_TIMEOUT_S = 30
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def run_ranks(world_size, scenario, env_for_rank, timeout_s=90):
     """Start ``world_size`` workers (``env_for_rank(rank) -> dict`` of extra variables), wait at most
     ``timeout_s`` for all of them, kill every one still running on expiry. Returns a list of
     (returncode, stdout, stderr); a killed worker has returncode None."""
-    procs = []
-    for rank in range(world_size):
-        env = {k: v for k, v in os.environ.items() if k not in _LAUNCH_VARS}
-        env["DS_ACCELERATOR"] = "cpu"  # gloo on CPU tensors, also on a GPU host
-        env.update({k: str(v) for k, v in env_for_rank(rank).items()})
-        procs.append(subprocess.Popen([sys.executable, os.path.join(HERE, "comm_workers.py"), scenario], env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                      start_new_session=True))
-    deadline = time.monotonic() + timeout_s
-    results = []
-    for proc in procs:
-        try:
-            out, err = proc.communicate(timeout=max(0.1, deadline - time.monotonic()))
-            results.append((proc.returncode, out, err))
-        except subprocess.TimeoutExpired:
-            results.append((None, "", f"killed after {timeout_s} s"))
-    for proc in procs:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    return results
+    from helpers import launch_free_environ, run_all  # the tests' side: a worker has no tests/ on sys.path
+
+    argv = [sys.executable, os.path.join(HERE, "comm_workers.py"), scenario]
+    # gloo on CPU tensors, also on a GPU host
+    envs = [launch_free_environ(DS_ACCELERATOR="cpu", **{k: str(v) for k, v in env_for_rank(rank).items()})
+            for rank in range(world_size)]
+    return run_all([(argv, env) for env in envs], timeout_s)
 
 
 def run_launcher(cmd, env, result_dir, timeout_s=120):
@@ -80,13 +59,6 @@ def parse(results):
         assert code == 0, f"rank {rank} exited with {code}:\n{stderr[-3000:]}"
         out.append(json.loads(stdout.strip().splitlines()[-1]))
     return out
-
-
-_LAUNCH_VARS = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
-                "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
-                "OMPI_COMM_WORLD_LOCAL_SIZE", "PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID", "PMI_LOCAL_RANK",
-                "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_JOB_NODELIST", "SLURM_NODELIST",
-                "SLURM_JOB_ID", "LOCAL_SIZE"}
 
 
 # ---------------------------------------------------------------------------------------------- workers

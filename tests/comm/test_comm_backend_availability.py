@@ -6,7 +6,7 @@ import torch.distributed as dist
 from accelops import comm
 from accelops.comm import DistributedInitError
 
-pytestmark = pytest.mark.usefixtures("clean_launch_env")
+pytestmark = pytest.mark.usefixtures("world_of_one")
 
 
 @pytest.fixture

@@ -3,7 +3,8 @@ import socket
 
 import pytest
 
-from comm_workers import free_port, parse, run_ranks, torchrun_env
+from comm_workers import parse, run_ranks, torchrun_env
+from helpers import free_port
 
 
 @pytest.mark.parametrize("n", [2, 4])

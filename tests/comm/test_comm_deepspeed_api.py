@@ -11,7 +11,8 @@ import pytest
 
 from accelops import comm
 from accelops.comm import DistributedInitError
-from comm_workers import free_port, parse, run_ranks
+from comm_workers import parse, run_ranks
+from helpers import free_port
 
 _DS = object()  # DeepSpeed's `debug=get_caller_func()` default: evaluated at import there, ignored here
 
@@ -142,7 +143,7 @@ def test_deepspeed_call_shapes_on_two_gloo_processes(tmp_path):
 
 
 # --------------------------------------------------------------------------- one process: init_distributed arguments
-in_clean_env = pytest.mark.usefixtures("clean_launch_env")
+in_clean_env = pytest.mark.usefixtures("world_of_one")
 
 
 @in_clean_env

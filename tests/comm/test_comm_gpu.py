@@ -1,25 +1,19 @@
 """init_distributed on CUDA: the accelerator's backend (nccl) and device; skipped without CUDA."""
-import os
-
 import pytest
 import torch
 
 from accelops import comm
 from accelops.accelerator import get_accelerator
-from comm_workers import _LAUNCH_VARS, free_port, parse, run_ranks
+from comm_workers import parse, run_ranks
+from helpers import free_port, world_of_one
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 
 @pytest.fixture(autouse=True)
 def clean_env():
-    saved = dict(os.environ)
-    for name in _LAUNCH_VARS:
-        os.environ.pop(name, None)
-    yield
-    comm.destroy()
-    os.environ.clear()
-    os.environ.update(saved)
+    with world_of_one(accelerator=None):
+        yield
 
 
 def test_world_of_one_uses_nccl_on_the_current_gpu():

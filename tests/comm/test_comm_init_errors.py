@@ -8,10 +8,10 @@ import pytest
 
 from accelops import comm
 from accelops.comm import DistributedInitError
-from comm_workers import free_port
+from helpers import free_port
 
 
-pytestmark = pytest.mark.usefixtures("clean_launch_env")
+pytestmark = pytest.mark.usefixtures("world_of_one")
 
 
 def _env(**values):

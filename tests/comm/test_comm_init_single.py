@@ -10,7 +10,7 @@ from accelops import comm
 from accelops.accelerator import get_accelerator
 
 
-pytestmark = pytest.mark.usefixtures("clean_launch_env")
+pytestmark = pytest.mark.usefixtures("world_of_one")
 
 
 def test_world_of_one_and_calling_twice():

@@ -1,30 +1,21 @@
 """Two ranks started by Open MPI's mpirun: init_distributed maps OMPI_* variables and all_reduce works."""
 import os
 import shutil
-import subprocess
 import sys
 
 import pytest
 
-from comm_workers import HERE, _LAUNCH_VARS, free_port, run_launcher
+from comm_workers import HERE, run_launcher
+from helpers import free_port, is_open_mpi, launch_free_environ
 
 MPIRUN = shutil.which("mpirun")
 
 
-def _is_open_mpi() -> bool:
-    try:
-        out = subprocess.run([MPIRUN, "--version"], capture_output=True, text=True, timeout=30).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return "Open MPI" in out or "OpenRTE" in out
-
-
 def _mpirun(tmp_path, extra_env):
     """Run 2 ranks of the launched_allreduce worker under mpirun; their JSON results in rank order."""
-    if not _is_open_mpi():
+    if not is_open_mpi():
         pytest.skip(f"{MPIRUN} is not Open MPI")
-    env = {k: v for k, v in os.environ.items() if k not in _LAUNCH_VARS}
-    env.update(COMM_TEST_DIR=str(tmp_path), DS_ACCELERATOR="cpu", **extra_env)
+    env = launch_free_environ(COMM_TEST_DIR=str(tmp_path), DS_ACCELERATOR="cpu", **extra_env)
     cmd = [MPIRUN, "-np", "2", "--oversubscribe"]
     if os.geteuid() == 0:
         cmd.append("--allow-run-as-root")

@@ -2,12 +2,12 @@
 import os
 import sys
 
-from comm_workers import HERE, _LAUNCH_VARS, free_port, run_launcher
+from comm_workers import HERE, run_launcher
+from helpers import free_port, launch_free_environ
 
 
 def test_two_ranks_under_torchrun(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in _LAUNCH_VARS}
-    env.update(COMM_TEST_DIR=str(tmp_path), DS_ACCELERATOR="cpu")
+    env = launch_free_environ(COMM_TEST_DIR=str(tmp_path), DS_ACCELERATOR="cpu")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
            os.path.join(HERE, "comm_workers.py"), "launched_allreduce"]
     results = run_launcher(cmd, env, tmp_path)

@@ -19,27 +19,24 @@ class FakeAccelerator:
 
 # -- running ds_launch against stand-in nodes -------------------------------------------------------
 import os  # noqa: E402
-import socket  # noqa: E402
+import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
+
+from helpers import launch_free_environ  # noqa: E402
 
 STANDINS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "standins")
-LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "LOCAL_SIZE", "MASTER_ADDR", "MASTER_PORT",
-               "CUDA_VISIBLE_DEVICES", "DS_ENV_FILE", "PDSH_SSH_ARGS_APPEND", "PDSH_RCMD_TYPE")
+#: What ds_launch reads besides the launch variables: the devices here, its environment file, pdsh's settings.
+LAUNCHER_INPUTS = ("CUDA_VISIBLE_DEVICES", "DS_ENV_FILE", "PDSH_SSH_ARGS_APPEND", "PDSH_RCMD_TYPE")
 
 
 def clean_env(**extra):
-    """This process's environment without launcher variables, on the CPU accelerator, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in LAUNCH_VARS and not k.startswith(("OMPI_", "PMI_", "SLURM_", "TORCHELASTIC_"))}
+    """This process's environment without launcher variables (``helpers.LAUNCH_VARS`` and prefixes, and
+    :data:`LAUNCHER_INPUTS`), on the CPU accelerator, plus ``extra``."""
+    env = {k: v for k, v in launch_free_environ().items() if k not in LAUNCHER_INPUTS}
     env.update(DS_ACCELERATOR="cpu", **extra)
     return env
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def install_standins(bin_dir, names=("ssh", "pdsh", "srun")):
@@ -68,6 +65,23 @@ def processes_with(marker):
         if marker.encode() in cmdline:
             found.append((int(name), cmdline.replace(b"\0", b" ").decode(errors="replace")))
     return found
+
+
+def survivors(marker, within):
+    """The processes with ``marker`` still alive after up to ``within`` seconds (empty: none)."""
+    deadline = time.monotonic() + within
+    while processes_with(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return processes_with(marker)
+
+
+def kill_marked(marker):
+    """SIGKILL every process left with ``marker`` (a test's clean-up)."""
+    for pid, _ in processes_with(marker):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
 
 
 def launch(argv, cwd, env, timeout=180, **popen):

@@ -1,34 +1,21 @@
 """The ds_launch command: import cost, --dry_run output, error exits, a real local run of 2 ranks."""
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 
 import pytest
 
+from helpers import free_port, is_open_mpi
+from launcher_fakes import clean_env as _env
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "LOCAL_SIZE", "MASTER_ADDR", "MASTER_PORT",
-               "CUDA_VISIBLE_DEVICES", "DS_ENV_FILE")
-
-
-def _env(**extra):
-    env = {k: v for k, v in os.environ.items()
-           if k not in LAUNCH_VARS and not k.startswith(("OMPI_", "PMI_", "SLURM_"))}
-    env.update(DS_ACCELERATOR="cpu", **extra)
-    return env
 
 
 def ds_launch(*argv, cwd, env=None, timeout=120):
     return subprocess.run([sys.executable, "-m", "accelops.launcher", *argv], cwd=cwd, env=env or _env(),
                           capture_output=True, text=True, timeout=timeout)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_import_launcher_imports_no_torch_and_starts_nothing():
@@ -187,21 +174,9 @@ comm.destroy_process_group()
 '''
 
 
-def _open_mpi():
-    import shutil
-    mpirun = shutil.which("mpirun")
-    if not mpirun:
-        return False
-    try:
-        out = subprocess.run([mpirun, "--version"], capture_output=True, text=True, timeout=30).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return "Open MPI" in out or "OpenRTE" in out
-
-
 def test_openmpi_command_runs_under_real_mpirun(tmp_path):
     """The planned mpirun line, run as is: both ranks start, get --local_rank and the forwarded variable."""
-    if not _open_mpi():
+    if not is_open_mpi():
         pytest.skip("Open MPI's mpirun is not installed")
     from accelops.launcher.cli import parser
     from accelops.launcher.plan import build_plan

@@ -14,7 +14,8 @@ import sys
 
 import pytest
 
-from launcher_fakes import clean_env, free_port, launch
+from helpers import free_port
+from launcher_fakes import clean_env, launch
 
 # Registers the observer, initialises, reduces, and ends without destroy_process_group.
 SCRIPT = r'''

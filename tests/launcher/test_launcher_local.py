@@ -13,7 +13,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from launcher_fakes import clean_env, free_port, launch, processes_with
+from helpers import free_port
+from launcher_fakes import clean_env, kill_marked, launch, processes_with, survivors
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; POSIX sessions")
 
@@ -50,11 +51,7 @@ def job(tmp_path):
     (tmp_path / j.script).write_text(RANKS)
     j.argv = lambda *extra: ["--num_gpus", "2", "--master_port", str(free_port()), j.script, *extra]
     yield j
-    for pid, _ in processes_with(marker):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
+    kill_marked(marker)
 
 
 def _start(job, *extra):
@@ -70,14 +67,6 @@ def _start(job, *extra):
             pytest.fail("the ranks did not start: " + (job.dir / "err.txt").read_text())
         time.sleep(0.1)
     return proc
-
-
-def _left(marker, within):
-    """The processes with ``marker`` still alive after up to ``within`` seconds (empty: none)."""
-    deadline = time.monotonic() + within
-    while processes_with(marker) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return processes_with(marker)
 
 
 def _rank_pids(job):
@@ -103,7 +92,7 @@ def test_sigkill_of_ds_launch_takes_the_job_with_it(job):
     ranks = _rank_pids(job)
     proc.kill()
     proc.wait(timeout=30)
-    assert _left(job.marker, within=30) == []
+    assert survivors(job.marker, within=30) == []
     for pid in ranks:
         assert not os.path.exists(f"/proc/{pid}/cmdline") or job.marker.encode() not in open(
             f"/proc/{pid}/cmdline", "rb").read()

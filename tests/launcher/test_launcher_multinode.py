@@ -16,7 +16,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from launcher_fakes import clean_env, free_port, install_standins, launch, processes_with
+from helpers import free_port, is_open_mpi
+from launcher_fakes import clean_env, install_standins, kill_marked, launch, processes_with, survivors
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; POSIX sessions")
 
@@ -78,21 +79,7 @@ def cluster(tmp_path):
     c.ssh_calls = lambda: [line.split("\t") for line in c.log.read_text().splitlines()] if c.log.exists() else []
     c.rank = lambda r: json.loads((job / f"rank{r}.json").read_text())
     yield c
-    for pid, _ in processes_with(marker):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-
-
-def no_survivors(marker, within=3.0):
-    """The processes with ``marker`` still alive after up to ``within`` seconds (empty: none)."""
-    deadline = time.monotonic() + within
-    while True:
-        left = processes_with(marker)
-        if not left or time.monotonic() > deadline:
-            return left
-        time.sleep(0.1)
+    kill_marked(marker)
 
 
 @pytest.mark.parametrize("launcher", ["ssh", "pdsh"])
@@ -157,7 +144,7 @@ def test_failing_rank_on_second_node_stops_every_node(cluster, launcher):
     assert "ChildFailedError" not in tail, report
     assert result.stderr.rstrip().endswith("job failed on node2; exit status 7"), report
     assert (cluster.job / "up0").exists() and not (cluster.job / "done0").exists()
-    assert no_survivors(cluster.marker) == []
+    assert survivors(cluster.marker, within=3.0) == []
     assert elapsed < 120
 
 
@@ -235,20 +222,7 @@ def test_srun_runs_every_rank_and_a_failure_ends_the_step(cluster):
     assert processes_with(cluster.marker) == []
 
 
-def _open_mpi():
-    import shutil
-    import subprocess
-    mpirun = shutil.which("mpirun")
-    if not mpirun:
-        return False
-    try:
-        out = subprocess.run([mpirun, "--version"], capture_output=True, text=True, timeout=30).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return "Open MPI" in out or "OpenRTE" in out
-
-
-@pytest.mark.skipif(not _open_mpi(), reason="Open MPI's mpirun is not installed (CI installs openmpi-bin)")
+@pytest.mark.skipif(not is_open_mpi(), reason="Open MPI's mpirun is not installed (CI installs openmpi-bin)")
 def test_openmpi_runs_every_rank_and_a_failure_ends_the_job(cluster):
     cluster.write(WORKER, "localhost slots=2\n")
     args = ["-H", "hostfile", "--force_multi", "--launcher", "openmpi"]

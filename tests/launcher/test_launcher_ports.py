@@ -10,7 +10,8 @@ import pytest
 
 from accelops.launcher import LaunchError
 from accelops.launcher.ports import DEFAULT_MASTER_PORT, port_in_use, settle_master_port
-from launcher_fakes import clean_env, free_port, install_standins, launch
+from helpers import free_port
+from launcher_fakes import clean_env, install_standins, launch
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX sockets and sessions")
 
