@@ -7,55 +7,28 @@ object ``{case name: result}``. A case is ``{"name", "config", "steps", ...}`` (
 """
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-LAUNCH_VARS = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
-               "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK", "PMI_RANK", "PMI_SIZE",
-               "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_JOB_NODELIST", "SLURM_NODELIST",
-               "SLURM_JOB_ID", "TORCHELASTIC_USE_AGENT_STORE"}
 IN_DIM, HIDDEN, OUT_DIM = 6, 16, 3
 
 
 # ---------------------------------------------------------------------------------------------- launcher
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def run_ranks(world_size, cases, timeout_s=240, extra_env=None, check=True):
     """Run ``cases`` on ``world_size`` worker processes (gloo on CPU), wait at most ``timeout_s`` for all,
     kill every one still running then. Returns the per-rank results (a list of dicts, rank order);
     AssertionError with the failing rank's stderr tail otherwise (also on a timeout). ``check=False``
     returns the (returncode, stdout, stderr) of each rank instead (returncode None: killed)."""
+    from helpers import free_port, launch_free_environ, run_all  # the tests' side: a worker has no tests/ on sys.path
+
     port = free_port()
-    procs = []
-    for rank in range(world_size):
-        env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS}
-        env.update({"RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank),
-                    "LOCAL_WORLD_SIZE": str(world_size), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-                    "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "DEEPSPEED_TIMEOUT": "2"})
-        env.update(extra_env or {})
-        procs.append(subprocess.Popen([sys.executable, os.path.join(HERE, "engine_workers.py"), json.dumps(cases)],
-                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                      start_new_session=True))
-    deadline = time.monotonic() + timeout_s
-    outputs = []
-    for proc in procs:
-        try:
-            out, err = proc.communicate(timeout=max(0.1, deadline - time.monotonic()))
-            outputs.append((proc.returncode, out, err))
-        except subprocess.TimeoutExpired:
-            outputs.append((None, "", f"killed after {timeout_s} s"))
-    for proc in procs:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    argv = [sys.executable, os.path.join(HERE, "engine_workers.py"), json.dumps(cases)]
+    envs = [launch_free_environ(**{"RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank),
+                                   "LOCAL_WORLD_SIZE": str(world_size), "MASTER_ADDR": "127.0.0.1",
+                                   "MASTER_PORT": str(port), "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1",
+                                   "DEEPSPEED_TIMEOUT": "2", **(extra_env or {})})
+            for rank in range(world_size)]
+    outputs = run_all([(argv, env) for env in envs], timeout_s)
     if not check:
         return outputs
     results = []

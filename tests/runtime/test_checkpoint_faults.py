@@ -13,15 +13,15 @@ import torch
 
 import accelops
 from accelops.checkpoint import CheckpointError, CheckpointNotFoundError, to_torch_state_dict
-from engine_workers import HERE, LAUNCH_VARS, make_model, run_ranks
+from engine_workers import HERE, make_model, run_ranks
+from helpers import launch_free_environ
 
 in_process = pytest.mark.usefixtures("world_of_one")
 
 
 def worker(save_dir, out_dir, second_tag, kill_after):
     os.makedirs(out_dir, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS}
-    env.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", PYTHONPATH=HERE)
+    env = launch_free_environ(DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", PYTHONPATH=HERE)
     return subprocess.run([sys.executable, os.path.join(HERE, "checkpoint_kill_worker.py"), str(save_dir),
                            str(out_dir), second_tag, str(kill_after)], env=env, capture_output=True, text=True,
                           timeout=180)

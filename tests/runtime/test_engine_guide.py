@@ -6,7 +6,7 @@ import signal
 import subprocess
 import sys
 
-from engine_workers import LAUNCH_VARS, free_port
+from helpers import free_port, launch_free_environ
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GUIDE_CONFIG = {"train_batch_size": 8, "gradient_accumulation_steps": 1,
@@ -17,8 +17,7 @@ GUIDE_CONFIG = {"train_batch_size": 8, "gradient_accumulation_steps": 1,
 def test_the_guide_script_runs_under_torchrun(tmp_path):
     config = tmp_path / "ds_config.json"
     config.write_text(json.dumps(GUIDE_CONFIG))
-    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS}
-    env.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1")
+    env = launch_free_environ(DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            os.path.join(HERE, "guide_script.py"), "--deepspeed", "--deepspeed_config", str(config),
            "--save_dir", str(tmp_path / "ckpt"), "--out_dir", str(tmp_path)]

@@ -1,11 +1,10 @@
 """accelops' messages reach the user the same way whichever layer logs first: the engine's ``steps_per_print``
 lines show on stderr in a process that never imported an op builder, and a user's own configuration of the
 "accelops" logger is kept."""
-import os
 import subprocess
 import sys
 
-from engine_workers import LAUNCH_VARS
+from helpers import launch_free_environ
 
 TRAIN = """
 import sys
@@ -24,8 +23,7 @@ print(sorted(m for m in sys.modules if m.startswith(("accelops.op_builder", "op_
 
 
 def _train(before=""):
-    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS}
-    env.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1")
+    env = launch_free_environ(DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1")
     done = subprocess.run([sys.executable, "-c", TRAIN.format(before=before)], capture_output=True, text=True,
                           env=env, timeout=300)
     assert done.returncode == 0, done.stderr

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 
-from engine_workers import LAUNCH_VARS, free_port
+from helpers import free_port, launch_free_environ
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXAMPLE = os.path.join(ROOT, "examples", "gpt")
@@ -16,8 +16,7 @@ TIMEOUT_S = 180
 
 
 def run_example(tmp_path, steps, *extra):
-    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS}
-    env.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1")
+    env = launch_free_environ(DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            os.path.join(EXAMPLE, "train.py"), "--deepspeed_config", os.path.join(EXAMPLE, "ds_config.json"),
            "--steps", str(steps), *extra]

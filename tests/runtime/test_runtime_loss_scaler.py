@@ -2,7 +2,6 @@
 the minimum, static scaling, and one overflow decision on every rank."""
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -12,6 +11,7 @@ import torch
 from accelops.runtime import ConfigError, load_config
 from accelops.runtime.loss_scaler import (DynamicLossScaler, LossScaleAtMinimumError, LossScaler, agree_on_overflow,
                                           create_loss_scaler, has_overflow)
+from helpers import free_port
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -204,12 +204,6 @@ skips = [scaler.update(flag, reduce_max) for flag in local]
 print(json.dumps({"skips": skips, "state": scaler.state_dict()}))
 dist.destroy_process_group()
 """
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_ranks_with_different_local_overflows_decide_alike():
