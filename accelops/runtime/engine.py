@@ -15,6 +15,10 @@ micro-batch. DeepSpeed facts followed (deepspeed/runtime/engine.py):
   any rank is skipped on every rank (``skipped_steps``), and the dynamic scale is updated
   (:mod:`accelops.runtime.loss_scaler`). Gradients are unscaled with the scale read before that update.
   bf16 skips such steps too while ``bf16.check_grad_overflow`` is true (DeepSpeed's default).
+* ``engine.monitor`` (the config's tensorboard/csv_monitor/wandb/comet sections, :mod:`accelops.monitor`):
+  after every boundary step, skipped or not, rank 0 writes ``Train/Samples/lr`` (first param group) and with
+  fp16 ``Train/Samples/loss_scale``, at step ``global_samples`` (DeepSpeed 0.19's engine writes no
+  ``train_loss`` outside pipeline parallelism).
 
 Mixed precision, accelops' way: parameters, gradients, the gradient reduction and the optimizer state stay
 fp32 (the fp32 master weights *are* the model's parameters) and forward runs under
@@ -61,6 +65,18 @@ class LossScaleValue(float):
         return float(self)
 
 
+class _DisabledMonitor:
+    """``engine.monitor`` when no monitor section is enabled: ``enabled`` False, writes nothing (DeepSpeed's
+    MonitorMaster with every section off)."""
+    enabled = False
+
+    def write_events(self, event_list: Any) -> None:
+        """Accept and drop ``(name, value, step)`` events."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
 class DeepSpeedEngine(torch.nn.Module):
     """DeepSpeed's training engine (see the module docstring); made by :func:`accelops.initialize`.
 
@@ -89,6 +105,7 @@ class DeepSpeedEngine(torch.nn.Module):
         self._inside_no_sync = False
         self._report_no_effect()
         self._check_dtypes(model)
+        self.monitor = self._make_monitor()
         offload, pin_memory = self._offload()
 
         model.to(device)
@@ -112,6 +129,27 @@ class DeepSpeedEngine(torch.nn.Module):
         if self._config.no_effect and self.global_rank == 0:
             logger.warning("config keys that have no effect in accelops (they tune DeepSpeed's own implementation "
                            "or feed DeepSpeed tools): %s", ", ".join(self._config.no_effect))
+
+    def _make_monitor(self) -> Any:
+        """DeepSpeed's ``engine.monitor``: a :class:`accelops.monitor.MonitorMaster` for the config's
+        tensorboard/csv_monitor/wandb/comet sections (ImportError naming the package when an enabled
+        section's package is missing; writers on rank 0 only). Imported only when a section is enabled."""
+        if not self._config.monitor.enabled:
+            return _DisabledMonitor()
+        from ..monitor import MonitorMaster
+
+        return MonitorMaster(self._config.monitor, rank=self.global_rank)
+
+    def _write_step_events(self) -> None:
+        """After a boundary step, rank 0 writes ``Train/Samples/lr`` (first param group) and, with fp16,
+        ``Train/Samples/loss_scale``, at ``global_samples`` (DeepSpeed 0.19's ``step()``)."""
+        if not self.monitor.enabled or self.global_rank != 0:
+            return
+        lrs = self.get_lr()
+        events = [("Train/Samples/lr", lrs[0] if lrs else 0.0, self.global_samples)]
+        if self.fp16_enabled():
+            events.append(("Train/Samples/loss_scale", float(self.loss_scaler.loss_scale), self.global_samples))
+        self.monitor.write_events(events)
 
     def _check_dtypes(self, model: torch.nn.Module) -> None:
         precision = self._config.precision
@@ -328,6 +366,7 @@ class DeepSpeedEngine(torch.nn.Module):
         self._require_optimizer("step")
         if self.is_gradient_accumulation_boundary():
             self._take_model_step(lr_kwargs)
+            self._write_step_events()
         self.micro_steps += 1
 
     def _take_model_step(self, lr_kwargs: Optional[dict]) -> None:
@@ -359,7 +398,8 @@ class DeepSpeedEngine(torch.nn.Module):
 
     def destroy(self) -> None:
         """Release what the engine holds besides the model (DeepSpeed's name): the optimizer's resources
-        (its ``destroy()`` when it has one) and the engine's own gloo group. Do not train with it after."""
+        (its ``destroy()`` when it has one), the engine's own gloo group, and the monitors' open files. Do not
+        train with it after."""
         if self.optimizer is not None and callable(getattr(self.optimizer, "destroy", None)):
             self.optimizer.destroy()
         if self._gloo_group is not None:
@@ -367,6 +407,7 @@ class DeepSpeedEngine(torch.nn.Module):
 
             dist.destroy_process_group(self._gloo_group)
             self._gloo_group = None
+        self.monitor.close()
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Drop every gradient of the model (and of the optimizer's local shards)."""

@@ -398,9 +398,9 @@ def test_tuning_keys_are_collected_as_no_effect():
     zero = {"stage": 2, "allgather_partitions": True, "allgather_bucket_size": 2e8, "reduce_scatter": True,
             "reduce_bucket_size": 2e8, "overlap_comm": None, "contiguous_gradients": True,
             "round_robin_gradients": False, "offload_optimizer": {"device": "cpu", "buffer_count": 4}}
-    config = load_config(with_(zero_optimization=zero, prescale_gradients=False, tensorboard={"enabled": True},
+    config = load_config(with_(zero_optimization=zero, prescale_gradients=False, memory_breakdown=True,
                                zero_allow_untested_optimizer=True), 1)
-    assert config.no_effect == ("prescale_gradients", "tensorboard", "zero_allow_untested_optimizer",
+    assert config.no_effect == ("prescale_gradients", "memory_breakdown", "zero_allow_untested_optimizer",
                                 "zero_optimization.allgather_partitions", "zero_optimization.allgather_bucket_size",
                                 "zero_optimization.reduce_scatter", "zero_optimization.reduce_bucket_size",
                                 "zero_optimization.overlap_comm", "zero_optimization.contiguous_gradients",
