@@ -202,3 +202,37 @@ def test_disabled_sections_import_nothing(monkeypatch):
         monkeypatch.setitem(sys.modules, package, None)
     engine = make_engine(wandb={"enabled": False, "project": "p"}, comet={"enabled": False})
     assert not engine.monitor.enabled
+
+
+# ---------------------------------------------------------------------------------------------- two ranks
+def test_on_two_ranks_only_rank_zero_writes(tmp_path):
+    import json
+    import os
+
+    from helpers import free_port, launch_free_environ, run_all
+
+    worker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "monitor_worker.py")
+    port = str(free_port())
+    env = {"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port,
+           "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
+    outputs = run_all([([sys.executable, worker, str(tmp_path)],
+                        launch_free_environ(RANK=str(rank), LOCAL_RANK=str(rank), **env)) for rank in range(2)], 240)
+    results = []
+    for rank, (code, out, err) in enumerate(outputs):
+        assert code == 0, f"rank {rank} exited with {code}:\n{err[-3000:]}"
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    assert [(r["rank"], r["enabled"], r["writers"]) for r in results] == [(0, True, 1), (1, True, 0)]
+    assert results[0]["samples"] == [0, 8, 16, 24]
+    lr_rows = read_csv(tmp_path / "job" / "Train_Samples_lr.csv")
+    assert lr_rows == [["step", "lr"], ["8", "0.1"], ["16", "0.1"], ["24", "0.1"]]  # once each, not once per rank
+    assert read_csv(tmp_path / "job" / "Client_rank.csv") == [["step", "rank"], ["1", "0.0"]]
+
+
+def test_importing_the_monitors_imports_no_optional_package_and_no_torch():
+    import subprocess
+
+    code = ("import sys, accelops.monitor.monitor as monitor; m = monitor.MonitorMaster; "
+            "print(m.__name__, sorted(n for n in ('tensorboard', 'wandb', 'comet_ml', 'torch') if n in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["MonitorMaster", "[]"]
