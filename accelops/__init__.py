@@ -10,8 +10,7 @@ deepspeed`` runs DeepSpeed's getting-started scripts): ``initialize`` (the train
 first access: ``accelops.comm``, ``accelops.ops``, ``accelops.accelerator``, ``accelops.utils`` and
 ``accelops.runtime`` (``deepspeed.zero`` and ``deepspeed.checkpointing`` have no counterpart yet, issue 23).
 """
-from importlib import import_module
-
+from ._lazy import lazy_attributes
 from .version import __version__
 
 _LAZY = {
@@ -28,17 +27,4 @@ _SUBPACKAGES = ("accelerator", "comm", "ops", "runtime", "utils")
 __all__ = ["__version__", *sorted(_LAZY)]
 
 
-def __getattr__(name):
-    """Import the module that defines ``name`` (or the subpackage ``name``) on first access (nothing is
-    imported before)."""
-    if name in _SUBPACKAGES:
-        return import_module(f"{__name__}.{name}")  # the import binds it here as an attribute too
-    if name in _LAZY:
-        value = getattr(import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY) | set(_SUBPACKAGES))
+__getattr__, __dir__ = lazy_attributes(__name__, globals(), _LAZY, _SUBPACKAGES)

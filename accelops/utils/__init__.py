@@ -7,7 +7,7 @@
 (:mod:`accelops.utils.tensor_fragment`). Every name is imported on first access: importing this package
 imports no torch.
 """
-from importlib import import_module
+from accelops._lazy import lazy_attributes
 
 _EXPORTS = {
     "logger": "accelops.utils.logging",
@@ -28,16 +28,4 @@ _SUBMODULES = ("groups", "logging", "tensor_fragment")
 __all__ = sorted([*_EXPORTS, "groups"])
 
 
-def __getattr__(name):
-    """Import the module that defines ``name`` (or the submodule ``name``) on first access."""
-    if name in _SUBMODULES:
-        return import_module(f"{__name__}.{name}")
-    if name in _EXPORTS:
-        value = getattr(import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS) | set(_SUBMODULES))
+__getattr__, __dir__ = lazy_attributes(__name__, globals(), _EXPORTS, _SUBMODULES)

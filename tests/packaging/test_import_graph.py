@@ -17,7 +17,7 @@ ROOTS = {"accelops": "accelops", "accelops.accelerator": "accelerator", "accelop
 
 #: The layers in order, by module prefix: each may use its own and those before it.
 LAYERS = [
-    ("base", ["accelops.version", "accelops._logging"]),
+    ("base", ["accelops.version", "accelops._logging", "accelops._lazy"]),
     ("accelerator", ["accelops.accelerator"]),
     ("op build engine", ["accelops.op_builder"]),
     ("ops", ["accelops.ops"]),
