@@ -45,10 +45,19 @@ def _wait_line(proc, text, timeout=60):
     return line
 
 
+def _count_within(marker, count, timeout=10):
+    """How many processes carry ``marker``, polled until there are ``count`` or ``timeout`` passes (a /proc
+    scan right after a fork can miss a process on a busy machine)."""
+    deadline = time.monotonic() + timeout
+    while len(processes_with(marker)) != count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return len(processes_with(marker))
+
+
 def test_end_of_input_stops_the_command_and_its_detached_children(marker):
     proc = guard("--node=node7", "--", sys.executable, "-c", TREE, marker)
     _wait_line(proc, "tree up")
-    assert len(processes_with(marker)) == 3   # guard, command, grandchild
+    assert _count_within(marker, 3) == 3   # guard, command, grandchild
     started = time.monotonic()
     proc.stdin.close()   # what a closed ssh connection looks like
     assert proc.wait(timeout=30) == 128 + signal.SIGTERM
