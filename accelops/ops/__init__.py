@@ -12,22 +12,24 @@ paths exist too: ``accelops.ops.adam`` (``DeepSpeedCPUAdam``, ``FusedAdam``), ``
 DeepSpeed's ``"deepspeed_not_implemented": False`` entry), computed on first access (it runs each op's
 compatibility check: the compiler probe, nvcc for CUDA ops) and kept, so edits to the dict persist.
 """
-import importlib
+from accelops._lazy import lazy_attributes
 
 _EXPORTS = {
-    "CPUAdam": "cpu_adam",
-    "CPUAdagrad": "cpu_adagrad",
-    "CPULion": "cpu_lion",
-    "FusedLayerNorm": "layer_norm",
-    "fused_add_layer_norm": "layer_norm",
-    "FusedAdam": "fused_adam",
-    "FusedLion": "fused_lion",
-    "DeepSpeedCPUAdam": "cpu_adam",
-    "DeepSpeedCPUAdagrad": "cpu_adagrad",
-    "DeepSpeedCPULion": "cpu_lion",
+    "CPUAdam": ".cpu_adam",
+    "CPUAdagrad": ".cpu_adagrad",
+    "CPULion": ".cpu_lion",
+    "FusedLayerNorm": ".layer_norm",
+    "fused_add_layer_norm": ".layer_norm",
+    "FusedAdam": ".fused_adam",
+    "FusedLion": ".fused_lion",
+    "DeepSpeedCPUAdam": ".cpu_adam",
+    "DeepSpeedCPUAdagrad": ".cpu_adagrad",
+    "DeepSpeedCPULion": ".cpu_lion",
 }
 
 __all__ = sorted(_EXPORTS)
+
+_lazy_getattr, __dir__ = lazy_attributes(__name__, globals(), _EXPORTS)
 
 
 def __getattr__(name):
@@ -37,12 +39,4 @@ def __getattr__(name):
 
         table = globals()["__compatible_ops__"] = {**compatible_ops(), "deepspeed_not_implemented": False}
         return table
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'accelops.ops' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
+    return _lazy_getattr(name)
