@@ -117,17 +117,10 @@ def _get_sequence_parallel_group() -> Any:
     raise KeyError("No sequence parallel group found (accelops has no sequence parallelism)")
 
 
-def _get_sequence_data_parallel_group() -> Any:
-    """The data-parallel group (without sequence parallelism they are the same)."""
-    return _get_data_parallel_group()
-
-
-def _get_sequence_data_parallel_world_size() -> int:
-    return _get_data_parallel_world_size()
-
-
-def _get_sequence_data_parallel_rank() -> int:
-    return _get_data_parallel_rank()
+# without sequence parallelism the sequence-data-parallel group is the data-parallel one
+_get_sequence_data_parallel_group = _get_data_parallel_group
+_get_sequence_data_parallel_world_size = _get_data_parallel_world_size
+_get_sequence_data_parallel_rank = _get_data_parallel_rank
 
 
 # ---------------------------------------------------------------------------------------------- DeepSpeed's tensor-parallel API
@@ -136,12 +129,8 @@ def get_data_parallel_group() -> Any:
     return _default_group("get_data_parallel_group")
 
 
-def get_data_parallel_world_size() -> int:
-    return _get_data_parallel_world_size()
-
-
-def get_data_parallel_rank() -> int:
-    return _get_data_parallel_rank()
+get_data_parallel_world_size = _get_data_parallel_world_size
+get_data_parallel_rank = _get_data_parallel_rank
 
 
 def get_tensor_model_parallel_group() -> Any:
