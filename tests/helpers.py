@@ -1,6 +1,6 @@
 """Helpers shared by the test folders, written once: a free port, an environment without launcher
 variables (in a child's environment, or in this process for a test), running processes under one
-deadline, and whether Open MPI's mpirun is here.
+deadline, whether Open MPI's mpirun is here, and a fused optimizer op whose build fails.
 
 Importable as ``helpers`` from every test module: ``tests/conftest.py`` puts ``tests/`` on
 ``sys.path``. Worker scripts run as programs (``python comm_workers.py``) do not have it there, so
@@ -101,3 +101,20 @@ def is_open_mpi() -> bool:
     except (OSError, subprocess.TimeoutExpired):
         return False
     return "Open MPI" in out or "OpenRTE" in out
+
+
+def fail_fused_build(monkeypatch, step) -> List[str]:
+    """For this test, loading the extension of ``step`` (an ``accelops.ops.fused_step.FusedStep``) fails with
+    "nvcc not found": its builder's load raises, its loader and one-time warnings start afresh, and the
+    failure is forgotten again after the test. Returns the builder class names whose load was tried."""
+    calls: List[str] = []
+
+    def no_compiler(self, verbose=True):
+        calls.append(type(self).__name__)
+        raise RuntimeError("nvcc not found")
+
+    monkeypatch.setattr(step.loader.builder_class, "load_with_origin", no_compiler)
+    step.loader.reset()
+    monkeypatch.setattr(step.loader, "_failure", None)  # forgotten again after the test
+    monkeypatch.setattr(step, "warned", set())
+    return calls

@@ -4,6 +4,7 @@ import warnings
 
 import pytest
 import torch
+from helpers import fail_fused_build
 
 from accelops.ops import fused_adam as fa
 from accelops.ops.fused_adam import FusedAdam
@@ -213,16 +214,7 @@ def test_fallback_warns_once(monkeypatch):
 
 
 def test_cuda_module_build_failure_warns_once_and_is_not_retried(monkeypatch):
-    calls = []
-
-    def no_compiler(self, verbose=True):
-        calls.append(type(self).__name__)
-        raise RuntimeError("nvcc not found")
-
-    monkeypatch.setattr(fa.FusedAdamBuilder, "load_with_origin", no_compiler)
-    fa._STEP.loader.reset()
-    monkeypatch.setattr(fa._STEP.loader, "_failure", None)  # forgotten again after the test
-    monkeypatch.setattr(fa._STEP, "warned", set())
+    calls = fail_fused_build(monkeypatch, fa._STEP)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert fa._STEP.module() is None

@@ -6,6 +6,7 @@ import warnings
 
 import pytest
 import torch
+from helpers import fail_fused_build
 
 from accelops.ops import fused_lion as fl
 from accelops.ops.fused_lion import FusedLion
@@ -277,15 +278,7 @@ def test_fallback_warns_once(monkeypatch):
 
 
 def test_cuda_module_build_failure_warns_once_and_is_not_retried(monkeypatch):
-    calls = []
-
-    def no_compiler(self, verbose=True):
-        calls.append(type(self).__name__)
-        raise RuntimeError("nvcc not found")
-
-    monkeypatch.setattr(fl.FusedLionBuilder, "load_with_origin", no_compiler)
-    fl._STEP.loader.reset()
-    monkeypatch.setattr(fl._STEP.loader, "_failure", None)  # forgotten again after the test
+    calls = fail_fused_build(monkeypatch, fl._STEP)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert fl._STEP.module() is None
