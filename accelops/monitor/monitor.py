@@ -10,13 +10,6 @@ from .utils import require
 __all__ = ["Monitor", "MonitorMaster"]
 
 
-def _rank() -> int:
-    """This process's global rank (0 without an initialised process group)."""
-    import torch.distributed as dist
-
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
 class MonitorMaster(Monitor):
     """Every enabled monitor of a :class:`~accelops.runtime.monitor_config.MonitorConfig`.
 
@@ -29,8 +22,11 @@ class MonitorMaster(Monitor):
 
     def __init__(self, monitor_config: Any, rank: Optional[int] = None):
         super().__init__(monitor_config)
-        self.enabled = bool(monitor_config.enabled)
-        self.rank = _rank() if rank is None else rank
+        if rank is None:
+            from accelops.comm import get_rank
+
+            rank = get_rank()
+        self.rank = rank
         self.tb_monitor = self.wandb_monitor = self.csv_monitor = self.comet_monitor = None
         for section in ("tensorboard", "wandb", "comet"):
             if getattr(monitor_config, section).enabled:
