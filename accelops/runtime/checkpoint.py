@@ -256,8 +256,8 @@ def _engine_state(engine: Any, optimizer_meta: Optional[dict], client: dict) -> 
 def _locate(load_dir: str, tag: Any) -> Optional[str]:
     """The checkpoint folder to load: ``tag``'s, else the one ``latest`` names. None (with DeepSpeed's warning)
     only when ``load_dir`` holds no checkpoint at all; CheckpointError naming what is missing otherwise."""
-    tags = saved_tags(load_dir)
-    if tag is None:
+    tags, asked = saved_tags(load_dir), tag is not None
+    if not asked:
         tag = read_latest(load_dir)
         if tag is None:
             latest = os.path.join(load_dir, LATEST)
@@ -267,15 +267,15 @@ def _locate(load_dir: str, tag: Any) -> Optional[str]:
             logger.warning("Unable to find latest file at %s, if trying to load latest checkpoint please ensure this "
                            "file exists or pass an explicit checkpoint tag when loading a checkpoint.", latest)
             return None
-        named = f"the tag that {os.path.join(load_dir, LATEST)} names"
     else:
-        tag, named = check_tag(tag), "the tag asked for"
+        tag = check_tag(tag)
     folder = tag_folder(load_dir, tag)
     if folder is None:
-        if not tags and named == "the tag asked for":
+        if not tags and asked:
             logger.warning("Client provided checkpoint load path: %s does not exist ... skip checkpoint load",
                            os.path.join(load_dir, tag))
             return None
+        named = "the tag asked for" if asked else f"the tag that {os.path.join(load_dir, LATEST)} names"
         raise CheckpointNotFoundError(os.path.join(load_dir, tag), f"does not exist ({named}); the folder holds "
                                                                    f"{tags or 'no committed checkpoint'}")
     if os.path.basename(folder) != tag:
@@ -333,6 +333,12 @@ def _read_engine_state(folder: str) -> dict:
     if not isinstance(state, dict) or state.get("format") not in (FORMAT, _UNCHECKED_FORMAT):
         raise CheckpointError(path, f"is not an accelops engine state (no format {FORMAT!r})")
     return state
+
+
+def _open_checked(folder: str, rank: int, world_size: int) -> Tuple[dict, Any]:
+    """(engine state, DCP metadata) of ``folder`` once this rank's share of its files passed the checksums."""
+    verify_folder(folder, rank, world_size)
+    return _read_engine_state(folder), read_metadata(folder)
 
 
 def _check_model_keys(expected: Dict[str, Any], saved: set, strict: bool) -> Dict[str, Any]:
@@ -414,9 +420,8 @@ def load_checkpoint(engine: Any, load_dir: Any, tag: Any = None, load_module_str
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
-    _agreed(engine, lambda: verify_folder(path, engine.global_rank, engine.world_size))
-    state = _agreed(engine, lambda: _read_engine_state(path))
-    saved = set(_agreed(engine, lambda: read_metadata(path)).state_dict_metadata)
+    state, metadata = _agreed(engine, lambda: _open_checked(path, engine.global_rank, engine.world_size))
+    saved = set(metadata.state_dict_metadata)
     model = _check_model_keys(_model_state(engine), saved, load_module_strict)
     template = {f"{MODEL_PREFIX}{k}": v for k, v in model.items()}
     with_optimizer = (load_optimizer_states and not load_module_only and engine.optimizer is not None

@@ -15,6 +15,8 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, Iterable, List, Sequence, Tuple
 
+import xxhash
+
 from .checkpoint_layout import CHECKSUMS, CheckpointError
 
 FORMAT = "accelops-checkpoint-checksums/1"
@@ -28,8 +30,6 @@ _RANK_FILE = re.compile(r"__(\d+)_")  # DCP's FileSystemWriter names rank r's fi
 def _chunk_hash(path: str, offset: int, length: int) -> str:
     """XXH3-64 of ``length`` bytes at ``offset`` (a multiple of CHUNK_BYTES), hex, read through a memory map
     of just that chunk (no copy out of the page cache)."""
-    import xxhash
-
     if length == 0:
         return xxhash.xxh3_64_hexdigest(b"")
     with open(path, "rb") as handle:
@@ -40,7 +40,7 @@ def _chunk_hash(path: str, offset: int, length: int) -> str:
             return xxhash.xxh3_64_hexdigest(mapped)
 
 
-def _chunks(folder: str, names: Iterable[str], sizes: Dict[str, int]) -> List[Tuple[str, int, int]]:
+def _chunks(names: Iterable[str], sizes: Dict[str, int]) -> List[Tuple[str, int, int]]:
     jobs = []
     for name in names:
         size = sizes[name]
@@ -68,7 +68,7 @@ def owned_files(folder: str, rank: int, world_size: int) -> List[str]:
 def compute(folder: str, names: Sequence[str]) -> Dict[str, dict]:
     """``{name: {"size": bytes, "xxh3_64": [hex per chunk]}}`` for the files ``names`` of ``folder``."""
     sizes = {name: os.path.getsize(os.path.join(folder, name)) for name in names}
-    jobs = _chunks(folder, names, sizes)
+    jobs = _chunks(names, sizes)
     entries: Dict[str, dict] = {name: {"size": sizes[name], ALGORITHM: []} for name in names}
     for (name, _, _), digest in zip(jobs, _hashes(folder, jobs)):
         entries[name][ALGORITHM].append(digest)
@@ -94,7 +94,7 @@ def read(folder: str) -> Dict[str, dict]:
         with open(path, "rb") as handle:
             record = json.loads(handle.read().decode("utf-8"))
     except FileNotFoundError:
-        raise
+        raise  # the caller tells a checkpoint saved before checksums from a damaged one
     except (OSError, UnicodeDecodeError, ValueError) as error:
         raise CheckpointError(path, f"is damaged (not the JSON the save wrote: {error})") from None
     files = record.get("files") if isinstance(record, dict) else None
@@ -128,7 +128,7 @@ def verify(folder: str, files: Dict[str, dict], names: Sequence[str]) -> List[Tu
             problems.append((path, f"is {what}: {size} bytes, the save wrote {expected}"))
         else:
             present.append(name)
-    jobs = _chunks(folder, present, {name: files[name]["size"] for name in present})
+    jobs = _chunks(present, {name: files[name]["size"] for name in present})
     try:
         digests = _hashes(folder, jobs)
     except OSError as error:
