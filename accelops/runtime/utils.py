@@ -41,11 +41,10 @@ def see_memory_usage(message: str, force: bool = False) -> None:
     accelerator's peak memory statistics; without it, do nothing (DeepSpeed's default)."""
     if not force:
         return
-    import torch.distributed as dist
-
     from accelops.accelerator import get_accelerator, host_memory
+    from accelops.comm import get_rank
 
-    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+    if get_rank() != 0:
         return
     gc.collect()  # so that memory freed by cycles is not counted
     acc = get_accelerator()
