@@ -183,11 +183,11 @@ def _per_node_commands(plan: LaunchPlan, user: UserCommand, environ: Mapping[str
     for node in plan.nodes:
         argv = commands.torchrun_command(user, len(plan.nodes), node.node_rank, len(node.slots), plan.master_addr,
                                          plan.master_port)
+        parent = os.getpid() if kind.local else None
+        argv = commands.guard_command(user.python, node.host, save_pid, parent) + argv
         if kind.local:
-            argv = commands.guard_command(user.python, node.host, save_pid, parent=os.getpid()) + argv
             plan.commands.append(Command(argv, {**plan.exports, **node.env}, node.node_rank))
             continue
-        argv = commands.guard_command(user.python, node.host, save_pid) + argv
         node.remote = commands.remote_shell_command(cwd, {**plan.exports, **node.env}, argv)
         plan.commands.append(Command(kind.reach(node.host, node.remote, launcher_args), kind.reach_env(environ),
                                      node.node_rank))
