@@ -4,7 +4,8 @@ Differences from DeepSpeed, all on purpose: an unknown key is an error naming th
 (DeepSpeed ignores typos); ``"auto"`` is an error (the Hugging Face integration fills it in); keys that only
 tune DeepSpeed's implementation are accepted and listed in ``EngineConfig.no_effect``; DeepSpeed features
 accelops lacks are errors while turned on. The section modules (``optimizer_config``, ``scheduler_config``,
-``precision_config``, ``zero_config``, ``monitor_config``, ``batch``) state the DeepSpeed facts they follow.
+``precision_config``, ``zero_config``, ``monitor_config``, ``profiler_config``, ``batch``) state the DeepSpeed
+facts they follow.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from .errors import ConfigError
 from .monitor_config import MonitorConfig, parse_monitor
 from .optimizer_config import OptimizerConfig, parse_optimizer
 from .precision_config import BF16Config, FP16Config, parse_bf16, parse_fp16
+from .profiler_config import FlopsProfilerConfig, parse_flops_profiler
 from .scheduler_config import SchedulerConfig, parse_scheduler
 from .zero_config import ZeroConfig, parse_zero
 
@@ -35,6 +37,7 @@ TOP_LEVEL_KEYS: Dict[str, Key] = {
     "optimizer": _SECTION, "scheduler": _SECTION, "fp16": _SECTION, "bf16": _SECTION, "bfloat16": _SECTION,
     "zero_optimization": _SECTION, "accelops": _SECTION,
     "tensorboard": _SECTION, "csv_monitor": _SECTION, "wandb": _SECTION, "comet": _SECTION,
+    "flops_profiler": _SECTION,
     "gradient_clipping": used(number(0)),
     "steps_per_print": _POSITIVE,
     "wall_clock_breakdown": used(boolean),
@@ -48,7 +51,7 @@ TOP_LEVEL_KEYS: Dict[str, Key] = {
     "allgather_size": no_effect(number(0)),
     "vocabulary_size": no_effect(optional(integer(0))),
     **{name: no_effect() for name in (
-        "log_level", "seq_parallel_communication_data_type", "flops_profiler", "comms_logger", "timers", "autotuning", "activation_checkpointing", "checkpoint", "aio",
+        "log_level", "seq_parallel_communication_data_type", "comms_logger", "timers", "autotuning", "activation_checkpointing", "checkpoint", "aio",
         "nebula", "datastates")},
     # DeepSpeed features accelops does not implement (fine while off)
     "amp": unsupported("Apex AMP; use fp16 or bf16"),
@@ -101,6 +104,7 @@ class EngineConfig:
     communication_data_type: Optional[str] = None
     accelops: AccelopsConfig = field(default_factory=AccelopsConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    flops_profiler: FlopsProfilerConfig = field(default_factory=FlopsProfilerConfig)
     no_effect: Tuple[str, ...] = ()
     source_json: str = "{}"
 
@@ -182,6 +186,7 @@ def load_config(config: Union[str, os.PathLike, dict], world_size: int) -> Engin
     zero = parse_zero(raw.get("zero_optimization"), no_effect_paths)
     own = parse_accelops(raw.get("accelops"), no_effect_paths)
     monitor = parse_monitor(raw, no_effect_paths)
+    flops_profiler = parse_flops_profiler(raw.get("flops_profiler"), no_effect_paths)
     train, micro, accum = resolve_batch(top.get("train_batch_size"), top.get("train_micro_batch_size_per_gpu"),
                                         top.get("gradient_accumulation_steps"), world_size)
     return EngineConfig(
@@ -191,5 +196,6 @@ def load_config(config: Union[str, os.PathLike, dict], world_size: int) -> Engin
         wall_clock_breakdown=top.get("wall_clock_breakdown", False),
         dataloader_drop_last=top.get("dataloader_drop_last", False),
         communication_data_type=top.get("communication_data_type"), accelops=own, monitor=monitor,
+        flops_profiler=flops_profiler,
         no_effect=tuple(no_effect_paths),
         source_json=json.dumps(raw, sort_keys=True, default=repr))
