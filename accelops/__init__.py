@@ -8,7 +8,8 @@ deepspeed`` runs DeepSpeed's getting-started scripts): ``initialize`` (the train
 :mod:`accelops.runtime.entry`), ``add_config_arguments``, ``init_distributed`` and
 ``DeepSpeedEngine``. DeepSpeed's subpackages are attributes as after ``import deepspeed``, each imported on
 first access: ``accelops.comm``, ``accelops.ops``, ``accelops.accelerator``, ``accelops.utils`` and
-``accelops.runtime`` (``deepspeed.zero`` and ``deepspeed.checkpointing`` have no counterpart yet, issue 23).
+``accelops.runtime``, and ``accelops.zero`` (``accelops.runtime.zero``, as ``deepspeed.zero`` is
+``deepspeed.runtime.zero``). ``deepspeed.checkpointing`` has no counterpart yet.
 """
 from ._lazy import lazy_attributes
 from .version import __version__
@@ -19,6 +20,7 @@ _LAZY = {
     "init_distributed": "accelops.comm",
     "DeepSpeedEngine": "accelops.runtime.engine",
     "DeepSpeedConfigError": "accelops.runtime.errors",
+    "zero": "accelops.runtime",
 }
 
 #: DeepSpeed's subpackages that ``import deepspeed`` makes reachable as attributes.

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -38,6 +38,7 @@ from .._logging import get_logger
 from .config import EngineConfig
 from .dataloader import make_dataloader
 from .grads import clip_factor, global_norm, scale_
+from .zero import materialize as zero_materialize
 from .loss_scaler import create_loss_scaler, has_overflow, torch_all_reduce_max
 from .optimizers import (as_param_list, build_optimizer, client_optimizer, client_scheduler, drop_empty_groups,
                          optimizer_params)
@@ -108,17 +109,20 @@ class DeepSpeedEngine(torch.nn.Module):
         self.monitor = self._make_monitor()
         offload, pin_memory = self._offload()
 
-        model.to(device)
         self.module = model
         fqn_of = model_param_names(model)
         basic = self._make_optimizer(optimizer, model_parameters, model, on_cpu=offload or None)
+        parts = self._take_zero_init_parts(model)
+        model._apply(lambda t: t if t.is_meta else t.to(device))  # model.to(device), meta parameters left alone
         reduce_dtype = _AUTOCAST.get(config.communication_data_type or "")
         self._parallel = wrap_model(model, config.zero_optimization_stage, world_size, device, reduce_dtype,
                                     units=config.accelops.fsdp_units, offload=offload, pin_memory=pin_memory)
+        if parts:
+            zero_materialize.fill(model, parts, torch.device("cpu") if offload else device)
         if basic is not None:
             bind_optimizer(basic, fqn_of, model, self._parallel)
         self.optimizer = self.basic_optimizer = basic
-        link_params(model.parameters(), basic, held_tensors(basic, self._parallel))  # for safe_get_full_*
+        link_params(model, basic, held_tensors(basic, self._parallel))  # for safe_get_full_*
         self.lr_scheduler = self._make_scheduler(lr_scheduler)
         self.loss_scaler = create_loss_scaler(config.fp16)
         self.training_dataloader = None if training_data is None else self.deepspeed_io(training_data)
@@ -172,6 +176,19 @@ class DeepSpeedEngine(torch.nn.Module):
             return False, False
         pin = all(s.pin_memory for s in sections) and self.device.type != "cpu"
         return True, pin and _can_pin()
+
+    def _take_zero_init_parts(self, model: torch.nn.Module) -> Dict[str, torch.Tensor]:
+        """For a model built inside ``zero.Init`` (:mod:`accelops.runtime.zero.materialize`): at stage 0 its
+        parameters are gathered whole; at stages 1-3 they become meta parameters, and the returned parts
+        (name -> this rank's part) fill the FSDP2 shards after wrapping. Empty for any other model."""
+        params = zero_materialize.zero_params(model)
+        if not params:
+            return {}
+        zero_materialize.check_world(params, self.global_rank, self.world_size)
+        if self._config.zero_optimization_stage == 0:
+            zero_materialize.gather_whole(params)
+            return {}
+        return zero_materialize.prepare(model)
 
     def _make_optimizer(self, optimizer: Any, model_parameters: Any, model: torch.nn.Module,
                         on_cpu: Optional[bool] = None) -> Optional[torch.optim.Optimizer]:

@@ -118,7 +118,8 @@ def _broadcast_from_rank0(model: torch.nn.Module) -> None:
     """Every rank takes rank 0's parameters and buffers (in place)."""
     with torch.no_grad():
         for tensor in list(model.parameters()) + list(model.buffers()):
-            dist.broadcast(tensor.data, src=0)
+            if not tensor.is_meta:  # meta: a zero.Init parameter, whose parts were made from rank 0's values
+                dist.broadcast(tensor.data, src=0)
 
 
 def wrap_model(model: torch.nn.Module, stage: int, world_size: int, device: torch.device,

@@ -30,7 +30,7 @@ gives it one (DeepSpeed does so at ZeRO-3).
 from __future__ import annotations
 
 import weakref
-from typing import Any, Iterable, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 __all__ = ["link_params", "safe_get_full_fp32_param", "safe_get_full_grad", "safe_get_full_optimizer_state",
            "safe_set_full_fp32_param", "safe_set_full_grad", "safe_set_full_optimizer_state"]
@@ -39,16 +39,23 @@ LINK_ATTRIBUTE = "_accelops_link"
 
 
 class _Link:
-    """What the engine records on a parameter: its optimizer (weakly) and the tensor it holds for it."""
+    """What the engine records on a parameter: its optimizer (weakly), the tensor that optimizer holds for
+    it, and the (module, attribute name) slots that hold the parameter (weakly; ``GatheredParameters``
+    swaps a full copy into them)."""
 
-    __slots__ = ("optimizer_ref", "key")
+    __slots__ = ("optimizer_ref", "key", "owners")
 
-    def __init__(self, optimizer: Any = None, key: Any = None) -> None:
+    def __init__(self, optimizer: Any = None, key: Any = None, owners: Tuple[Tuple[Any, str], ...] = ()) -> None:
         self.optimizer_ref = None if optimizer is None else weakref.ref(optimizer)
         self.key = key
+        self.owners = owners
 
     def optimizer(self) -> Any:
         return None if self.optimizer_ref is None else self.optimizer_ref()
+
+    def owner_slots(self) -> List[Tuple[Any, str]]:
+        """(module, attribute name) of every live module that holds the parameter."""
+        return [(module, name) for module, name in ((ref(), name) for ref, name in self.owners) if module is not None]
 
     def __reduce__(self):
         return _no_link, ()  # a pickled or deep-copied parameter belongs to no engine
@@ -58,14 +65,20 @@ def _no_link() -> None:
     return None
 
 
-def link_params(params: Iterable[Any], optimizer: Any = None,
-                held: Iterable[Tuple[Any, Any]] = ()) -> None:
-    """Record the engine's ``optimizer`` on every parameter of ``params`` (module docstring); ``held``:
-    (parameter, the tensor ``optimizer`` holds for it) for each parameter it updates. Called by the engine."""
+def link_params(model: Any, optimizer: Any = None, held: Iterable[Tuple[Any, Any]] = ()) -> None:
+    """Record the engine's ``optimizer`` and the owning module slots on every parameter of ``model``
+    (module docstring); ``held``: (parameter, the tensor ``optimizer`` holds for it) for each parameter it
+    updates. Called by the engine after wrapping."""
     held_for = {id(param): key for param, key in held}
-    for param in params:
+    owners: Dict[int, List[Tuple[Any, str]]] = {}
+    for module in model.modules():
+        for name, param in module._parameters.items():
+            if param is not None:
+                owners.setdefault(id(param), []).append((weakref.ref(module), name))
+    for param in model.parameters():
         key = held_for.get(id(param))
-        setattr(param, LINK_ATTRIBUTE, _Link(optimizer if key is not None else None, key))
+        setattr(param, LINK_ATTRIBUTE, _Link(optimizer if key is not None else None, key,
+                                             tuple(owners.get(id(param), ()))))
 
 
 def _link(param: Any) -> Optional[_Link]:
