@@ -19,6 +19,8 @@ micro-batch. DeepSpeed facts followed (deepspeed/runtime/engine.py):
   after every boundary step, skipped or not, rank 0 writes ``Train/Samples/lr`` (first param group) and with
   fp16 ``Train/Samples/loss_scale``, at step ``global_samples`` (DeepSpeed 0.19's engine writes no
   ``train_loss`` outside pipeline parallelism).
+* ``flops_profiler`` (:mod:`accelops.profiling.flops_profiler.engine_hooks`): rank 0 profiles the forward
+  passes of global step ``profile_step`` and prints the profile at the end of each ``step()`` of that step.
 
 Mixed precision, accelops' way: parameters, gradients, the gradient reduction and the optimizer state stay
 fp32 (the fp32 master weights *are* the model's parameters) and forward runs under
@@ -35,10 +37,13 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 
 from .._logging import get_logger
+from ..profiling.flops_profiler.engine_hooks import EngineFlopsProfiling, FlopsProfilerAccessors
 from .config import EngineConfig
 from .dataloader import make_dataloader
 from .grads import clip_factor, global_norm, scale_
+from .offload_states import StateOffloader, parse_device, parse_include
 from .zero import materialize as zero_materialize
+from .zero.offload_config import OffloadDeviceEnum, OffloadStateTypeEnum
 from .loss_scaler import create_loss_scaler, has_overflow, torch_all_reduce_max
 from .optimizers import (as_param_list, build_optimizer, client_optimizer, client_scheduler, drop_empty_groups,
                          optimizer_params)
@@ -78,7 +83,7 @@ class _DisabledMonitor:
         """Nothing to close."""
 
 
-class DeepSpeedEngine(torch.nn.Module):
+class DeepSpeedEngine(FlopsProfilerAccessors, torch.nn.Module):
     """DeepSpeed's training engine (see the module docstring); made by :func:`accelops.initialize`.
 
     ``module`` is the client's model (with FSDP, sharded in place); ``optimizer`` the optimizer (or None
@@ -127,6 +132,9 @@ class DeepSpeedEngine(torch.nn.Module):
         self.loss_scaler = create_loss_scaler(config.fp16)
         self.training_dataloader = None if training_data is None else self.deepspeed_io(training_data)
         self._gloo_group = self._make_gloo_group()
+        self._flops = EngineFlopsProfiling(self)  # DeepSpeed's flops_profiler section
+        self.flops_profiler = self._flops.profiler
+        self._states = StateOffloader()
 
     # ------------------------------------------------------------------ construction
     def _report_no_effect(self) -> None:
@@ -327,11 +335,12 @@ class DeepSpeedEngine(torch.nn.Module):
     def forward(self, *inputs: Any, **kwargs: Any) -> Any:
         """The model's forward (under autocast with fp16/bf16). With DDP, gradients of a non-boundary
         micro-batch (or inside ``no_sync``) are kept local (DDP's ``no_sync``)."""
+        self._require_states("forward")
         runner = self._parallel.runner
         sync = contextlib.nullcontext()
         if self._parallel.kind == "ddp" and not self._synchronises_gradients():
             sync = runner.no_sync()
-        with self._autocast(), sync:
+        with self._flops.forward(self), self._autocast(), sync:
             return runner(*inputs, **kwargs)
 
     @contextlib.contextmanager
@@ -360,6 +369,7 @@ class DeepSpeedEngine(torch.nn.Module):
     def backward(self, loss: torch.Tensor, retain_graph: bool = False, scale_wrt_gas: bool = True) -> torch.Tensor:
         """Backpropagate ``loss`` (a scalar tensor) divided by ``gradient_accumulation_steps`` (when
         ``scale_wrt_gas``) and multiplied by the fp16 loss scale; returns the divided (unscaled) loss."""
+        self._require_states("backward")
         self._require_optimizer("backward")
         if not torch.is_tensor(loss) or loss.numel() != 1:
             what = f"a tensor of shape {tuple(loss.shape)}" if torch.is_tensor(loss) else f"a {type(loss).__name__}"
@@ -380,11 +390,13 @@ class DeepSpeedEngine(torch.nn.Module):
         AssertionError inside ``no_sync`` (as in DeepSpeed)."""
         if self._inside_no_sync:
             raise AssertionError("It is illegal to call Engine.step() inside no_sync context manager")
+        self._require_states("step")
         self._require_optimizer("step")
         if self.is_gradient_accumulation_boundary():
             self._take_model_step(lr_kwargs)
             self._write_step_events()
         self.micro_steps += 1
+        self._flops.after_step(self)
 
     def _take_model_step(self, lr_kwargs: Optional[dict]) -> None:
         sync_local_grads(self._parallel, self.module)
@@ -412,6 +424,40 @@ class DeepSpeedEngine(torch.nn.Module):
         if every and self.global_steps % every == 0 and self.global_rank == 0:
             logger.info("step=%d, skipped=%d, lr=%s, mom=%s", self.global_steps, self.skipped_steps, self.get_lr(),
                         self.get_mom())
+
+    # ------------------------------------------------------------------ offloading states
+    def _state_tensors(self) -> Dict[OffloadStateTypeEnum, List[torch.Tensor]]:
+        params = list(self.module.parameters()) + [local for _, local in self._parallel.local_pairs]
+        optim_states = [value for state in self.optimizer.state.values() for value in state.values()
+                        if torch.is_tensor(value) and value.dim() > 0]
+        return {OffloadStateTypeEnum.optim_states: optim_states, OffloadStateTypeEnum.hp_params: params,
+                OffloadStateTypeEnum.lp_grads: [p.grad for p in params if p.grad is not None]}
+
+    def offload_states(self, include: Any = None, device: Any = OffloadDeviceEnum.cpu, pin_memory: bool = True,
+                       non_blocking: bool = False) -> None:
+        """Free the memory of the engine's states until :meth:`reload_states` (DeepSpeed's API; what each
+        state type is and how: :mod:`accelops.runtime.offload_states`). ``include``: state types (None: all);
+        ``device``: ``OffloadDeviceEnum.cpu``; ``pin_memory``: pin the CPU copies (when a CUDA runtime is
+        there). The engine refuses to train or save until the states are reloaded."""
+        chosen = parse_include(include)
+        if self._config.zero.offload_param.enabled:
+            raise RuntimeError("offload_states: moving states across devices is not supported with offload_param "
+                               "configured (the parameters already live in CPU memory)")
+        self._require_optimizer("offload_states")
+        if parse_device(device) is None:
+            return
+        self._states.offload(self._state_tensors(), chosen, pin=bool(pin_memory) and _can_pin(),
+                             non_blocking=bool(non_blocking))
+
+    def reload_states(self, non_blocking: bool = False) -> None:
+        """Bring back every state :meth:`offload_states` moved, bit-exact (nothing when none is offloaded)."""
+        self._states.reload(bool(non_blocking))
+
+    def _require_states(self, what: str) -> None:
+        if self._states.offloaded:
+            names = sorted(kind.value for kind in self._states.offloaded)
+            raise RuntimeError(f"engine.{what}(): the engine's states {names} are offloaded; call "
+                               f"engine.reload_states() first")
 
     def destroy(self) -> None:
         """Release what the engine holds besides the model (DeepSpeed's name): the optimizer's resources
@@ -466,6 +512,7 @@ class DeepSpeedEngine(torch.nn.Module):
         """Save model, optimizer, scheduler, loss scaler, counters and ``client_state`` (the guide calls it
         ``client_sd``; either name) under ``save_dir/tag`` with torch.distributed.checkpoint, atomically,
         and point ``save_dir/latest`` at it. Every rank must call it. See :mod:`accelops.runtime.checkpoint`."""
+        self._require_states("save_checkpoint")
         from .checkpoint import save_checkpoint
 
         return save_checkpoint(self, save_dir, tag=tag, client_state=client_state, save_latest=save_latest,
@@ -477,6 +524,7 @@ class DeepSpeedEngine(torch.nn.Module):
         """Load a checkpoint of :meth:`save_checkpoint` (any world size, any ZeRO stage); ``tag`` None reads
         ``load_dir/latest``. Returns ``(path, client_state)``, or ``(None, None)`` when there is nothing to
         load. Every rank must call it."""
+        self._require_states("load_checkpoint")
         from .checkpoint import load_checkpoint
 
         return load_checkpoint(self, load_dir, tag=tag, load_module_strict=load_module_strict,

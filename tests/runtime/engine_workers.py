@@ -380,8 +380,18 @@ def full_state_case(case):
     return run(case)
 
 
+def _zero_worker(kind):
+    """A case of zero_init_worker.py (``test_zero_init.py``), imported when run."""
+    def run(case):
+        import zero_init_worker
+
+        return getattr(zero_init_worker, f"{kind}_case")(case)
+    return run
+
+
 CASE_KINDS = {"checkpoint": checkpoint_case, "no_sync": no_sync_case, "buffers": buffers_case,
-              "full_state": full_state_case}
+              "full_state": full_state_case,
+              **{kind: _zero_worker(kind) for kind in ("zero_init", "gathered", "offload_states")}}
 
 
 def main():

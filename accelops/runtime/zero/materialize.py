@@ -80,5 +80,3 @@ def fill(model: torch.nn.Module, parts: Dict[str, torch.Tensor], device: torch.d
                 raise RuntimeError(f"zero.Init: the shard of {name!r} has shape {tuple(local.shape)}, its part "
                                    f"{tuple(part.shape)}; FSDP2 sharded it differently than zero.Init did")
             local.copy_(part)
-
-
