@@ -7,9 +7,9 @@ DeepSpeed's top-level training names are here too, loaded on first use (so ``imp
 deepspeed`` runs DeepSpeed's getting-started scripts): ``initialize`` (the training engine, see
 :mod:`accelops.runtime.entry`), ``add_config_arguments``, ``init_distributed`` and
 ``DeepSpeedEngine``. DeepSpeed's subpackages are attributes as after ``import deepspeed``, each imported on
-first access: ``accelops.comm``, ``accelops.ops``, ``accelops.accelerator``, ``accelops.utils`` and
-``accelops.runtime``, and ``accelops.zero`` (``accelops.runtime.zero``, as ``deepspeed.zero`` is
-``deepspeed.runtime.zero``). ``deepspeed.checkpointing`` has no counterpart yet.
+first access: ``accelops.comm``, ``accelops.ops``, ``accelops.accelerator``, ``accelops.utils``,
+``accelops.runtime`` and ``accelops.profiling``, and ``accelops.zero`` (``accelops.runtime.zero``, as
+``deepspeed.zero`` is ``deepspeed.runtime.zero``). ``deepspeed.checkpointing`` has no counterpart yet.
 """
 from ._lazy import lazy_attributes
 from .version import __version__
@@ -24,7 +24,7 @@ _LAZY = {
 }
 
 #: DeepSpeed's subpackages that ``import deepspeed`` makes reachable as attributes.
-_SUBPACKAGES = ("accelerator", "comm", "ops", "runtime", "utils")
+_SUBPACKAGES = ("accelerator", "comm", "ops", "profiling", "runtime", "utils")
 
 __all__ = ["__version__", *sorted(_LAZY)]
 
