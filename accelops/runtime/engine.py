@@ -117,13 +117,13 @@ class DeepSpeedEngine(FlopsProfilerAccessors, torch.nn.Module):
         self.module = model
         fqn_of = model_param_names(model)
         basic = self._make_optimizer(optimizer, model_parameters, model, on_cpu=offload or None)
-        parts = self._take_zero_init_parts(model)
+        zero_init = self._take_zero_init_params(model)
         model._apply(lambda t: t if t.is_meta else t.to(device))  # model.to(device), meta parameters left alone
         reduce_dtype = _AUTOCAST.get(config.communication_data_type or "")
         self._parallel = wrap_model(model, config.zero_optimization_stage, world_size, device, reduce_dtype,
                                     units=config.accelops.fsdp_units, offload=offload, pin_memory=pin_memory)
-        if parts:
-            zero_materialize.fill(model, parts, torch.device("cpu") if offload else device)
+        if zero_init:
+            zero_materialize.fill(model, zero_init, torch.device("cpu") if offload else device)
         if basic is not None:
             bind_optimizer(basic, fqn_of, model, self._parallel)
         self.optimizer = self.basic_optimizer = basic
@@ -185,10 +185,10 @@ class DeepSpeedEngine(FlopsProfilerAccessors, torch.nn.Module):
         pin = all(s.pin_memory for s in sections) and self.device.type != "cpu"
         return True, pin and _can_pin()
 
-    def _take_zero_init_parts(self, model: torch.nn.Module) -> Dict[str, torch.Tensor]:
+    def _take_zero_init_params(self, model: torch.nn.Module) -> Dict[str, torch.nn.Parameter]:
         """For a model built inside ``zero.Init`` (:mod:`accelops.runtime.zero.materialize`): at stage 0 its
-        parameters are gathered whole; at stages 1-3 they become meta parameters, and the returned parts
-        (name -> this rank's part) fill the FSDP2 shards after wrapping. Empty for any other model."""
+        parameters are gathered whole; at stages 1-3 they become meta parameters in the model, and the
+        returned zero parameters (by name) fill the FSDP2 shards after wrapping. Empty for any other model."""
         params = zero_materialize.zero_params(model)
         if not params:
             return {}

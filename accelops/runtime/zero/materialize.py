@@ -44,39 +44,51 @@ def gather_whole(params: List[torch.Tensor]) -> None:
                 delattr(param, name)
 
 
-def prepare(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
+def prepare(model: torch.nn.Module) -> Dict[str, torch.nn.Parameter]:
     """Swap each zero parameter of ``model`` for a meta parameter of its full shape (module docstring).
-    Returns name -> part for every swapped parameter, under every name that reaches it."""
+    Returns name -> the zero parameter, under every name that reaches it."""
     meta_of: Dict[int, torch.nn.Parameter] = {}
-    part_of: Dict[int, torch.Tensor] = {}
+    zero_of: Dict[int, torch.nn.Parameter] = {}
     for module in model.modules():
         for name, param in list(module._parameters.items()):
             if param is None or not is_zero_param(param):
                 continue
             if id(param) not in meta_of:
-                meta_of[id(param)] = torch.nn.Parameter(torch.empty(param.ds_shape, dtype=param.dtype, device="meta"),
-                                                        requires_grad=param.requires_grad)
-                part_of[id(meta_of[id(param)])] = param.ds_tensor
+                meta = torch.nn.Parameter(torch.empty(param.ds_shape, dtype=param.dtype, device="meta"),
+                                          requires_grad=param.requires_grad)
+                meta_of[id(param)], zero_of[id(meta)] = meta, param
             module._parameters[name] = meta_of[id(param)]
-    return {name: part_of[id(param)] for name, param in model.named_parameters(remove_duplicate=False)
-            if id(param) in part_of}
+    return {name: zero_of[id(param)] for name, param in model.named_parameters(remove_duplicate=False)
+            if id(param) in zero_of}
 
 
-def _materialize(module: torch.nn.Module, device: torch.device) -> None:
-    """Allocate (uninitialised) every meta parameter of ``module`` on ``device``; other tensors untouched."""
-    module._apply(lambda t: torch.empty_like(t, device=device) if t.is_meta else t)
+def fill(model: torch.nn.Module, zero: Dict[str, torch.nn.Parameter], device: torch.device) -> None:
+    """After ``fully_shard``: allocate the meta shards on ``device`` one FSDP unit at a time (inner units
+    first) and copy each zero parameter's part into its shard, dropping the part as soon as it is copied
+    (peak: the shards plus the parts not yet copied). RuntimeError when a shard's shape is not the part's
+    (FSDP2 sharded differently than expected)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    def allocate(tensor: torch.Tensor) -> torch.Tensor:
+        return torch.empty_like(tensor, device=device) if tensor.is_meta else tensor
+
+    pending = dict(zero)
+    units = [(name, module) for name, module in model.named_modules() if isinstance(module, FSDPModule)]
+    for unit_name, unit in reversed(units):  # named_modules is pre-order: reversed, inner units come first
+        unit._apply(allocate)  # FSDP2's _apply re-registers each shard (padded) after allocating it
+        for name, param in unit.named_parameters(prefix=unit_name, remove_duplicate=False):
+            if name in pending:
+                _copy_part(name, param, pending.pop(name))
 
 
-def fill(model: torch.nn.Module, parts: Dict[str, torch.Tensor], device: torch.device) -> None:
-    """After ``fully_shard``: allocate the meta shards on ``device`` and copy each part into its shard.
-    RuntimeError when a shard's shape is not the part's (FSDP2 sharded differently than expected)."""
-    _materialize(model, device)
-    named = dict(model.named_parameters(remove_duplicate=False))
+def _copy_part(name: str, param: torch.Tensor, zero: torch.nn.Parameter) -> None:
+    local = param.to_local() if hasattr(param, "to_local") else param
+    part = zero.ds_tensor
+    if part is None:  # a tied parameter reached under an earlier name: already copied
+        return
+    if local.shape != part.shape:
+        raise RuntimeError(f"zero.Init: the shard of {name!r} has shape {tuple(local.shape)}, its part "
+                           f"{tuple(part.shape)}; FSDP2 sharded it differently than zero.Init did")
     with torch.no_grad():
-        for name, part in parts.items():
-            param = named[name]
-            local = param.to_local() if hasattr(param, "to_local") else param
-            if local.shape != part.shape:
-                raise RuntimeError(f"zero.Init: the shard of {name!r} has shape {tuple(local.shape)}, its part "
-                                   f"{tuple(part.shape)}; FSDP2 sharded it differently than zero.Init did")
-            local.copy_(part)
+        local.copy_(part)
+    zero.ds_tensor = None
