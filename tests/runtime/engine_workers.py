@@ -391,7 +391,7 @@ def _zero_worker(kind):
 
 CASE_KINDS = {"checkpoint": checkpoint_case, "no_sync": no_sync_case, "buffers": buffers_case,
               "full_state": full_state_case,
-              **{kind: _zero_worker(kind) for kind in ("zero_init", "gathered", "offload_states")}}
+              **{kind: _zero_worker(kind) for kind in ("zero_init", "zero_init_module", "gathered", "offload_states")}}
 
 
 def main():

@@ -14,7 +14,8 @@ STAGES = (0, 1, 2, 3)
 @pytest.fixture(scope="module")
 def two_ranks():
     cases = [{"name": f"zero_init_{s}", "kind": "zero_init", "stage": s} for s in STAGES]
-    cases += [{"name": "gathered", "kind": "gathered"}]
+    cases += [{"name": "mixed", "kind": "zero_init", "stage": 3, "replace": True},
+              {"name": "module", "kind": "zero_init_module"}, {"name": "gathered", "kind": "gathered"}]
     cases += [{"name": f"offload_{s}", "kind": "offload_states", "stage": s} for s in (0, 1, 3)]
     return run_ranks(2, cases, timeout_s=400)
 
@@ -28,6 +29,15 @@ def test_a_model_built_inside_zero_init_trains_exactly_like_one_built_outside(tw
         built, full = got["built_inside"], got["built_outside"]["full_numel"]
         assert built["empty"] and built["full_numel"] == full
         assert built["part_numel"] < 0.6 * full  # this rank's parts: about half of the model
+
+
+def test_parameters_built_outside_the_context_train_beside_zero_init_ones(two_ranks):
+    for rank, results in enumerate(two_ranks):
+        got = results["mixed"]
+        assert got["built_inside"]["zero_params"] == 19 - 2  # all but the replaced fc1 weight and bias
+        assert got["start_diff"] == 0.0 and got["inside"] == got["outside"], (rank, got)
+        module = results["module"]
+        assert module["all_zero"] and module["converted"] == module["plain"], (rank, module)
 
 
 def test_four_ranks_train_exactly_alike_at_stage_3():

@@ -83,8 +83,12 @@ def zero_init_case(case):
         torch.manual_seed(0)
         with deepspeed.zero.Init(config_dict_or_path=config, enabled=inside):
             model = tiny_lm()
+        if case.get("replace"):  # a layer built outside the context: a unit mixing both kinds of parameters
+            torch.manual_seed(5)
+            model.blocks[1].fc1 = torch.nn.Linear(DIM, 2 * DIM)
         params = list(model.parameters())
-        built = {"empty": all(p.numel() == 0 for p in params),
+        built = {"empty": all(p.numel() == 0 for p in params if hasattr(p, "ds_id")),
+                 "zero_params": sum(hasattr(p, "ds_id") for p in params),
                  "part_numel": sum(p.ds_tensor.numel() for p in params if hasattr(p, "ds_tensor")),
                  "full_numel": sum(getattr(p, "ds_numel", p.numel()) for p in params)}
         engine, *_ = deepspeed.initialize(model=model, config=config)
@@ -93,6 +97,25 @@ def zero_init_case(case):
     start_diff = max(float((runs[True]["start"][n] - v).abs().max()) for n, v in runs[False]["start"].items())
     return {"outside": runs[False]["losses"], "inside": runs[True]["losses"], "start_diff": start_diff,
             "built_inside": runs[True]["built"], "built_outside": runs[False]["built"]}
+
+
+def zero_init_module_case(case):
+    """zero.Init(module=model) partitions a model built outside it; it then trains like the plain model."""
+    import torch
+
+    import accelops as deepspeed
+
+    tiny_lm, config = _classes(), _config(3)
+    losses = {}
+    for convert in (False, True):
+        torch.manual_seed(0)
+        model = tiny_lm()
+        if convert:
+            deepspeed.zero.Init(module=model)
+        all_zero = all(hasattr(p, "ds_id") and p.numel() == 0 for p in model.parameters())
+        engine, *_ = deepspeed.initialize(model=model, config=config)
+        losses[convert] = _train(engine, 3)
+    return {"all_zero": all_zero, "plain": losses[False], "converted": losses[True]}
 
 
 def _error(fn):
