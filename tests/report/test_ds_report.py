@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from accelops.op_builder import all_ops
+from accelops.op_builder import CPUOpBuilder, all_ops
 
 ANSI = "\033["
 
@@ -178,8 +178,9 @@ def test_verify_fails_with_exit_1_when_a_front_end_falls_back():
     assert result.returncode == 1, result.stdout
     verify = {entry["name"]: entry for entry in json.loads(result.stdout)["verify"]}
     for name, cls in all_ops().items():
-        if cls.KIND == "cpu":
+        if issubclass(cls, CPUOpBuilder):  # the CPU ops with a front end that can fall back
             assert verify[name]["status"] == "FAIL" and "pure-torch fallback" in verify[name]["detail"], verify[name]
+    assert verify["pin_memory"]["status"] == "PASS", verify["pin_memory"]  # no pure-torch path to fall back to
     text = run_report("--verify", env=env)
     assert text.returncode == 1 and "verify: 4 failed" in text.stdout
 
@@ -250,16 +251,26 @@ def test_a_closed_or_full_stdout_is_one_line_on_stderr_and_a_non_zero_exit(redir
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("setting", ["no toolchain", "bad tier"])
-def test_verify_that_checks_nothing_is_not_a_pass(tmp_path, setting):
+def test_verify_that_checks_nothing_is_not_a_pass(tmp_path):
     import re
 
-    import torch
-
-    if setting == "bad tier" and (torch.version.cuda or torch.version.hip):
-        pytest.skip("the GPU ops do not depend on the CPU tier")
-    env = env_without(tmp_path) if setting == "no toolchain" else dict(os.environ, ACCELOPS_CPU_TIER="sse9")
+    env = env_without(tmp_path)  # no compiler, no ninja
     env["ACCELOPS_CACHE_DIR"] = str(tmp_path / "empty-cache")  # nothing cached either
     result = run_report("--verify", env=env)
     assert result.returncode == 1, result.stdout[-2000:]
     assert re.search(r"verify: nothing was checked \(0 passed, \d+ skipped\)", result.stdout), result.stdout[-2000:]
+
+
+def test_verify_with_an_unusable_cpu_tier_skips_the_tiered_ops(tmp_path):
+    """ACCELOPS_CPU_TIER=sse9 and nothing cached: every CPU-tier op is skipped; host ops (pin_memory), which have
+    no tier, are still built and checked."""
+    import torch
+
+    if torch.version.cuda or torch.version.hip:
+        pytest.skip("the GPU ops do not depend on the CPU tier")
+    env = dict(os.environ, ACCELOPS_CPU_TIER="sse9", ACCELOPS_CACHE_DIR=str(tmp_path / "empty-cache"))
+    result = run_report("--verify", "--json", env=env)
+    verify = {entry["name"]: entry for entry in json.loads(result.stdout)["verify"]}
+    for name, cls in all_ops().items():
+        expected = "SKIP" if issubclass(cls, CPUOpBuilder) or cls.KIND == "cuda" else "PASS"
+        assert verify[name]["status"] == expected, verify[name]
