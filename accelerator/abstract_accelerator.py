@@ -260,18 +260,24 @@ class Accelerator(abc.ABC):
         directly, CPU and MPS, the tensor itself). ``make_copy=False``: ``tensor`` is only a template
         and a new buffer of its dtype with undefined contents is returned, shaped like ``tensor``
         (``match_shape=True``) or flat with ``tensor.numel()`` elements (``match_shape=False``).
+        With ``DS_PIN_MEMORY_BACKEND=native`` (DeepSpeed's switch, read at each call) every backend, the CPU
+        included, returns an mlock'ed copy or buffer from ``accelops.utils.pin_memory`` (``RuntimeError`` when
+        the pin_memory op cannot be loaded or the pages cannot be locked).
         Raises ``TypeError`` for a non-tensor and ``ValueError`` for a tensor not on the CPU.
         """
 
     @abc.abstractmethod
     def is_pinned(self, tensor: Any) -> bool:
-        """True when ``tensor`` lives in page-locked host memory usable by this device."""
+        """True when ``tensor`` lives in page-locked host memory usable by this device (with
+        ``DS_PIN_MEMORY_BACKEND=native`` also inside memory that backend locked: views and slices too)."""
 
-    def unpin_memory(self, tensor: Any) -> None:
+    def unpin_memory(self, tensor: Any) -> Optional[bool]:
         """Release page-locking that a backend's own pinning pool applied to ``tensor``.
 
-        accelops pins through torch's allocator, which unpins when the tensor is freed, so this
-        returns ``None`` and changes nothing. Raises ``TypeError`` for a non-tensor.
+        torch's allocator unpins when the tensor is freed, so by default this returns ``None`` and changes
+        nothing. With ``DS_PIN_MEMORY_BACKEND=native`` the generic backend unlocks the native allocation
+        ``tensor`` was pinned in and returns True (False when it holds none). Raises ``TypeError`` for a
+        non-tensor.
         """
         import torch
 

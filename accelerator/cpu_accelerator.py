@@ -206,7 +206,7 @@ class CpuAccelerator(TorchDeviceAccelerator):
             return False
 
     # ------------------------------------------------------------------ host memory
-    def is_pinned(self, tensor) -> bool:
+    def _torch_is_pinned(self, tensor) -> bool:
         try:
             return bool(tensor.is_pinned())
         except RuntimeError:

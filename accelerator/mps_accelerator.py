@@ -99,7 +99,7 @@ class MpsAccelerator(TorchDeviceAccelerator):
     def is_bf16_supported(self) -> bool:
         return self.is_available()
 
-    def is_pinned(self, tensor) -> bool:
+    def _torch_is_pinned(self, tensor) -> bool:
         """True for every CPU tensor: with unified memory the GPU reads host memory directly."""
         return tensor.device.type == "cpu"
 

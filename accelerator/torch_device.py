@@ -9,6 +9,7 @@ exactly one ``<NAME>_Accelerator`` class (DeepSpeed's tests and tools enumerate 
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any, ContextManager, Dict, List, Optional
 
 from .abstract_accelerator import Accelerator
@@ -26,6 +27,17 @@ def check_device_index(device_index: Any, count: int, name: str) -> int:
         valid = f"0..{count - 1}" if count else "none: no device is visible"
         raise ValueError(f"{name} device index {device_index} is out of range (valid: {valid})")
     return device_index
+
+
+def native_pins():
+    """DeepSpeed's native pinning manager (``accelops.utils.pin_memory``) while ``DS_PIN_MEMORY_BACKEND`` selects
+    it, else None (imports nothing while the variable is unset). The accelerator's one reach up to the engine
+    layer, as DeepSpeed's accelerator does (allowed in tests/packaging/test_import_graph.py)."""
+    if not os.environ.get("DS_PIN_MEMORY_BACKEND", "").strip():
+        return None
+    from accelops.utils.pin_memory import get_active_native_pinned_memory
+
+    return get_active_native_pinned_memory()
 
 
 class TorchDeviceAccelerator(Accelerator):
@@ -270,6 +282,9 @@ class TorchDeviceAccelerator(Accelerator):
             raise TypeError(f"pin_memory() expects a torch.Tensor, got {type(tensor).__name__}")
         if tensor.device.type != "cpu":
             raise ValueError(f"pin_memory() takes a CPU tensor (host memory), got one on {tensor.device}")
+        pins = native_pins()
+        if pins is not None:
+            return pins.pin(tensor, make_copy=make_copy, match_shape=match_shape)
         shape = tuple(tensor.shape) if match_shape else (tensor.numel(),)
         if not self.pins_host_memory:  # nothing to page-lock: the tensor itself, or a fresh buffer
             return tensor if make_copy else tensor.new_empty(shape)
@@ -277,7 +292,20 @@ class TorchDeviceAccelerator(Accelerator):
         return tensor.pin_memory() if make_copy else tensor.new_empty(shape, pin_memory=True)
 
     def is_pinned(self, tensor) -> bool:
+        pins = native_pins()
+        if pins is not None and pins.is_pinned(tensor):
+            return True
+        return self._torch_is_pinned(tensor)
+
+    def _torch_is_pinned(self, tensor) -> bool:
+        """Whether torch pinned ``tensor`` for this device (backends override what differs)."""
         return bool(tensor.is_pinned())
+
+    def unpin_memory(self, tensor):
+        if not isinstance(tensor, self._torch.Tensor):
+            raise TypeError(f"unpin_memory() expects a torch.Tensor, got {type(tensor).__name__}")
+        pins = native_pins()
+        return pins.unpin(tensor) if pins is not None else None
 
     def on_accelerator(self, tensor) -> bool:
         return tensor.device.type == self.name

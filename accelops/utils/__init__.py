@@ -4,7 +4,8 @@
 (:mod:`accelops.utils.groups`: data parallelism over every rank), ``RepeatingLoader``
 (:mod:`accelops.runtime.dataloader`), and ``safe_get_full_fp32_param``, ``safe_get_full_grad``,
 ``safe_get_full_optimizer_state`` with their ``safe_set_full_*`` partners
-(:mod:`accelops.utils.tensor_fragment`). Every name is imported on first access: importing this package
+(:mod:`accelops.utils.tensor_fragment`); the submodule ``pin_memory`` (native pinning, DeepSpeed's
+``DS_PIN_MEMORY_BACKEND=native``). Every name is imported on first access: importing this package
 imports no torch.
 """
 from accelops._lazy import lazy_attributes
@@ -23,7 +24,7 @@ _EXPORTS = {
         "get_tensor_model_parallel_group", "get_tensor_model_parallel_rank", "get_tensor_model_parallel_src_rank",
         "get_tensor_model_parallel_world_size")},
 }
-_SUBMODULES = ("groups", "logging", "tensor_fragment")
+_SUBMODULES = ("groups", "logging", "pin_memory", "tensor_fragment")
 
 __all__ = sorted([*_EXPORTS, "groups"])
 

@@ -38,6 +38,9 @@ ALLOWED_UPWARD = {
     ("accelops.op_builder", "accelops.ops.registry"):
         "DeepSpeed's op_builder.ALL_OPS and `from op_builder import CPUAdamBuilder` name every op's builder "
         "(and a prebuild builds every op); loading an op never goes this way",
+    ("accelops.accelerator.torch_device", "accelops.utils.pin_memory"):
+        "DeepSpeed's get_accelerator().pin_memory/is_pinned/unpin_memory use deepspeed.utils.pin_memory's native "
+        "manager while DS_PIN_MEMORY_BACKEND=native",
     ("accelops.launcher.rank", "accelops.comm.env_mapping"):
         "the rank wrapper exports the launch variables that comm reads: one table of their names",
 }
