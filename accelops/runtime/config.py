@@ -4,8 +4,8 @@ Differences from DeepSpeed, all on purpose: an unknown key is an error naming th
 (DeepSpeed ignores typos); ``"auto"`` is an error (the Hugging Face integration fills it in); keys that only
 tune DeepSpeed's implementation are accepted and listed in ``EngineConfig.no_effect``; DeepSpeed features
 accelops lacks are errors while turned on. The section modules (``optimizer_config``, ``scheduler_config``,
-``precision_config``, ``zero_config``, ``monitor_config``, ``profiler_config``, ``batch``) state the DeepSpeed
-facts they follow.
+``precision_config``, ``zero_config``, ``monitor_config``, ``profiler_config``, ``activation_checkpointing_config``,
+``batch``) state the DeepSpeed facts they follow.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from .accelops_config import AccelopsConfig, parse_accelops
+from .activation_checkpointing_config import ActivationCheckpointingConfig, parse_activation_checkpointing
 from ._checks import boolean, integer, number, one_of, optional
 from ._keys import Key, no_effect, read_section, unsupported, used
 from .batch import resolve_batch
@@ -37,7 +38,7 @@ TOP_LEVEL_KEYS: Dict[str, Key] = {
     "optimizer": _SECTION, "scheduler": _SECTION, "fp16": _SECTION, "bf16": _SECTION, "bfloat16": _SECTION,
     "zero_optimization": _SECTION, "accelops": _SECTION,
     "tensorboard": _SECTION, "csv_monitor": _SECTION, "wandb": _SECTION, "comet": _SECTION,
-    "flops_profiler": _SECTION,
+    "flops_profiler": _SECTION, "activation_checkpointing": _SECTION,
     "gradient_clipping": used(number(0)),
     "steps_per_print": _POSITIVE,
     "wall_clock_breakdown": used(boolean),
@@ -51,8 +52,8 @@ TOP_LEVEL_KEYS: Dict[str, Key] = {
     "allgather_size": no_effect(number(0)),
     "vocabulary_size": no_effect(optional(integer(0))),
     **{name: no_effect() for name in (
-        "log_level", "seq_parallel_communication_data_type", "comms_logger", "timers", "autotuning", "activation_checkpointing", "checkpoint", "aio",
-        "nebula", "datastates")},
+        "log_level", "seq_parallel_communication_data_type", "comms_logger", "timers", "autotuning", "checkpoint",
+        "aio", "nebula", "datastates")},
     # DeepSpeed features accelops does not implement (fine while off)
     "amp": unsupported("Apex AMP; use fp16 or bf16"),
     "torch_autocast": unsupported("torch autocast inside the engine"),
@@ -105,6 +106,7 @@ class EngineConfig:
     accelops: AccelopsConfig = field(default_factory=AccelopsConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     flops_profiler: FlopsProfilerConfig = field(default_factory=FlopsProfilerConfig)
+    activation_checkpointing: ActivationCheckpointingConfig = field(default_factory=ActivationCheckpointingConfig)
     no_effect: Tuple[str, ...] = ()
     source_json: str = "{}"
 
@@ -187,6 +189,7 @@ def load_config(config: Union[str, os.PathLike, dict], world_size: int) -> Engin
     own = parse_accelops(raw.get("accelops"), no_effect_paths)
     monitor = parse_monitor(raw, no_effect_paths)
     flops_profiler = parse_flops_profiler(raw.get("flops_profiler"), no_effect_paths)
+    activation_checkpointing = parse_activation_checkpointing(raw.get("activation_checkpointing"), no_effect_paths)
     train, micro, accum = resolve_batch(top.get("train_batch_size"), top.get("train_micro_batch_size_per_gpu"),
                                         top.get("gradient_accumulation_steps"), world_size)
     return EngineConfig(
@@ -196,6 +199,6 @@ def load_config(config: Union[str, os.PathLike, dict], world_size: int) -> Engin
         wall_clock_breakdown=top.get("wall_clock_breakdown", False),
         dataloader_drop_last=top.get("dataloader_drop_last", False),
         communication_data_type=top.get("communication_data_type"), accelops=own, monitor=monitor,
-        flops_profiler=flops_profiler,
+        flops_profiler=flops_profiler, activation_checkpointing=activation_checkpointing,
         no_effect=tuple(no_effect_paths),
         source_json=json.dumps(raw, sort_keys=True, default=repr))
