@@ -9,7 +9,8 @@ deepspeed`` runs DeepSpeed's getting-started scripts): ``initialize`` (the train
 ``DeepSpeedEngine``. DeepSpeed's subpackages are attributes as after ``import deepspeed``, each imported on
 first access: ``accelops.comm``, ``accelops.ops``, ``accelops.accelerator``, ``accelops.utils``,
 ``accelops.runtime`` and ``accelops.profiling``, and ``accelops.zero`` (``accelops.runtime.zero``, as
-``deepspeed.zero`` is ``deepspeed.runtime.zero``). ``deepspeed.checkpointing`` has no counterpart yet.
+``deepspeed.zero`` is ``deepspeed.runtime.zero``), and ``accelops.checkpointing``
+(``accelops.runtime.activation_checkpointing.checkpointing``, as ``deepspeed.checkpointing`` is).
 """
 from ._lazy import lazy_attributes
 from .version import __version__
@@ -21,6 +22,7 @@ _LAZY = {
     "DeepSpeedEngine": "accelops.runtime.engine",
     "DeepSpeedConfigError": "accelops.runtime.errors",
     "zero": "accelops.runtime",
+    "checkpointing": "accelops.runtime.activation_checkpointing",
 }
 
 #: DeepSpeed's subpackages that ``import deepspeed`` makes reachable as attributes.

@@ -63,7 +63,7 @@ def test_subpackages_are_attributes_of_a_fresh_import_and_import_stays_torch_fre
         report["modules"] = [m.__name__ for m in mods]
         report["after_attributes"] = "torch" in sys.modules
         report["in_dir"] = all(n in dir(deepspeed) for n in ("comm", "utils", "runtime", "ops", "accelerator"))
-        report["no_checkpointing"] = not hasattr(deepspeed, "checkpointing")
+        report["checkpointing"] = [deepspeed.checkpointing.__name__, deepspeed.checkpointing.checkpoint.__name__]
         report["zero"] = [deepspeed.zero.__name__, deepspeed.zero.Init.__name__, deepspeed.zero.GatheredParameters.__name__]
         report["rank"] = deepspeed.comm.get_rank()
         report["seed"] = deepspeed.runtime.utils.set_random_seed.__module__
@@ -76,7 +76,8 @@ def test_subpackages_are_attributes_of_a_fresh_import_and_import_stays_torch_fre
     assert report["modules"] == ["accelops.comm", "accelops.utils", "accelops.runtime", "accelops.ops",
                                  "accelops.accelerator"]
     assert report["after_attributes"] is False  # the subpackages themselves import no torch
-    assert report["in_dir"] and report["no_checkpointing"]  # deepspeed.checkpointing: not yet (issue 24)
+    assert report["in_dir"]
+    assert report["checkpointing"] == ["accelops.runtime.activation_checkpointing.checkpointing", "checkpoint"]
     assert report["zero"] == ["accelops.runtime.zero", "Init", "GatheredParameters"]
     assert report["rank"] == 0
     assert report["seed"] == "accelops.runtime.utils"
@@ -89,8 +90,8 @@ def test_unknown_names_are_attribute_errors():
     import accelops.runtime
     import accelops.utils
 
-    for module, name in ((accelops, "checkpointing"), (accelops.utils, "no_such_name"), (accelops.runtime, "no_such_module"),
-                         (accelops.runtime, "_private")):
+    for module, name in ((accelops, "no_such_subpackage"), (accelops.utils, "no_such_name"),
+                         (accelops.runtime, "no_such_module"), (accelops.runtime, "_private")):
         with pytest.raises(AttributeError, match=name):
             getattr(module, name)
 
