@@ -8,6 +8,7 @@ DeepSpeed resolves relative ones against its own tree, which accelops does not h
 """
 from __future__ import annotations
 
+import os
 from typing import List, Optional, Tuple
 
 
@@ -80,10 +81,23 @@ class DeepSpeedBuilderAPI:
         return f"accelops.prebuilt.{self.module_name(self.variant())}"
 
     def jit_load(self, verbose: bool = True):
-        """The op's module from the JIT cache or a JIT build, never a prebuilt module (DeepSpeed's ``jit_load``)."""
+        """The op's module from the JIT cache or a JIT build, never a prebuilt module (DeepSpeed's ``jit_load``).
+
+        As DeepSpeed's: while it runs, ``jit_mode`` is True and ``_jit_arch_list`` holds ``TORCH_CUDA_ARCH_LIST`` as
+        it was (stripped; None when unset or blank), so a builder's ``nvcc_args`` calling
+        ``compute_capability_args`` takes its arches from there. Afterwards, built, found in the cache or failed,
+        ``TORCH_CUDA_ARCH_LIST`` is exactly as before (the same value, or unset), ``_jit_arch_list`` is None and
+        ``jit_mode`` is what it was."""
         from . import pipeline
 
-        return pipeline.load(self, verbose, use_prebuilt=False).module
+        saved_mode = self.jit_mode
+        self.jit_mode = True
+        self._jit_arch_list = os.environ.get("TORCH_CUDA_ARCH_LIST", "").strip() or None
+        try:
+            return pipeline.load(self, verbose, use_prebuilt=False).module  # restores TORCH_CUDA_ARCH_LIST itself
+        finally:
+            self._jit_arch_list = None
+            self.jit_mode = saved_mode
 
     def builder(self):
         """The setuptools extension that prebuilds this op for this machine's variant, named ``absolute_name()``,

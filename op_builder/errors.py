@@ -15,6 +15,14 @@ class Compatibility:
         self.reasons: List[str] = list(reasons)
         self.warnings: List[str] = list(warnings)
 
+    @classmethod
+    def of(cls, answer: object, name: str) -> "Compatibility":
+        """A builder's ``is_compatible()`` answer as a ``Compatibility``: DeepSpeed-style builders may answer with
+        a plain bool (False becomes one reason naming the op ``name``)."""
+        if isinstance(answer, Compatibility):
+            return answer
+        return cls() if answer else cls([f"{name}'s is_compatible() returned {answer!r}"])
+
     def __bool__(self) -> bool:
         return not self.reasons
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Dict, NamedTuple, Optional, Tuple
 
 from . import jit_cache, op_library, prebuilt, toolchain, torch_noise
-from .errors import OpBuildError
+from .errors import Compatibility, OpBuildError
 from .messages import log
 from .progress import Progress
 
@@ -73,7 +73,7 @@ def _load(builder, verbose: bool, use_prebuilt: bool) -> Loaded:
     entry = root / name
     if _entry_problem(entry, name) is None:  # warm hit: load the library directly
         return _import(builder, entry, name, variant, "cache")
-    compat = builder.is_compatible(verbose=verbose)
+    compat = Compatibility.of(builder.is_compatible(verbose=verbose), builder.NAME)
     if not compat:
         note = f" (prebuilt module skipped: {skipped})" if skipped else ""
         raise OpBuildError(f"accelops: cannot build op {builder.NAME}: {'; '.join(compat.reasons)}{note}")
