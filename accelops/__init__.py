@@ -22,11 +22,13 @@ _LAZY = {
     "DeepSpeedEngine": "accelops.runtime.engine",
     "DeepSpeedConfigError": "accelops.runtime.errors",
     "zero": "accelops.runtime",
+    "PipelineModule": "accelops.pipe",
+    "PipelineEngine": "accelops.runtime.pipe.engine",
     "checkpointing": "accelops.runtime.activation_checkpointing",
 }
 
 #: DeepSpeed's subpackages that ``import deepspeed`` makes reachable as attributes.
-_SUBPACKAGES = ("accelerator", "comm", "ops", "profiling", "runtime", "utils")
+_SUBPACKAGES = ("accelerator", "comm", "ops", "pipe", "profiling", "runtime", "utils")
 
 __all__ = ["__version__", *sorted(_LAZY)]
 

@@ -14,6 +14,10 @@ root, which is always a unit for whatever parameters remain:
 * ``"root"``: no unit below the root (the whole model is one unit: fewest collectives, no memory saved
   by gathering one block at a time);
 * a list of class names: every submodule of one of those classes.
+
+``pipeline_schedule`` (a ``PipelineModule``): the ``torch.distributed.pipelining`` schedule of a batch,
+``"1f1b"`` (default; DeepSpeed's own schedule is one-forward-one-backward) or ``"gpipe"`` (all forwards,
+then all backwards: more activation memory).
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from ._keys import Key, read_section, used
 from .errors import ConfigError
 
 UNIT_RULES = ("auto", "children", "root")
+PIPELINE_SCHEDULES = ("1f1b", "gpipe")
 
 
 def _units(path: str, value: Any) -> Union[str, Tuple[str, ...]]:
@@ -36,13 +41,20 @@ def _units(path: str, value: Any) -> Union[str, Tuple[str, ...]]:
                       f"names, {got(value)}")
 
 
-ACCELOPS_KEYS: Dict[str, Key] = {"fsdp_units": used(_units)}
+def _schedule(path: str, value: Any) -> str:
+    if isinstance(value, str) and value.lower() in PIPELINE_SCHEDULES:
+        return value.lower()
+    raise ConfigError(path, f"must be one of {', '.join(map(repr, PIPELINE_SCHEDULES))}, {got(value)}")
+
+
+ACCELOPS_KEYS: Dict[str, Key] = {"fsdp_units": used(_units), "pipeline_schedule": used(_schedule)}
 
 
 @dataclass(frozen=True)
 class AccelopsConfig:
     """accelops-only engine settings (module docstring)."""
     fsdp_units: Union[str, Tuple[str, ...]] = "auto"
+    pipeline_schedule: str = "1f1b"
 
 
 def parse_accelops(value: Any, no_effect_paths: List[str]) -> AccelopsConfig:

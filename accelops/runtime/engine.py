@@ -48,7 +48,7 @@ from .loss_scaler import create_loss_scaler, has_overflow, torch_all_reduce_max
 from .optimizers import (as_param_list, build_optimizer, client_optimizer, client_scheduler, drop_empty_groups,
                          optimizer_params)
 from ..utils.tensor_fragment import link_params
-from .parallel import (bind_optimizer, clear_local_grads, held_tensors, local_grads, model_param_names,
+from .parallel import (Parallel, bind_optimizer, clear_local_grads, held_tensors, local_grads, model_param_names,
                        sync_local_grads, wrap_model)
 
 logger = get_logger(__name__)
@@ -102,7 +102,7 @@ class DeepSpeedEngine(FlopsProfilerAccessors, torch.nn.Module):
         self.config = raw_config
         self.args = args
         self.global_rank, self.local_rank, self.world_size = rank, local_rank, world_size
-        self.dp_world_size = world_size
+        self.dp_rank, self.dp_world_size = self._data_parallel_place(model, rank, world_size)
         self.device = device
         self.collate_fn = collate_fn
         self.global_steps = self.global_samples = self.micro_steps = self.skipped_steps = 0
@@ -119,9 +119,7 @@ class DeepSpeedEngine(FlopsProfilerAccessors, torch.nn.Module):
         basic = self._make_optimizer(optimizer, model_parameters, model, on_cpu=offload or None)
         zero_init = self._take_zero_init_params(model)
         model._apply(lambda t: t if t.is_meta else t.to(device))  # model.to(device), meta parameters left alone
-        reduce_dtype = _AUTOCAST.get(config.communication_data_type or "")
-        self._parallel = wrap_model(model, config.zero_optimization_stage, world_size, device, reduce_dtype,
-                                    units=config.accelops.fsdp_units, offload=offload, pin_memory=pin_memory)
+        self._parallel = self._wrap_model(model, offload, pin_memory)
         if zero_init:
             zero_materialize.fill(model, zero_init, torch.device("cpu") if offload else device)
         if basic is not None:
@@ -184,6 +182,17 @@ class DeepSpeedEngine(FlopsProfilerAccessors, torch.nn.Module):
             return False, False
         pin = all(s.pin_memory for s in sections) and self.device.type != "cpu"
         return True, pin and _can_pin()
+
+    def _data_parallel_place(self, model: torch.nn.Module, rank: int, world_size: int) -> Tuple[int, int]:
+        """(this rank's index among the data-parallel ranks, their number): every rank is one here."""
+        return rank, world_size
+
+    def _wrap_model(self, model: torch.nn.Module, offload: bool, pin_memory: bool) -> Parallel:
+        """DDP or FSDP2 for the ZeRO stage over every rank (:func:`accelops.runtime.parallel.wrap_model`)."""
+        config = self._config
+        return wrap_model(model, config.zero_optimization_stage, self.world_size, self.device,
+                          _AUTOCAST.get(config.communication_data_type or ""), units=config.accelops.fsdp_units,
+                          offload=offload, pin_memory=pin_memory)
 
     def _take_zero_init_params(self, model: torch.nn.Module) -> Dict[str, torch.nn.Parameter]:
         """For a model built inside ``zero.Init`` (:mod:`accelops.runtime.zero.materialize`): at stage 0 its
@@ -411,7 +420,7 @@ class DeepSpeedEngine(FlopsProfilerAccessors, torch.nn.Module):
             self._global_grad_norm = math.inf
         else:
             scale_(grads, 1.0 / scale)
-            norm = global_norm(grads, self._parallel.sharded, reduce_on=self.device)
+            norm = self._global_grad_norm_of(grads)
             self._global_grad_norm = norm
             scale_(grads, clip_factor(norm, self.gradient_clipping()))
             self.optimizer.step()
@@ -459,6 +468,10 @@ class DeepSpeedEngine(FlopsProfilerAccessors, torch.nn.Module):
             raise RuntimeError(f"engine.{what}(): the engine's states {names} are offloaded; call "
                                f"engine.reload_states() first")
 
+    def _global_grad_norm_of(self, grads: List[torch.Tensor]) -> float:
+        """The 2-norm of the whole model's gradients (``grads``: this rank's, already reduced)."""
+        return global_norm(grads, self._parallel.sharded, reduce_on=self.device)
+
     def destroy(self) -> None:
         """Release what the engine holds besides the model (DeepSpeed's name): the optimizer's resources
         (its ``destroy()`` when it has one), the engine's own gloo group, and the monitors' open files. Do not
@@ -484,7 +497,7 @@ class DeepSpeedEngine(FlopsProfilerAccessors, torch.nn.Module):
                      num_local_io_workers: Optional[int] = None) -> torch.utils.data.DataLoader:
         """A DataLoader of this rank's share of ``dataset`` (see :mod:`accelops.runtime.dataloader`)."""
         return make_dataloader(dataset, batch_size or self.train_micro_batch_size_per_gpu(), self.dp_world_size,
-                               self.global_rank, self.dataloader_drop_last(), self.device.type, route=route,
+                               self.dp_rank, self.dataloader_drop_last(), self.device.type, route=route,
                                pin_memory=pin_memory, data_sampler=data_sampler,
                                collate_fn=collate_fn if collate_fn is not None else self.collate_fn,
                                num_local_io_workers=num_local_io_workers)

@@ -9,7 +9,9 @@ optimizer, dataloader and scheduler are the engine's ``optimizer``, ``training_d
 ``lr_scheduler`` (None where there is none). A client optimizer overrides the config's, a client
 scheduler (or a callable taking the optimizer) the config's.
 
-accelops has no model or pipeline parallelism: ``mpu`` and ``mesh_param`` must be None.
+A ``deepspeed.pipe.PipelineModule`` gets the pipeline engine (:mod:`accelops.runtime.pipe.engine`), whose
+batch sizes count the data-parallel ranks (world size / stages). accelops has no model parallelism:
+``mpu`` and ``mesh_param`` must be None.
 """
 from __future__ import annotations
 
@@ -45,6 +47,14 @@ def _config_source(args: Any, config: Any, config_params: Any) -> Any:
     return config
 
 
+def _is_pipeline(model: Any) -> bool:
+    """True for a ``deepspeed.pipe.PipelineModule`` (whose module is imported only when one exists)."""
+    import sys
+
+    module = sys.modules.get("accelops.runtime.pipe.module")
+    return module is not None and isinstance(model, module.PipelineModule)
+
+
 def initialize(args: Any = None, model: Any = None, optimizer: Any = None, model_parameters: Any = None,
                training_data: Any = None, lr_scheduler: Any = None,
                distributed_port: int = TORCH_DISTRIBUTED_DEFAULT_PORT, mpu: Any = None,
@@ -73,11 +83,16 @@ def initialize(args: Any = None, model: Any = None, optimizer: Any = None, model
     from .engine import DeepSpeedEngine
 
     info = init_distributed(distributed_port=distributed_port, dist_init_required=dist_init_required)
-    engine_config = load_config(source, info.world_size)
+    pipeline = _is_pipeline(model)
+    data_parallel = info.world_size // model.num_stages if pipeline else info.world_size
+    engine_config = load_config(source, data_parallel)
     import torch
 
     device = torch.device(get_accelerator().current_device_name())
-    engine = DeepSpeedEngine(model, engine_config, rank=info.rank, local_rank=info.local_rank,
+    engine_class = DeepSpeedEngine
+    if pipeline:
+        from .pipe.engine import PipelineEngine as engine_class
+    engine = engine_class(model, engine_config, rank=info.rank, local_rank=info.local_rank,
                              world_size=info.world_size, device=device, args=args, optimizer=optimizer,
                              model_parameters=model_parameters, training_data=training_data,
                              lr_scheduler=lr_scheduler, collate_fn=collate_fn, raw_config=source)

@@ -22,7 +22,8 @@ LAYERS = [
     ("op build engine", ["accelops.op_builder"]),
     ("ops", ["accelops.ops"]),
     ("comm", ["accelops.comm"]),
-    ("engine", ["accelops.runtime", "accelops.checkpoint", "accelops.utils", "accelops.monitor", "accelops.profiling"]),
+    ("engine", ["accelops.runtime", "accelops.checkpoint", "accelops.utils", "accelops.monitor", "accelops.profiling",
+                "accelops.pipe"]),
 ]
 #: Beside the layers: what each may use. The launcher starts processes and uses the accelerator only (device
 #: counts, visible-devices variables); the readers (ds_report, DeepSpeed's ``git_version_info``, ``python -m
