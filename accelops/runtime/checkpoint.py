@@ -221,6 +221,9 @@ def save_checkpoint(engine: Any, save_dir: Any, tag: Any = None, client_state: A
     if engine.optimizer is not None:
         optimizer_tensors, optimizer_meta = _optimizer_state(engine)
         tensors.update(optimizer_tensors)
+        # a pipeline stage knows only its own parameters' non-tensor state: rank 0 writes every stage's
+        optimizer_meta["scalars"] = {name: value for part in engine._gather_over_stages(optimizer_meta["scalars"])
+                                     for name, value in part.items()}
     # Replicated entries (buffers, DDP's parameters) are written by rank 0, as DeepSpeed saves rank 0's module
     # state: DCP would otherwise spread them over the ranks, mixing ranks whose buffers differ (BatchNorm).
     dcp.save(tensors, checkpoint_id=partial, planner=dcp.DefaultSavePlanner(dedup_save_to_lowest_rank=True))
@@ -341,11 +344,14 @@ def _open_checked(folder: str, rank: int, world_size: int) -> Tuple[dict, Any]:
     return _read_engine_state(folder), read_metadata(folder)
 
 
-def _check_model_keys(expected: Dict[str, Any], saved: set, strict: bool) -> Dict[str, Any]:
+def _check_model_keys(expected: Dict[str, Any], saved: set, strict: bool, whole: set) -> Dict[str, Any]:
+    """The entries of ``expected`` (this rank's model state) to load. With ``strict``, RuntimeError when the
+    checkpoint lacks one of them or has a model key that is not in ``whole`` (the names of the whole model:
+    a pipeline stage holds only its own)."""
     missing = sorted(k for k in expected if f"{MODEL_PREFIX}{k}" not in saved)
     if strict:
         names = {k[len(MODEL_PREFIX):] for k in saved if k.startswith(MODEL_PREFIX)}
-        unexpected = sorted(names - set(expected))
+        unexpected = sorted(names - whole)
         if missing or unexpected:
             raise RuntimeError(f"load_checkpoint: the checkpoint does not match the model (load_module_strict=True): "
                                f"missing keys {missing[:10]}{' ...' if len(missing) > 10 else ''}, unexpected keys "
@@ -422,7 +428,9 @@ def load_checkpoint(engine: Any, load_dir: Any, tag: Any = None, load_module_str
 
     state, metadata = _agreed(engine, lambda: _open_checked(path, engine.global_rank, engine.world_size))
     saved = set(metadata.state_dict_metadata)
-    model = _check_model_keys(_model_state(engine), saved, load_module_strict)
+    expected = _model_state(engine)
+    whole = set().union(*engine._gather_over_stages(set(expected)))
+    model = _check_model_keys(expected, saved, load_module_strict, whole)
     template = {f"{MODEL_PREFIX}{k}": v for k, v in model.items()}
     with_optimizer = (load_optimizer_states and not load_module_only and engine.optimizer is not None
                       and state["optimizer"] is not None)

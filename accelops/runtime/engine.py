@@ -468,6 +468,11 @@ class DeepSpeedEngine(FlopsProfilerAccessors, torch.nn.Module):
             raise RuntimeError(f"engine.{what}(): the engine's states {names} are offloaded; call "
                                f"engine.reload_states() first")
 
+    def _gather_over_stages(self, value: Any) -> List[Any]:
+        """``value`` of every stage of this rank's pipeline, in stage order (a collective over the pipeline):
+        here, without pipeline stages, ``[value]``."""
+        return [value]
+
     def _global_grad_norm_of(self, grads: List[torch.Tensor]) -> float:
         """The 2-norm of the whole model's gradients (``grads``: this rank's, already reduced)."""
         return global_norm(grads, self._parallel.sharded, reduce_on=self.device)

@@ -380,18 +380,21 @@ def full_state_case(case):
     return run(case)
 
 
-def _zero_worker(kind):
-    """A case of zero_init_worker.py (``test_zero_init.py``), imported when run."""
+def _worker(module, kind):
+    """The case ``<kind>_case`` of the worker module ``module`` (imported when run)."""
     def run(case):
-        import zero_init_worker
+        from importlib import import_module
 
-        return getattr(zero_init_worker, f"{kind}_case")(case)
+        return getattr(import_module(module), f"{kind}_case")(case)
     return run
 
 
 CASE_KINDS = {"checkpoint": checkpoint_case, "no_sync": no_sync_case, "buffers": buffers_case,
               "full_state": full_state_case,
-              **{kind: _zero_worker(kind) for kind in ("zero_init", "zero_init_module", "gathered", "offload_states")}}
+              **{kind: _worker("zero_init_worker", kind)
+                 for kind in ("zero_init", "zero_init_module", "gathered", "offload_states")},
+              **{kind: _worker("pipeline_worker", kind)
+                 for kind in ("pipeline", "pipeline_dropout", "pipeline_resume")}}
 
 
 def main():

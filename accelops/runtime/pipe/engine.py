@@ -205,6 +205,13 @@ class PipelineEngine(DeepSpeedEngine):
                 dist.all_reduce(param.grad, group=self._data_group)
                 param.grad /= self.dp_world_size
 
+    def _gather_over_stages(self, value: Any) -> List[Any]:
+        if self.num_stages == 1:
+            return [value]
+        gathered: List[Any] = [None] * self.num_stages
+        dist.all_gather_object(gathered, value, group=self._pipe_group)
+        return gathered
+
     def _global_grad_norm_of(self, grads: List[torch.Tensor]) -> float:
         """The norm over every stage's gradients, a tied tensor counted once."""
         owned = [p.grad for p in self.module.parameters()
