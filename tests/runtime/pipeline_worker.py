@@ -57,8 +57,10 @@ def _config(case):
     config = {"train_micro_batch_size_per_gpu": MICRO, "gradient_accumulation_steps": GAS, "gradient_clipping": CLIP,
               "optimizer": {"type": "Adam", "params": {"lr": LR, "torch_adam": True}},
               "accelops": {"pipeline_schedule": case.get("schedule", "1f1b")}}
-    if case.get("bf16"):
+    if case.get("precision") == "bf16":
         config["bf16"] = {"enabled": True}
+    elif case.get("precision") == "fp16":
+        config["fp16"] = {"enabled": True, "initial_scale_power": 8}
     return config
 
 
