@@ -57,6 +57,8 @@ def _config(case):
     config = {"train_micro_batch_size_per_gpu": MICRO, "gradient_accumulation_steps": GAS, "gradient_clipping": CLIP,
               "optimizer": {"type": "Adam", "params": {"lr": LR, "torch_adam": True}},
               "accelops": {"pipeline_schedule": case.get("schedule", "1f1b")}}
+    if case.get("zero"):
+        config["zero_optimization"] = {"stage": case["zero"]}
     if case.get("precision") == "bf16":
         config["bf16"] = {"enabled": True}
     elif case.get("precision") == "fp16":
@@ -138,7 +140,8 @@ def pipeline_case(case):
     reference, reference_eval = _reference(dp, steps)
     return {"losses": losses, "reference": reference, "eval": evaluated, "reference_eval": reference_eval,
             "parts": engine.module.parts, "stage": engine.stage_id, "dp_rank": engine.dp_rank,
-            "samples": engine.global_samples, "steps": engine.global_steps}
+            "samples": engine.global_samples, "steps": engine.global_steps,
+            "sharded": type(next(engine.module.parameters())).__name__ == "DTensor"}
 
 
 def pipeline_dropout_case(case):

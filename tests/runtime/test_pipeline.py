@@ -15,6 +15,7 @@ TWO = [{"name": "p2_1f1b_parameters", "kind": "pipeline", "stages": 2, "schedule
        {"name": "p2_bf16", "kind": "pipeline", "stages": 2, "precision": "bf16", "tol": 1e-3},
        {"name": "dropout", "kind": "pipeline_dropout", "stages": 2}]
 FOUR = [{"name": "p2x2", "kind": "pipeline", "stages": 2},
+        {"name": "p2x2_zero1", "kind": "pipeline", "stages": 2, "zero": 1, "schedule": "gpipe"},
         {"name": "p4_type", "kind": "pipeline", "stages": 4, "method": "type:block", "schedule": "gpipe"}]
 
 
@@ -63,7 +64,8 @@ def test_four_ranks_train_like_the_whole_model(four_ranks, name):
     for rank, results in enumerate(four_ranks):
         got = results[name]
         assert _close(got["losses"], got["reference"]), (rank, got)
-    if name == "p2x2":
+    assert all(r[name]["sharded"] == (name == "p2x2_zero1") for r in four_ranks)  # ZeRO-1: FSDP2 over dp
+    if name.startswith("p2x2"):
         assert [(r[name]["stage"], r[name]["dp_rank"]) for r in four_ranks] == [(0, 0), (0, 1), (1, 0), (1, 1)]
     else:
         assert four_ranks[0][name]["parts"] == [0, 2, 3, 4, 6]

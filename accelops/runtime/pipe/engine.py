@@ -16,8 +16,9 @@ LR-scheduler step, and returns the mean loss (averaged over data-parallel ranks)
 ``torch.no_grad`` is an error. ``train_batch_size = micro x accumulation x data-parallel size``. With a
 monitor, rank 0 also writes ``Train/Samples/train_loss``.
 
-Limits of this version: ZeRO stage 0 only (DeepSpeed also allows 1), no ZeRO-Offload, a fixed micro-batch
-shape (the schedule infers the activation shapes at the first batch).
+ZeRO stage 0 or 1, as DeepSpeed allows (at 1, each stage is sharded over its data-parallel group with
+FSDP2, which the torch stage drives: one gradient reduction per batch). Limits: no ZeRO-Offload; a fixed
+micro-batch shape (the schedule infers the activation shapes at the first batch).
 """
 from __future__ import annotations
 
@@ -64,9 +65,10 @@ class PipelineEngine(DeepSpeedEngine):
     def __init__(self, model: PipelineModule, config: Any, **kwargs: Any) -> None:
         if not isinstance(model, PipelineModule):
             raise TypeError(f"PipelineEngine needs a PipelineModule, got a {type(model).__name__}")
-        if config.zero_optimization_stage > 0:
-            raise ValueError(f"pipeline parallelism in accelops runs with ZeRO stage 0 only for now, the config's "
-                             f"stage is {config.zero_optimization_stage}")
+        if config.zero_optimization_stage > 1:
+            raise ValueError(f"pipeline parallelism is not compatible with ZeRO stage {config.zero_optimization_stage} "
+                             f"(as in DeepSpeed: stages 2 and 3 split gradients and parameters that every micro-batch "
+                             f"of the pipeline needs); use stage 0 or 1")
         super().__init__(model, config, **kwargs)
         self.num_stages, self.stage_id = model.num_stages, model.stage_id
         self._pipe_group, self._pipe_ranks = model._groups["pipe"], model._groups["pipe_ranks"]
@@ -85,9 +87,31 @@ class PipelineEngine(DeepSpeedEngine):
         return topo.get_coord(rank).data, topo.get_dim("data")
 
     def _wrap_model(self, model: torch.nn.Module, offload: bool, pin_memory: bool) -> Parallel:
+        """Every data-parallel copy of this stage takes its first copy's values; at ZeRO stage 1 with
+        data parallelism the stage (wrapped for the torch stage, :class:`_Stage`) is sharded with FSDP2 over its
+        data-parallel group, which then reduces the gradients; otherwise the engine averages them."""
         if offload:
             raise ValueError("pipeline parallelism in accelops does not support ZeRO-Offload")
-        return Parallel("none", model)
+        groups = model._groups
+        if self.dp_world_size > 1:
+            with torch.no_grad():
+                for tensor in list(model.parameters()) + list(model.buffers()):
+                    dist.broadcast(tensor.data, src=groups["data_ranks"][0], group=groups["data"])
+        stage = _Stage(model)
+        if self._config.zero_optimization_stage == 0 or self.dp_world_size == 1:
+            return Parallel("none", stage)
+        from torch.distributed.device_mesh import DeviceMesh
+        from torch.distributed.fsdp import fully_shard
+
+        from ..parallel import fsdp_units
+
+        mesh = DeviceMesh.from_group(groups["data"], self.device.type)
+        tied = {id(m) for m in model.tied_modules.modules()}  # a forward_fn reads their tensors outside their
+        for unit in fsdp_units(model, self._config.accelops.fsdp_units):  # forward: they stay in the root unit
+            if id(unit) not in tied:
+                fully_shard(unit, mesh=mesh, reshard_after_forward=False)
+        fully_shard(stage, mesh=mesh, reshard_after_forward=False)
+        return Parallel("fsdp", stage)
 
     # ------------------------------------------------------------------ DeepSpeed's pipeline accessors
     def is_first_stage(self) -> bool:
@@ -117,7 +141,7 @@ class PipelineEngine(DeepSpeedEngine):
             from torch.distributed import pipelining
 
             name = self._config.accelops.pipeline_schedule
-            stage = pipelining.PipelineStage(_Stage(self.module), self.stage_id, self.num_stages, self.device,
+            stage = pipelining.PipelineStage(self._parallel.runner, self.stage_id, self.num_stages, self.device,
                                              group=self._pipe_group)
             schedule_cls = getattr(pipelining, SCHEDULES[name])
             self._schedules[key] = schedule_cls(stage, n_microbatches=self.gradient_accumulation_steps(),
@@ -198,7 +222,7 @@ class PipelineEngine(DeepSpeedEngine):
         """Tied layers' gradients summed over their stages, then every gradient averaged over the
         data-parallel ranks."""
         self.module.allreduce_tied_weight_gradients()
-        if self.dp_world_size == 1:
+        if self.dp_world_size == 1 or self._parallel.sharded:
             return
         for param in self.module.parameters():
             if param.grad is not None:
@@ -218,8 +242,11 @@ class PipelineEngine(DeepSpeedEngine):
                  if p.grad is not None and self.module.tied_tensor_is_owned_here(p)]
         squares = torch.zeros((), dtype=torch.float32, device=self.device)
         for grad in owned:
-            squares += grad.float().pow(2).sum()
-        if self.num_stages > 1:
+            local = grad.to_local() if hasattr(grad, "to_local") else grad
+            squares += local.float().pow(2).sum()
+        if self._parallel.sharded:  # each data-parallel rank holds a shard of each stage's gradients
+            dist.all_reduce(squares)
+        elif self.num_stages > 1:
             dist.all_reduce(squares, group=self._pipe_group)
         return float(squares.sqrt())
 

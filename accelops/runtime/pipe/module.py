@@ -249,8 +249,8 @@ class PipelineModule(torch.nn.Module):
                 continue
             for attr in self.tied_weight_attrs[key]:
                 grad = _attr(self.tied_modules[key], attr).grad
-                if grad is not None:
-                    dist.all_reduce(grad, group=group)
+                if grad is not None:  # with ZeRO-1, every stage holds the same shard of it
+                    dist.all_reduce(grad.to_local() if hasattr(grad, "to_local") else grad, group=group)
 
     def tied_tensor_is_owned_here(self, param: torch.Tensor) -> bool:
         """False for a tied tensor on a stage that is not the first to share it (counted there once)."""
