@@ -394,7 +394,7 @@ CASE_KINDS = {"checkpoint": checkpoint_case, "no_sync": no_sync_case, "buffers":
               **{kind: _worker("zero_init_worker", kind)
                  for kind in ("zero_init", "zero_init_module", "gathered", "offload_states")},
               **{kind: _worker("pipeline_worker", kind)
-                 for kind in ("pipeline", "pipeline_dropout", "pipeline_resume")}}
+                 for kind in ("pipeline", "pipeline_dropout", "pipeline_resume", "pipeline_data")}}
 
 
 def main():

@@ -173,3 +173,28 @@ def pipeline_resume_case(case):
         engine.load_checkpoint(case["dir"])
     third = float(engine.train_batch(iter(_batches(2, engine.dp_rank))))
     return {"third": third, "steps": engine.global_steps, "rank": int(os.environ.get("RANK", "0"))}
+
+
+def pipeline_data_case(case):
+    """``initialize(training_data=...)`` then ``train_batch()`` with no iterator reads the engine's loader
+    (first and last stages); a second engine fed the same loader's batches by hand trains alike."""
+    import torch
+
+    import accelops as deepspeed
+    from accelops.pipe import PipelineModule
+
+    gen = torch.Generator().manual_seed(5)
+    data = torch.utils.data.TensorDataset(torch.randint(0, VOCAB, (64, SEQ), generator=gen),
+                                          torch.randint(0, VOCAB, (64, SEQ), generator=gen))
+    runs = []
+    for by_hand in (False, True):
+        module = PipelineModule(_specs(), num_stages=case["stages"], loss_fn=loss_fn, seed_layers=True)
+        engine, _, loader, _ = deepspeed.initialize(model=module, config=_config(case),
+                                                    training_data=None if by_hand else data)
+        if by_hand:
+            batches = iter(deepspeed.utils.RepeatingLoader(engine.deepspeed_io(data)))
+            runs.append([float(engine.train_batch(batches)) for _ in range(3)])
+        else:
+            runs.append([float(engine.train_batch()) for _ in range(3)])
+            has_loader = loader is not None
+    return {"loader": runs[0], "by_hand": runs[1], "has_loader": has_loader}

@@ -13,7 +13,8 @@ TWO = [{"name": "p2_1f1b_parameters", "kind": "pipeline", "stages": 2, "schedule
        {"name": "p1", "kind": "pipeline", "stages": 1},
        {"name": "p2_fp16", "kind": "pipeline", "stages": 2, "precision": "fp16", "tol": 1e-4},
        {"name": "p2_bf16", "kind": "pipeline", "stages": 2, "precision": "bf16", "tol": 1e-3},
-       {"name": "dropout", "kind": "pipeline_dropout", "stages": 2}]
+       {"name": "dropout", "kind": "pipeline_dropout", "stages": 2},
+       {"name": "data", "kind": "pipeline_data", "stages": 2}]
 FOUR = [{"name": "p2x2", "kind": "pipeline", "stages": 2},
         {"name": "p2x2_zero1", "kind": "pipeline", "stages": 2, "zero": 1, "schedule": "gpipe"},
         {"name": "p4_type", "kind": "pipeline", "stages": 4, "method": "type:block", "schedule": "gpipe"}]
@@ -57,6 +58,12 @@ def test_activation_checkpointing_gives_the_same_losses_with_dropout(two_ranks):
     for results in two_ranks:
         got = results["dropout"]
         assert got["with"] == got["without"], got
+
+
+def test_train_batch_reads_the_engines_own_loader(two_ranks):
+    for results in two_ranks:
+        got = results["data"]
+        assert got["has_loader"] and got["loader"] == got["by_hand"], got
 
 
 @pytest.mark.parametrize("name", [c["name"] for c in FOUR])
