@@ -28,7 +28,7 @@ _LAZY = {
 }
 
 #: DeepSpeed's subpackages that ``import deepspeed`` makes reachable as attributes.
-_SUBPACKAGES = ("accelerator", "comm", "ops", "pipe", "profiling", "runtime", "utils")
+_SUBPACKAGES = ("accelerator", "comm", "moe", "ops", "pipe", "profiling", "runtime", "utils")
 
 __all__ = ["__version__", *sorted(_LAZY)]
 

@@ -42,6 +42,7 @@ from .checkpoint_layout import (ENGINE_STATE, LATEST, METADATA, MODEL_PREFIX, OP
                                 CheckpointNotFoundError, check_tag, commit, partial_folder, read_latest, recover,
                                 saved_tags, tag_folder)
 from .optimizers import optimizer_params
+from . import moe_support
 from .parallel import model_param_names
 
 logger = get_logger(__name__)
@@ -113,28 +114,42 @@ def _global(value: Any, sharded: Any) -> Any:
 
 
 def _optimizer_names(engine: Any) -> List[Tuple[str, Any]]:
-    """(param name, sharded DTensor when the optimizer holds its local shard, else None) per optimizer param."""
+    """(checkpoint name of the param, sharded DTensor when the optimizer holds its local shard, else None) per
+    optimizer param."""
     parallel = engine._parallel
+    renames = moe_support.global_names(engine.module)
     if parallel.bound:
-        return [(name, sharded if parallel.local_pairs else None) for name, sharded in parallel.bound]
+        return [(moe_support.rename(name, renames), sharded if parallel.local_pairs else None)
+                for name, sharded in parallel.bound]
     names = model_param_names(engine.module)
     found = []
     for i, param in enumerate(optimizer_params(engine.optimizer)):
         if id(param) not in names:
             raise ValueError(f"optimizer param {i} (shape {tuple(param.shape)}) is not a parameter of the model, so "
                              f"it has no name to checkpoint it under")
-        found.append((names[id(param)], None))
+        found.append((moe_support.rename(names[id(param)], renames), None))
     return found
 
 
 def _model_state(engine: Any, exclude_frozen: bool = False) -> Dict[str, Any]:
+    """The model's state under its checkpoint names (experts under their global numbers,
+    :mod:`accelops.runtime.moe_support`)."""
     from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
     state = get_model_state_dict(engine.module)
     if exclude_frozen:
         frozen = {name for name, param in engine.module.named_parameters() if not param.requires_grad}
         state = {k: v for k, v in state.items() if k not in frozen}
-    return state
+    renames = moe_support.global_names(engine.module)
+    return {moe_support.rename(k, renames): v for k, v in state.items()}
+
+
+def _local_names(engine: Any) -> Dict[str, str]:
+    """Checkpoint name -> the model's own state-dict name (they differ for experts)."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    renames = moe_support.global_names(engine.module)
+    return {moe_support.rename(k, renames): k for k in get_model_state_dict(engine.module)}
 
 
 def _optimizer_state(engine: Any) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
@@ -439,7 +454,8 @@ def load_checkpoint(engine: Any, load_dir: Any, tag: Any = None, load_module_str
         optimizer_tensors, empty = _optimizer_template(engine, saved)
         template.update(optimizer_tensors)
     dcp.load(template, checkpoint_id=path)
-    set_model_state_dict(engine.module, {k: template[f"{MODEL_PREFIX}{k}"] for k in model},
+    local = _local_names(engine)
+    set_model_state_dict(engine.module, {local[k]: template[f"{MODEL_PREFIX}{k}"] for k in model},
                          options=StateDictOptions(strict=False))
     if with_optimizer:
         _restore_optimizer(engine, state["optimizer"], empty)

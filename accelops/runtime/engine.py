@@ -41,6 +41,7 @@ from ..profiling.flops_profiler.engine_hooks import EngineFlopsProfiling, FlopsP
 from .config import EngineConfig
 from .dataloader import make_dataloader
 from .grads import clip_factor, global_norm, scale_
+from . import moe_support
 from .offload_states import StateOffloader, parse_device, parse_include
 from .zero import materialize as zero_materialize
 from .zero.offload_config import OffloadDeviceEnum, OffloadStateTypeEnum
@@ -119,6 +120,7 @@ class DeepSpeedEngine(FlopsProfilerAccessors, torch.nn.Module):
         basic = self._make_optimizer(optimizer, model_parameters, model, on_cpu=offload or None)
         zero_init = self._take_zero_init_params(model)
         model._apply(lambda t: t if t.is_meta else t.to(device))  # model.to(device), meta parameters left alone
+        self._has_moe = self._setup_moe(model)
         self._parallel = self._wrap_model(model, offload, pin_memory)
         if zero_init:
             zero_materialize.fill(model, zero_init, torch.device("cpu") if offload else device)
@@ -183,6 +185,18 @@ class DeepSpeedEngine(FlopsProfilerAccessors, torch.nn.Module):
         pin = all(s.pin_memory for s in sections) and self.device.type != "cpu"
         return True, pin and _can_pin()
 
+    def _setup_moe(self, model: torch.nn.Module) -> bool:
+        """Give the model's MoE layers their expert groups (:mod:`accelops.runtime.moe_support`); True when
+        it has any. ValueError at ZeRO stages 1-3, which do not handle expert parameters yet."""
+        layers = moe_support.moe_layers(model)
+        if not layers:
+            return False
+        if self._config.zero_optimization_stage > 0:
+            raise ValueError(f"mixture-of-experts layers train with ZeRO stage 0 in accelops for now; the config's "
+                             f"stage is {self._config.zero_optimization_stage}")
+        moe_support.setup(model)
+        return True
+
     def _data_parallel_place(self, model: torch.nn.Module, rank: int, world_size: int) -> Tuple[int, int]:
         """(this rank's index among the data-parallel ranks, their number): every rank is one here."""
         return rank, world_size
@@ -192,7 +206,8 @@ class DeepSpeedEngine(FlopsProfilerAccessors, torch.nn.Module):
         config = self._config
         return wrap_model(model, config.zero_optimization_stage, self.world_size, self.device,
                           _AUTOCAST.get(config.communication_data_type or ""), units=config.accelops.fsdp_units,
-                          offload=offload, pin_memory=pin_memory)
+                          offload=offload, pin_memory=pin_memory,
+                          ignore=moe_support.expert_param_names(model) if self._has_moe else ())
 
     def _take_zero_init_params(self, model: torch.nn.Module) -> Dict[str, torch.nn.Parameter]:
         """For a model built inside ``zero.Init`` (:mod:`accelops.runtime.zero.materialize`): at stage 0 its
@@ -408,6 +423,8 @@ class DeepSpeedEngine(FlopsProfilerAccessors, torch.nn.Module):
         self._flops.after_step(self)
 
     def _take_model_step(self, lr_kwargs: Optional[dict]) -> None:
+        if self._has_moe:
+            moe_support.reduce_expert_grads(self.module, self.world_size)
         sync_local_grads(self._parallel, self.module)
         grads = local_grads(optimizer_params(self.optimizer))
         scale = self.loss_scaler.loss_scale  # read before update(): the scale these gradients carry

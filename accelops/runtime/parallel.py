@@ -124,12 +124,13 @@ def _broadcast_from_rank0(model: torch.nn.Module) -> None:
 
 def wrap_model(model: torch.nn.Module, stage: int, world_size: int, device: torch.device,
                reduce_dtype: Optional[torch.dtype] = None, units: Union[str, Sequence[str]] = "auto",
-               offload: bool = False, pin_memory: bool = False) -> Parallel:
+               offload: bool = False, pin_memory: bool = False, ignore: Sequence[str] = ()) -> Parallel:
     """Wrap ``model`` (already on ``device``) for ``stage`` in the default process group.
 
     ``reduce_dtype``: the dtype gradients are reduced in (None: the gradients' own, fp32). ``units``: the
     FSDP unit rule (:func:`fsdp_units`). ``offload``: ZeRO-Offload with FSDP2's CPU offload policy (stages
-    1 to 3), its CPU copies pinned when ``pin_memory``. Side effects: with FSDP the model is changed in
+    1 to 3), its CPU copies pinned when ``pin_memory``. ``ignore``: names of parameters DDP leaves alone
+    (experts, reduced by the engine over their own group; stage 0 only). Side effects: with FSDP the model is changed in
     place (its class and parameters, see the module docstring; with offload its parameters move to CPU
     memory) and rank 0's weights are broadcast; with DDP, DDP broadcasts them."""
     if stage == 0:
@@ -138,6 +139,8 @@ def wrap_model(model: torch.nn.Module, stage: int, world_size: int, device: torc
         from torch.nn.parallel import DistributedDataParallel
 
         device_ids = [device.index] if device.type == "cuda" and device.index is not None else None
+        if ignore:
+            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, list(ignore))
         ddp = DistributedDataParallel(model, device_ids=device_ids, forward_sync_buffers=False,
                                       find_unused_parameters=True)
         if reduce_dtype is not None:

@@ -18,9 +18,14 @@ Differences, on purpose:
   set up.
 * Before ``torch.distributed`` is initialised, sizes are 1 and ranks 0 (as ``accelops.comm.get_rank``);
   asking for a group then is a RuntimeError (DeepSpeed asserts for every function).
-* ``initialize(ep_size=1, mpu=None)`` accepts only what accelops has: ``mpu`` must be None (as in
-  ``accelops.initialize``) and ``ep_size`` 1 (mixture of experts is not implemented); expert-parallel groups
-  do not exist.
+* ``initialize(ep_size=1, mpu=None)``: ``mpu`` must be None (as in ``accelops.initialize``); with
+  ``ep_size`` > 1 it makes the expert groups below.
+
+Expert groups (mixture of experts, :mod:`accelops.moe`), DeepSpeed's layout without model or pipeline
+parallelism, named ``ep_size_<n>``: the expert-parallel groups are runs of ``n`` consecutive ranks (they
+exchange tokens), the expert-data-parallel groups the ranks ``n`` apart (they hold copies of the same experts
+and reduce their gradients); ``use_data_before_expert_parallel_`` swaps the two. Making them
+(``_create_expert_and_data_parallel``) is a collective: every rank makes the same ones in the same order.
 """
 from __future__ import annotations
 
@@ -37,13 +42,12 @@ __all__ = ["get_data_parallel_group", "get_data_parallel_rank", "get_data_parall
 
 
 def initialize(ep_size: int = 1, mpu: Any = None) -> None:
-    """DeepSpeed's ``groups.initialize``: nothing to set up for data parallelism. ValueError for an ``mpu``
-    (accelops has no model parallelism), NotImplementedError for ``ep_size`` other than 1."""
+    """DeepSpeed's ``groups.initialize``: the expert groups of ``ep_size`` when it is above 1 (nothing to set
+    up for data parallelism). ValueError for an ``mpu`` (accelops has no model parallelism)."""
     if mpu is not None:
         raise ValueError("groups.initialize(mpu=...): accelops has no model parallelism; pass mpu=None")
-    if ep_size != 1:
-        raise NotImplementedError(f"groups.initialize(ep_size={ep_size!r}): accelops has no mixture of experts "
-                                  f"(expert parallelism); only ep_size=1 is accepted")
+    if ep_size > 1:
+        _create_expert_and_data_parallel(ep_size)
 
 
 def _initialized() -> bool:
@@ -167,3 +171,105 @@ get_model_parallel_rank = get_tensor_model_parallel_rank
 def get_tensor_model_parallel_src_rank() -> int:
     """The global rank of this rank's model-parallel group's first member: this rank."""
     return _get_data_parallel_rank()
+
+
+# ---------------------------------------------------------------------------------------------- expert groups
+_experts: Optional[tuple] = None  # (default group, {name: (ep group, ep ranks, edp group, edp ranks)})
+
+
+def _expert_groups() -> dict:
+    """This process group's expert groups by name (forgotten when the default group is another one)."""
+    global _experts
+    world = _default_group("expert groups")
+    if _experts is None or _experts[0] is not world:
+        _experts = (world, {})
+    return _experts[1]
+
+
+def _create_expert_and_data_parallel(expert_parallel_size_: int, mp_size: Any = None, pp_size: Any = None,
+                                     mp_mode: str = "tp", use_data_before_expert_parallel_: bool = False,
+                                     folding_spec: Any = None) -> None:
+    """Make the expert-parallel and expert-data-parallel groups of ``expert_parallel_size_`` (module
+    docstring) unless they exist. ValueError when it does not divide the world size, or for model or
+    pipeline parallel sizes above 1."""
+    import torch.distributed as dist
+
+    made = _expert_groups()
+    size, name = int(expert_parallel_size_), f"ep_size_{expert_parallel_size_}"
+    if any(v not in (None, 1) for v in (mp_size, pp_size)) or folding_spec is not None:
+        raise ValueError("expert groups with model or pipeline parallelism are not supported by accelops")
+    world, rank = dist.get_world_size(), dist.get_rank()
+    if size < 1 or world % size:
+        raise ValueError(f"the expert-parallel size ({size}) must divide the world size ({world})")
+    if name in made:
+        return
+    runs = [list(range(i * size, (i + 1) * size)) for i in range(world // size)]  # consecutive ranks
+    strided = [list(range(i, world, size)) for i in range(size)]  # ranks `size` apart
+    parallel, data = (strided, runs) if use_data_before_expert_parallel_ else (runs, strided)
+    mine = {}
+    for kind, lists in (("ep", parallel), ("edp", data)):
+        for ranks in lists:
+            group = dist.new_group(ranks)
+            if rank in ranks:
+                mine[kind] = (group, ranks)
+    made[name] = (mine["ep"][0], mine["ep"][1], mine["edp"][0], mine["edp"][1])
+
+
+def _expert(name: str, index: int) -> Any:
+    made = _expert_groups()
+    if name not in made:
+        raise KeyError(f"no expert group named {name!r} (made: {sorted(made)}); accelops.initialize makes them for "
+                       f"the model's MoE layers")
+    return made[name][index]
+
+
+def _get_expert_parallel_group(group_name: str) -> Any:
+    """The expert-parallel group ``group_name`` this rank is in (KeyError when it was not made)."""
+    return _expert(group_name, 0)
+
+
+def _get_expert_parallel_group_ranks(group_name: str) -> list:
+    return _expert(group_name, 1)
+
+
+def _get_expert_data_parallel_group(group_name: str) -> Any:
+    """The expert-data-parallel group ``group_name`` this rank is in (KeyError when it was not made)."""
+    return _expert(group_name, 2)
+
+
+def _get_expert_data_parallel_group_ranks(group_name: str) -> list:
+    return _expert(group_name, 3)
+
+
+def _get_expert_parallel_group_dict() -> dict:
+    return {name: groups[0] for name, groups in _expert_groups().items()} if _initialized() else {}
+
+
+def _get_expert_data_parallel_group_dict() -> dict:
+    return {name: groups[2] for name, groups in _expert_groups().items()} if _initialized() else {}
+
+
+def _get_expert_parallel_world_size(group_name: str) -> int:
+    return len(_get_expert_parallel_group_ranks(group_name))
+
+
+def _get_expert_data_parallel_world_size(group_name: str) -> int:
+    return len(_get_expert_data_parallel_group_ranks(group_name))
+
+
+def _get_expert_parallel_rank(group_name: str) -> int:
+    return _get_expert_parallel_group_ranks(group_name).index(_get_data_parallel_rank())
+
+
+def _get_expert_data_parallel_rank(group_name: str) -> int:
+    return _get_expert_data_parallel_group_ranks(group_name).index(_get_data_parallel_rank())
+
+
+def _get_expert_parallel_src_rank(group_name: str) -> int:
+    """The first global rank of this rank's expert-parallel group."""
+    return _get_expert_parallel_group_ranks(group_name)[0]
+
+
+def _get_expert_broadcast_src_rank(group_name: str) -> int:
+    """The first global rank of this rank's expert-data-parallel group (expert broadcasts start there)."""
+    return _get_expert_data_parallel_group_ranks(group_name)[0]

@@ -23,7 +23,7 @@ LAYERS = [
     ("ops", ["accelops.ops"]),
     ("comm", ["accelops.comm"]),
     ("engine", ["accelops.runtime", "accelops.checkpoint", "accelops.utils", "accelops.monitor", "accelops.profiling",
-                "accelops.pipe"]),
+                "accelops.pipe", "accelops.moe"]),
 ]
 #: Beside the layers: what each may use. The launcher starts processes and uses the accelerator only (device
 #: counts, visible-devices variables); the readers (ds_report, DeepSpeed's ``git_version_info``, ``python -m
