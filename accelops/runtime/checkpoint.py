@@ -105,8 +105,8 @@ def _same_on_every_rank(engine: Any, what: str, value: Any) -> None:
 # ---------------------------------------------------------------------------------------------- state
 def _global(value: Any, sharded: Any) -> Any:
     """A state tensor of a local shard as a DTensor shaped like ``sharded``; other values as they are."""
-    if sharded is None or not torch.is_tensor(value) or value.dim() == 0:
-        return value
+    if sharded is None or not hasattr(sharded, "device_mesh") or not torch.is_tensor(value) or value.dim() == 0:
+        return value  # not sharded (an expert FSDP2 ignores is a plain tensor on every rank)
     from torch.distributed.tensor import DTensor
 
     return DTensor.from_local(value, sharded.device_mesh, sharded.placements, run_check=False,

@@ -191,10 +191,11 @@ class DeepSpeedEngine(FlopsProfilerAccessors, torch.nn.Module):
         layers = moe_support.moe_layers(model)
         if not layers:
             return False
-        if self._config.zero_optimization_stage > 0:
-            raise ValueError(f"mixture-of-experts layers train with ZeRO stage 0 in accelops for now; the config's "
-                             f"stage is {self._config.zero_optimization_stage}")
+        if self._config.zero_optimization_stage == 3:
+            raise ValueError("mixture-of-experts layers are not supported with ZeRO stage 3 (as in DeepSpeed): "
+                             "use stage 0, 1 or 2")
         moe_support.setup(model)
+        moe_support.broadcast_experts(model)
         return True
 
     def _data_parallel_place(self, model: torch.nn.Module, rank: int, world_size: int) -> Tuple[int, int]:
@@ -492,6 +493,8 @@ class DeepSpeedEngine(FlopsProfilerAccessors, torch.nn.Module):
 
     def _global_grad_norm_of(self, grads: List[torch.Tensor]) -> float:
         """The 2-norm of the whole model's gradients (``grads``: this rank's, already reduced)."""
+        if self._has_moe:
+            return moe_support.global_norm(self.module, self._parallel.sharded, self.device)
         return global_norm(grads, self._parallel.sharded, reduce_on=self.device)
 
     def destroy(self) -> None:

@@ -114,11 +114,13 @@ def fsdp_units(model: torch.nn.Module, rule: Union[str, Sequence[str]] = "auto")
     return [unit for unit in _rule_units(model, rule) if not _shares_a_parameter_outside(unit, model)]
 
 
-def _broadcast_from_rank0(model: torch.nn.Module) -> None:
-    """Every rank takes rank 0's parameters and buffers (in place)."""
+def _broadcast_from_rank0(model: torch.nn.Module, skip: Sequence[torch.Tensor] = ()) -> None:
+    """Every rank takes rank 0's parameters and buffers (in place), except those in ``skip``."""
+    skipped = {id(t) for t in skip}
     with torch.no_grad():
         for tensor in list(model.parameters()) + list(model.buffers()):
-            if not tensor.is_meta:  # meta: a zero.Init parameter, whose parts were made from rank 0's values
+            # meta: a zero.Init parameter, whose parts were made from rank 0's values
+            if not tensor.is_meta and id(tensor) not in skipped:
                 dist.broadcast(tensor.data, src=0)
 
 
@@ -129,10 +131,11 @@ def wrap_model(model: torch.nn.Module, stage: int, world_size: int, device: torc
 
     ``reduce_dtype``: the dtype gradients are reduced in (None: the gradients' own, fp32). ``units``: the
     FSDP unit rule (:func:`fsdp_units`). ``offload``: ZeRO-Offload with FSDP2's CPU offload policy (stages
-    1 to 3), its CPU copies pinned when ``pin_memory``. ``ignore``: names of parameters DDP leaves alone
-    (experts, reduced by the engine over their own group; stage 0 only). Side effects: with FSDP the model is changed in
-    place (its class and parameters, see the module docstring; with offload its parameters move to CPU
-    memory) and rank 0's weights are broadcast; with DDP, DDP broadcasts them."""
+    1 to 3), its CPU copies pinned when ``pin_memory``. ``ignore``: names of parameters that stay plain and
+    are neither broadcast, reduced nor sharded (experts: the engine syncs and reduces them over their own
+    group). Side effects: with FSDP the model is changed in place (its class and parameters, see the module
+    docstring; with offload its parameters move to CPU memory) and rank 0's weights are broadcast; with DDP,
+    DDP broadcasts them."""
     if stage == 0:
         if world_size == 1:
             return Parallel("none", model)
@@ -150,12 +153,15 @@ def wrap_model(model: torch.nn.Module, stage: int, world_size: int, device: torc
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
     chosen = fsdp_units(model, units)
+    named = dict(model.named_parameters())
+    ignored = {named[name] for name in ignore}
     if world_size > 1:
-        _broadcast_from_rank0(model)
+        _broadcast_from_rank0(model, skip=list(ignored))
     mesh = init_device_mesh(device.type, (world_size,))
     options = dict(mesh=mesh, reshard_after_forward=stage == 3,
                    mp_policy=MixedPrecisionPolicy(reduce_dtype=reduce_dtype),
-                   offload_policy=CPUOffloadPolicy(pin_memory=pin_memory) if offload else OffloadPolicy())
+                   offload_policy=CPUOffloadPolicy(pin_memory=pin_memory) if offload else OffloadPolicy(),
+                   ignored_params=ignored or None)
     for unit in chosen:
         fully_shard(unit, **options)
     fully_shard(model, **options)
@@ -183,9 +189,10 @@ def _register_compression(ddp: torch.nn.Module, dtype: torch.dtype) -> None:
 
 
 def local_shard(param: torch.Tensor) -> torch.Tensor:
-    """The local shard of a DTensor parameter as a plain tensor sharing its storage."""
+    """The local shard of a DTensor parameter as a plain tensor sharing its storage (a parameter FSDP2
+    ignores: the parameter's own data)."""
     with torch.no_grad():
-        return param.to_local().detach()
+        return param.to_local().detach() if hasattr(param, "to_local") else param.detach()
 
 
 def bind_optimizer(optimizer: torch.optim.Optimizer, fqn_of: Dict[int, str], model: torch.nn.Module,
@@ -253,7 +260,8 @@ def sync_local_grads(parallel: Parallel, model: torch.nn.Module) -> None:
     for (name, _), (sharded, local) in zip(parallel.bound, parallel.local_pairs):
         if local.numel() and local_shard(sharded).data_ptr() != local.data_ptr():
             raise _replaced(name)
-        local.grad = None if sharded.grad is None else sharded.grad.to_local()
+        grad = sharded.grad
+        local.grad = grad.to_local() if hasattr(grad, "to_local") else grad
 
 
 def clear_local_grads(parallel: Parallel) -> None:

@@ -112,11 +112,12 @@ def _copy_experts(source, target, ep_rank, ep_size):
         expert.load_state_dict(source.moe.deepspeed_moe.experts.deepspeed_experts[ep_rank * local + i].state_dict())
 
 
-def _engine(model):
+def _engine(model, stage=0, kernel=False):
     import accelops as deepspeed
 
-    config = {"train_micro_batch_size_per_gpu": 2, "optimizer": {"type": "Adam", "params": {"lr": 1e-2,
-                                                                                           "torch_adam": True}}}
+    params = {"lr": 1e-2} if kernel else {"lr": 1e-2, "torch_adam": True}
+    config = {"train_micro_batch_size_per_gpu": 2, "gradient_clipping": 0.5, "zero_optimization": {"stage": stage},
+              "optimizer": {"type": "Adam", "params": params}}
     return deepspeed.initialize(model=model, config=config)[0]
 
 
@@ -126,16 +127,17 @@ def moe_train_case(case):
     import torch
 
     rank, world = _rank_world()
+    ep_size = case.get("ep_size", world)
     reference = _Net.build(1)
     for i, expert in enumerate(reference.moe.deepspeed_moe.experts.deepspeed_experts):
         torch.manual_seed(20 + i)
         for param in expert.parameters():
             torch.nn.init.normal_(param, std=0.3)
-    model = _Net.build(world)
+    model = _Net.build(ep_size)
     model.load_state_dict({k: v for k, v in reference.state_dict().items() if "deepspeed_experts" not in k},
                           strict=False)
-    _copy_experts(reference, model, rank, world)
-    engine = _engine(model)
+    _copy_experts(reference, model, rank % ep_size, ep_size)
+    engine = _engine(model, case.get("stage", 0), case.get("kernel", False))
     optimizer = torch.optim.AdamW(reference.parameters(), lr=1e-2, weight_decay=0.01)
     losses, expected = [], []
     for step in range(3):
@@ -147,6 +149,7 @@ def moe_train_case(case):
         per_rank = [reference(*_batches(step, r)) for r in range(world)]
         expected.append(float(per_rank[rank]))
         (sum(per_rank) / world).backward()
+        torch.nn.utils.clip_grad_norm_(reference.parameters(), 0.5)
         optimizer.step()
     after = float(engine(*_batches(9, rank)).detach())
     reference_after = float(reference(*_batches(9, rank)).detach())
