@@ -13,7 +13,7 @@ from pathlib import Path
 
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
 OPS = {"fused_adam": "FusedAdamBuilder", "fused_lion": "FusedLionBuilder",
-       "fused_layer_norm": "FusedLayerNormBuilder"}
+       "fused_layer_norm": "FusedLayerNormBuilder", "fused_moe_dispatch": "FusedMoEDispatchBuilder"}
 # CUDA runtime names, headers and vendor types that hipify must have replaced in every output file.
 LEFTOVER = re.compile(r"\bcuda[A-Z]\w*|\bcuda_runtime\w*\.h|\bcuda_(?:fp16|bf16)\.h|\b__nv_\w+|[<\"](?:c10|ATen)/cuda/")
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# CUDA compile check for CI (no GPU needed): builds the fused_adam, fused_lion and fused_layer_norm CUDA
-# ops for sm_80 and sm_90 with the CUDA build of torch in a separate venv, then hipifies their sources and
-# fails on errors or left-over CUDA runtime identifiers. Independent of the CPU test run.
+# CUDA compile check for CI (no GPU needed): builds the fused_adam, fused_lion, fused_layer_norm and
+# fused_moe_dispatch CUDA ops for sm_80 and sm_90 with the CUDA build of torch in a separate venv, then
+# hipifies their sources and fails on errors or left-over CUDA runtime identifiers. Independent of the CPU
+# test run.
 # Env: ACCELOPS_CUDA_VENV (venv folder, reused when it already holds torch 2.14.1 with CUDA),
 #      CUDA_HOME (default /usr/local/cuda-13.0), TORCH_CUDA_ARCH_LIST (default "8.0;9.0").
 set -euo pipefail
