@@ -19,13 +19,17 @@ DeepSpeed facts followed (deepspeed/moe/sharded_moe.py), S tokens, E experts, ca
 * the layer returns, per token, the gate-weighted sum of its experts' outputs (a dropped token gives 0);
   ``exp_counts`` are the tokens each expert was chosen for, before dropping.
 
-Dispatch and combine use dense (S, E, C) masks with ``einsum``; DeepSpeed 0.19 scatters by slot index. The
-results are the same.
+The layer dispatches and combines by index, as DeepSpeed 0.19 scatters by slot: the gate gives each token's
+routes (:class:`Routes`: expert, slot and gate per route, ``return_routes=True`` of the gating functions, or
+:func:`routes_from_masks` of the dense weights a custom gate returns) and the ``moe_dispatch`` op
+(``accelops.ops.moe_dispatch``: its CPU or CUDA kernel, else its torch index reference) moves the rows, with no
+(S, E, C) mask and O(S x k x M) work instead of the ``einsum``s' O(S x E x C x M). The results are those of the
+dense ``einsum("sec,sm->ecm")`` / ``einsum("sec,ecm->sm")`` path (up to float32 summation order).
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Tuple
+from typing import Any, List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -87,12 +91,72 @@ def _combine(gates_s: torch.Tensor, mask: torch.Tensor, locations_s: torch.Tenso
                         F.one_hot(locations_s, capacity).float())
 
 
+class Routes(NamedTuple):
+    """Where each token goes, ``[k, S]`` for k routes per token (top-1: k = 1; top-2: the first choice, then the
+    second): ``expert`` (int32, -1 where the token is dropped from that route), ``slot`` (int32, its row in the
+    expert's ``capacity``; 0 when dropped) and ``gate`` (float32, its combine weight; differentiable).
+    ``combine_weights[s, expert[k, s], slot[k, s]] == gate[k, s]`` for every kept route, and a kept route is
+    exactly a true entry of ``dispatch_mask``."""
+
+    expert: torch.Tensor
+    slot: torch.Tensor
+    gate: torch.Tensor
+    num_experts: int
+    capacity: int
+
+
+def _routes(choices: List[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]], capacity: int) -> Routes:
+    """Routes of ``(gates_s, mask (S, E), locations_s)`` per choice (the arguments of :func:`_combine`). A route
+    whose gate is 0 is dropped, as ``dispatch_mask = combine_weights.bool()`` leaves it out."""
+    experts, slots, gates = [], [], []
+    for gates_s, mask, locations_s in choices:
+        kept = mask.any(dim=1) & (gates_s != 0)
+        experts.append(torch.where(kept, mask.argmax(dim=1), -1).to(torch.int32))
+        slots.append(torch.where(kept, locations_s, 0).to(torch.int32))
+        gates.append(gates_s.float())
+    return Routes(torch.stack(experts), torch.stack(slots), torch.stack(gates), choices[0][1].shape[1], capacity)
+
+
+def _gating_result(l_aux: torch.Tensor, choices: List[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+                   capacity: int, exp_counts: torch.Tensor, return_routes: bool) -> Tuple:
+    if return_routes:
+        return l_aux, _routes(choices, capacity), exp_counts
+    combine = _combine(*choices[0], capacity)
+    for choice in choices[1:]:
+        combine = combine + _combine(*choice, capacity)
+    return l_aux, combine, combine.bool(), exp_counts
+
+
+def routes_from_masks(combine_weights: torch.Tensor) -> Routes:
+    """The :class:`Routes` of dense ``combine_weights`` (S, E, C) (what a gate returns): each token's nonzero
+    entries in (expert, slot) order, k the most any token has (at least 1); gates are gathered from
+    ``combine_weights``, so gradients flow back into it."""
+    num_tokens, num_experts, capacity = combine_weights.shape
+    flat = combine_weights.reshape(num_tokens, num_experts * capacity)
+    nonzero = flat != 0
+    k = max(int(nonzero.sum(dim=1).max()) if num_tokens else 0, 1)
+    k = min(k, max(num_experts * capacity, 1))
+    if num_experts * capacity == 0:
+        empty = torch.zeros((1, num_tokens), dtype=torch.int32, device=flat.device)
+        return Routes(empty - 1, empty, flat.new_zeros((1, num_tokens), dtype=torch.float32), num_experts, capacity)
+    # the first k nonzero columns of each row: a larger key for an earlier column, 0 for zeros
+    key = nonzero * torch.arange(num_experts * capacity, 0, -1, device=flat.device)
+    top = torch.topk(key, k, dim=1)
+    kept = (top.values > 0).t()
+    index = top.indices.t()
+    expert = torch.where(kept, index // capacity, -1).to(torch.int32)
+    slot = torch.where(kept, index % capacity, 0).to(torch.int32)
+    gate = torch.where(kept, flat.gather(1, top.indices).t().float(), 0.0)
+    return Routes(expert.contiguous(), slot.contiguous(), gate.contiguous(), num_experts, capacity)
+
+
 def top1gating(logits: torch.Tensor, capacity_factor: float, min_capacity: int,
                used_token: Optional[torch.Tensor] = None, noisy_gate_policy: Optional[str] = None,
-               drop_tokens: bool = True, use_rts: bool = True, ep_group: Any = None
-               ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+               drop_tokens: bool = True, use_rts: bool = True, ep_group: Any = None, return_routes: bool = False
+               ) -> Tuple:
     """Top-1 gating of ``logits`` (S, E) (module docstring). Returns ``(l_aux, combine_weights (S, E, C),
-    dispatch_mask (S, E, C), exp_counts (E,))``. ValueError with fewer tokens than ``min_capacity``."""
+    dispatch_mask (S, E, C), exp_counts (E,))``; with ``return_routes=True`` ``(l_aux, routes, exp_counts)``
+    instead (:class:`Routes`, k = 1; no dense mask is made). ValueError with fewer tokens than ``min_capacity``."""
     num_tokens, num_experts = logits.shape
     if num_tokens < min_capacity:
         raise ValueError(f"top-1 gating got {num_tokens} tokens, fewer than min_capacity={min_capacity}: set "
@@ -115,14 +179,14 @@ def top1gating(logits: torch.Tensor, capacity_factor: float, min_capacity: int,
     kept = torch.topk(score, k=min(capacity, num_tokens), dim=0).indices
     mask = mask * torch.zeros_like(mask).scatter_(0, kept, 1)
     locations = torch.sum((torch.cumsum(mask, dim=0) - 1) * mask, dim=1)
-    combine = _combine((gates * mask).sum(dim=1), mask, locations, capacity)
-    return l_aux, combine, combine.bool(), exp_counts
+    return _gating_result(l_aux, [((gates * mask).sum(dim=1), mask, locations)], capacity, exp_counts, return_routes)
 
 
 def top2gating(logits: torch.Tensor, capacity_factor: float, min_capacity: int, drop_tokens: bool = True,
-               ep_group: Any = None, top2_2nd_expert_sampling: bool = True
-               ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Top-2 gating of ``logits`` (S, E) (module docstring); returns as :func:`top1gating`."""
+               ep_group: Any = None, top2_2nd_expert_sampling: bool = True, return_routes: bool = False
+               ) -> Tuple:
+    """Top-2 gating of ``logits`` (S, E) (module docstring); returns as :func:`top1gating` (routes: k = 2, the
+    first choices, then the second)."""
     num_tokens, num_experts = logits.shape
     gates = F.softmax(logits, dim=1)
     first = torch.argmax(gates, dim=1)
@@ -143,9 +207,9 @@ def top2gating(logits: torch.Tensor, capacity_factor: float, min_capacity: int, 
     gates1 = (gates * mask1).sum(dim=1)
     gates2 = (gates * mask2).sum(dim=1)
     denominator = torch.clamp(gates1 + gates2, min=torch.finfo(gates.dtype).eps)
-    combine = (_combine(gates1 / denominator, mask1, torch.sum(locations1 * mask1, dim=1), capacity)
-               + _combine(gates2 / denominator, mask2, torch.sum(locations2 * mask2, dim=1), capacity))
-    return l_aux, combine, combine.bool(), exp_counts
+    choices = [(gates1 / denominator, mask1, torch.sum(locations1 * mask1, dim=1)),
+               (gates2 / denominator, mask2, torch.sum(locations2 * mask2, dim=1))]
+    return _gating_result(l_aux, choices, capacity, exp_counts, return_routes)
 
 
 class TopKGate(torch.nn.Module):
@@ -173,6 +237,16 @@ class TopKGate(torch.nn.Module):
 
     def forward(self, inputs: torch.Tensor, used_token: Optional[torch.Tensor] = None
                 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(l_aux, combine_weights, dispatch_mask, exp_counts)`` of the gating of ``inputs`` (S, model_dim)."""
+        return self._gate(inputs, used_token, return_routes=False)
+
+    def routes(self, inputs: torch.Tensor, used_token: Optional[torch.Tensor] = None
+               ) -> Tuple[torch.Tensor, Routes, torch.Tensor]:
+        """``(l_aux, routes, exp_counts)``: the same gating as ``forward`` (same noise, same results), with the
+        :class:`Routes` instead of the dense (S, E, C) weights and mask."""
+        return self._gate(inputs, used_token, return_routes=True)
+
+    def _gate(self, inputs: torch.Tensor, used_token: Optional[torch.Tensor], return_routes: bool) -> Tuple:
         x = inputs.float()
         if self.noisy_gate_policy == "Jitter" and self.training:
             x = multiplicative_jitter(x)
@@ -181,15 +255,19 @@ class TopKGate(torch.nn.Module):
         if self.k == 1:
             return top1gating(logits, factor, self.min_capacity, used_token,
                               self.noisy_gate_policy if self.training else None, self.drop_tokens, self.use_rts,
-                              self.ep_group)
+                              self.ep_group, return_routes=return_routes)
         return top2gating(logits, factor, self.min_capacity, self.drop_tokens, self.ep_group,
-                          self.top2_2nd_expert_sampling)
+                          self.top2_2nd_expert_sampling, return_routes=return_routes)
 
 
 class MOELayer(torch.nn.Module):
     """Gate, dispatch, experts, combine (GShard's algorithm). With ``ep_size`` > 1 the experts of the layer
     are split over the expert-parallel group (``num_local_experts`` here) and tokens travel with all-to-all.
-    After a forward, ``l_aux`` and ``exp_counts`` hold the gate's results."""
+    After a forward, ``l_aux`` and ``exp_counts`` hold the gate's results.
+
+    Dispatch and combine run the ``moe_dispatch`` op on the gate's routes (``gate.routes(...)`` when the gate has
+    that method, as :class:`TopKGate` does; else :func:`routes_from_masks` of the combine weights its forward
+    returns); ``dispatcher`` says which path that op takes on a device (``dispatcher("cpu").backend``)."""
 
     def __init__(self, gate: torch.nn.Module, experts: torch.nn.Module, ep_group_name: str, ep_size: int,
                  num_local_experts: int, use_tutel: bool = False) -> None:
@@ -209,8 +287,18 @@ class MOELayer(torch.nn.Module):
         d_model = hidden.shape[-1]
         tokens = hidden.reshape(-1, d_model)
         used_token = inputs[1] if len(inputs) > 1 else None
-        self.l_aux, combine, dispatch, self.exp_counts = self.gate(tokens, used_token)
-        dispatched = torch.einsum("sec,sm->ecm", dispatch.type_as(tokens), tokens)
+        from accelops.ops.moe_dispatch import moe_combine, moe_dispatch
+
+        own_routes = hasattr(self.gate, "routes")
+        if own_routes:
+            self.l_aux, routes, self.exp_counts = self.gate.routes(tokens, used_token)
+        else:  # a gate with DeepSpeed's four results only
+            self.l_aux, combine, _dispatch, self.exp_counts = self.gate(tokens, used_token)
+            routes = routes_from_masks(combine)
+        # the gating functions make routes in range and one per buffer row: no index check (no device sync);
+        # another gate's weights could put two tokens in one row, which the check reports
+        dispatched = moe_dispatch(tokens, routes.expert, routes.slot, routes.num_experts, routes.capacity,
+                                  check_routes=not own_routes)
         if self.ep_size > 1:
             if self.ep_group is None:
                 raise RuntimeError(f"this MoE layer splits its experts over {self.ep_size} ranks but has no "
@@ -220,5 +308,14 @@ class MOELayer(torch.nn.Module):
         expert_output = expert_output.reshape(self.ep_size * self.num_local_experts, -1, d_model)
         if self.ep_size > 1:
             expert_output = _AllToAll.apply(self.ep_group, expert_output)
-        combined = torch.einsum("sec,ecm->sm", combine.type_as(tokens), expert_output)
+        combined = moe_combine(expert_output.reshape(routes.num_experts, routes.capacity, d_model), routes.expert,
+                               routes.slot, routes.gate, check_routes=False)  # checked by moe_dispatch
         return combined.reshape(hidden.shape)
+
+    @staticmethod
+    def dispatcher(device: Any = "cpu") -> Any:
+        """The ``moe_dispatch`` op's front end on ``device``: ``backend`` (``"kernel"`` or ``"torch"``) and
+        ``backend_reason``."""
+        from accelops.ops.moe_dispatch import MoEDispatcher
+
+        return MoEDispatcher(device)

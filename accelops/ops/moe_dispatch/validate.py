@@ -62,7 +62,7 @@ def _check_data(name: str, t: Tensor, dim: int, where: str) -> None:
 
 def _check_sizes(num_experts, capacity, where: str) -> None:
     for name, v in (("num_experts", num_experts), ("capacity", capacity)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        if isinstance(v, bool) or not isinstance(v, (int, torch.SymInt)) or v < 0:  # SymInt: traced shapes
             raise ValueError(f"{where}: {name} must be an int >= 0, got {v!r}")
     if num_experts * capacity >= MAX_INDEX:
         raise ValueError(f"{where}: num_experts * capacity must be below 2**31, got {num_experts} * {capacity}")
