@@ -177,12 +177,12 @@ def test_verify_fails_with_exit_1_when_a_front_end_falls_back():
     result = run_report("--verify", "--json", env=env)
     assert result.returncode == 1, result.stdout
     verify = {entry["name"]: entry for entry in json.loads(result.stdout)["verify"]}
-    for name, cls in all_ops().items():
-        if issubclass(cls, CPUOpBuilder):  # the CPU ops with a front end that can fall back
-            assert verify[name]["status"] == "FAIL" and "pure-torch fallback" in verify[name]["detail"], verify[name]
+    cpu_ops = [name for name, cls in all_ops().items() if issubclass(cls, CPUOpBuilder)]
+    for name in cpu_ops:  # the CPU ops with a front end that can fall back
+        assert verify[name]["status"] == "FAIL" and "pure-torch fallback" in verify[name]["detail"], verify[name]
     assert verify["pin_memory"]["status"] == "PASS", verify["pin_memory"]  # no pure-torch path to fall back to
     text = run_report("--verify", env=env)
-    assert text.returncode == 1 and "verify: 4 failed" in text.stdout
+    assert text.returncode == 1 and f"verify: {len(cpu_ops)} failed" in text.stdout
 
 
 def test_a_crashing_verify_child_is_a_fail_row(tmp_path, monkeypatch):

@@ -43,7 +43,8 @@ def compare_with_reference(device: str) -> str:
 
 def _require(loader, where: str) -> None:
     if loader.backend != "kernel":
-        raise AssertionError(f"moe_dispatch ran its torch reference on {where}, not the op ({loader.reason})")
+        raise AssertionError(f"moe_dispatch ran its pure-torch fallback (the index reference) on {where}, not the "
+                             f"op ({loader.reason})")
 
 
 def check_cpu() -> str:
