@@ -28,10 +28,10 @@ samples/s and tokens/s over the timed batches; per rank ``VmHWM`` (peak resident
 and the final loss (the mean over the last batch's micro-batches). All cases run the same computation, so
 the final losses should agree across cases and libraries up to float rounding; the table says by how much.
 
-Ranks are plain subprocesses (MASTER_ADDR / MASTER_PORT / RANK / WORLD_SIZE / LOCAL_RANK, ``DS_ACCELERATOR=cpu``)
-with ``--threads`` torch threads each (1 by default: one core per stage, so more stages also means more cores
-until the machine runs out of them: 4 stages on a 2-core machine share the cores). Throughput on a shared
-machine varies from run to run; the peaks and the losses do not.
+Ranks are plain subprocesses (``rank_launch.launch_ranks``: MASTER_ADDR / MASTER_PORT / RANK / WORLD_SIZE /
+LOCAL_RANK, ``DS_ACCELERATOR=cpu``) with ``--threads`` torch threads each (1 by default: one core per stage, so
+more stages also means more cores until the machine runs out of them: 4 stages on a 2-core machine share the
+cores). Throughput on a shared machine varies from run to run; the peaks and the losses do not.
 
     python benchmarks/bench_pipeline.py --ds_python /work/venv-ds/bin/python       # all cases, both libraries
     python benchmarks/bench_pipeline.py                                             # accelops only
@@ -41,12 +41,12 @@ machine varies from run to run; the peaks and the losses do not.
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 
-from bench_zero_init_memory import GIB, free_port, proc_status_gib
+from bench_zero_init_memory import GIB, proc_status_gib
+from rank_launch import launch_ranks
 
 # (impl, stages, schedule, activation_checkpoint_interval)
 CASES = [("accelops", 1, "1f1b", 0), ("accelops", 2, "1f1b", 0), ("accelops", 4, "1f1b", 0),
@@ -185,40 +185,14 @@ def label(impl: str, stages: int, schedule: str = "1f1b", ckpt: int = 0) -> str:
 
 
 def run_case(args, impl: str, stages: int, schedule: str, ckpt: int, python: str) -> dict:
-    """Start ``stages`` worker processes for one case; return rank 0's record with ``ranks`` (all records)."""
+    """One case in a fresh group of ``stages`` ranks; rank 0's record with ``ranks`` (every rank's), or ``error``."""
     out = os.path.join(tempfile.mkdtemp(prefix="bench_pipeline_"), "rank")
-    port = free_port()
     cmd = [python, os.path.abspath(__file__), "--worker", "--impl", impl, "--stages", str(stages),
            "--schedule", schedule, "--ckpt", str(ckpt), "--out", out]
     cmd += [f"--{k}={getattr(args, k)}" for k in ("vocab", "width", "blocks", "seq", "micro", "gas", "clip",
                                                   "warmup", "batches", "threads")]
-    procs = []
-    for rank in range(stages):
-        env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                   WORLD_SIZE=str(stages), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(stages),
-                   DS_ACCELERATOR="cpu", OMP_NUM_THREADS=str(args.threads), PYTHONWARNINGS="ignore")
-        log = open(out + f".{rank}.log", "w")
-        procs.append((subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), log))
-    failed = []
-    for rank, (p, log) in enumerate(procs):
-        try:
-            rc = p.wait(timeout=args.timeout)
-        except subprocess.TimeoutExpired:
-            for q, _ in procs:
-                q.kill()
-            rc = "timeout"
-        log.close()
-        if rc != 0:
-            failed.append(rank)
-    if failed:
-        with open(out + f".{failed[0]}.log") as f:
-            tail = "".join(f.readlines()[-15:])
-        return {"error": f"rank(s) {failed} failed; log {out}.{failed[0]}.log:\n{tail}"}
-    ranks = []
-    for rank in range(stages):
-        with open(out + f".{rank}") as f:
-            ranks.append(json.load(f))
-    return dict(ranks[0], ranks=ranks)
+    ranks = launch_ranks(cmd, stages, out, args.timeout)
+    return ranks if isinstance(ranks, dict) else dict(ranks[0], ranks=ranks)
 
 
 def main() -> None:
