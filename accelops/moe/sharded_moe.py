@@ -243,7 +243,8 @@ class TopKGate(torch.nn.Module):
     def routes(self, inputs: torch.Tensor, used_token: Optional[torch.Tensor] = None
                ) -> Tuple[torch.Tensor, Routes, torch.Tensor]:
         """``(l_aux, routes, exp_counts)``: the same gating as ``forward`` (same noise, same results), with the
-        :class:`Routes` instead of the dense (S, E, C) weights and mask."""
+        :class:`Routes` instead of the dense (S, E, C) weights and mask. :class:`MOELayer` calls this instead of
+        the module (so forward hooks of the gate do not run); a subclass that changes ``forward`` changes this too."""
         return self._gate(inputs, used_token, return_routes=True)
 
     def _gate(self, inputs: torch.Tensor, used_token: Optional[torch.Tensor], return_routes: bool) -> Tuple:

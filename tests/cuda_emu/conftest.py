@@ -2,7 +2,7 @@
 import pytest
 
 from emu_build import build
-from emulated_kernels import EmulatedFusedAdam, EmulatedFusedLion, EmulatedLayerNorm
+from emulated_kernels import EmulatedFusedAdam, EmulatedFusedLion, EmulatedLayerNorm, EmulatedMoEDispatch
 
 
 @pytest.fixture(scope="session", params=["cuda", "rocm"])
@@ -25,6 +25,11 @@ def emulated_fused_adam(emulated_library):
 @pytest.fixture(scope="session")
 def emulated_fused_lion(emulated_library):
     return EmulatedFusedLion(emulated_library)
+
+
+@pytest.fixture(scope="session")
+def emulated_moe_dispatch(emulated_library):
+    return EmulatedMoEDispatch(emulated_library)
 
 
 @pytest.fixture(params=["forward order", "reverse order"])

@@ -6,6 +6,7 @@
 #include "cuda_fused_adam.h"
 #include "cuda_fused_lion.h"
 #include "cuda_layer_norm.h"
+#include "cuda_moe_dispatch.h"
 #include "cuda_runtime.h"
 
 namespace {
@@ -93,6 +94,29 @@ int emu_lion_step(int param_dtype, int state_dtype, int count, void* const* para
         return accelops::launch_fused_lion(param_dtype, state_dtype, tab, hyper, nullptr);
     };
     return accelops::fill_multi_tensor_tables(tensors.data(), tensors.size(), launch, max_blocks);
+}
+
+// The MoE dispatch launchers, with the route -> buffer-row table made by its own launcher (as the binding does).
+int emu_moe_build_source(const int32_t* expert, const int32_t* slot, int64_t routes, int64_t capacity, int64_t rows,
+                         int32_t* source) {
+    return accelops::launch_moe_build_source(expert, slot, routes, capacity, rows, source, nullptr);
+}
+
+int emu_moe_dispatch(int dtype, const void* x, const int32_t* source, const float* weight, void* buffer, int64_t rows,
+                     int64_t tokens, int64_t m) {
+    return accelops::launch_moe_dispatch(dtype, x, source, weight, buffer, rows, tokens, m, nullptr);
+}
+
+int emu_moe_combine(int dtype, const void* y, const int32_t* expert, const int32_t* slot, const float* weight,
+                    void* out, int64_t k, int64_t tokens, int64_t num_experts, int64_t capacity, int64_t m) {
+    return accelops::launch_moe_combine(dtype, y, expert, slot, weight, out, k, tokens, num_experts, capacity, m,
+                                        nullptr);
+}
+
+int emu_moe_combine_bwd(int dtype, const void* grad_out, const void* y, const int32_t* source, const float* gate,
+                        void* grad_y, float* grad_gate, int64_t rows, int64_t tokens, int64_t m) {
+    return accelops::launch_moe_combine_bwd(dtype, grad_out, y, source, gate, grad_y, grad_gate, rows, tokens, m,
+                                            nullptr);
 }
 
 }  // extern "C"

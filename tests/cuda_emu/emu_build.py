@@ -16,7 +16,8 @@ HERE = Path(__file__).resolve().parent
 CSRC = HERE.parent.parent / "csrc"
 KERNEL_SOURCES = [CSRC / "cuda" / "layer_norm" / "layer_norm_kernel.cu",
                   CSRC / "cuda" / "adam" / "fused_adam_kernel.cu",
-                  CSRC / "cuda" / "lion" / "fused_lion_kernel.cu"]
+                  CSRC / "cuda" / "lion" / "fused_lion_kernel.cu",
+                  CSRC / "cuda" / "moe_dispatch" / "moe_dispatch_kernel.cu"]
 LAUNCH = re.compile(r"([A-Za-z_][\w:]*(?:<[^;()]*?>)?)\s*<<<(.*?)>>>\s*\(", re.S)
 
 

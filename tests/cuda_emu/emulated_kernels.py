@@ -204,3 +204,75 @@ class EmulatedFusedLion:
             for t, g in zip(ts, guarded[k]):
                 t.copy_(g.tensor.view(t.shape))
         return launches.value
+
+
+def _guard_index(t):
+    """An int32 index tensor between guards far out of every range (a read past it indexes far away)."""
+    return GuardedTensor(t.contiguous(), 2**30)
+
+
+class EmulatedMoEDispatch:
+    """accelops' MoE dispatch/combine launchers run under the host emulation, with the route -> buffer-row
+    table made by its launcher first (as the binding does)."""
+
+    def __init__(self, lib):
+        self.lib = lib
+        i64 = ctypes.c_int64
+        lib.emu_moe_build_source.argtypes = [_P, _P, i64, i64, i64, _P]
+        lib.emu_moe_dispatch.argtypes = [ctypes.c_int, _P, _P, _P, _P, i64, i64, i64]
+        lib.emu_moe_combine.argtypes = [ctypes.c_int, _P, _P, _P, _P, _P, i64, i64, i64, i64, i64]
+        lib.emu_moe_combine_bwd.argtypes = [ctypes.c_int, _P, _P, _P, _P, _P, _P, i64, i64, i64]
+
+    def _source(self, expert, slot, capacity, rows):
+        ge, gs = _guard_index(expert), _guard_index(slot)
+        gsrc = GuardedTensor(torch.full((max(rows, 1),), 777, dtype=torch.int32), 12345)
+        err = self.lib.emu_moe_build_source(ge.ptr(), gs.ptr(), expert.numel(), capacity, rows, gsrc.ptr())
+        if err != 0:
+            raise RuntimeError(f"source table launch failed with cudaError {err}")
+        gsrc.check_guards("source")
+        return gsrc, ge, gs
+
+    def dispatch(self, tokens, expert, slot, weight, num_experts, capacity):
+        """The [E, C, M] buffer like accelops::moe_dispatch."""
+        s, m = tokens.shape
+        rows = num_experts * capacity
+        gsrc, _ge, _gs = self._source(expert, slot, capacity, rows)
+        gx = _guard_input(tokens)
+        gw = _guard_input(weight) if weight is not None else None
+        gbuf = _guard_output((num_experts, capacity, m), tokens.dtype)
+        err = self.lib.emu_moe_dispatch(DTYPE_CODES[tokens.dtype], gx.ptr(), gsrc.ptr(), gw.ptr() if gw else None,
+                                        gbuf.ptr(), rows, s, m)
+        if err != 0:
+            raise RuntimeError(f"dispatch launch failed with cudaError {err}")
+        gbuf.check_guards("buffer")
+        return gbuf.tensor.clone()
+
+    def combine(self, expert_output, expert, slot, weight):
+        """[S, M] like accelops::moe_combine."""
+        e, c, m = expert_output.shape
+        k, s = expert.shape
+        gy, ge, gs = _guard_input(expert_output), _guard_index(expert), _guard_index(slot)
+        gw = _guard_input(weight) if weight is not None else None
+        gout = _guard_output((s, m), expert_output.dtype)
+        err = self.lib.emu_moe_combine(DTYPE_CODES[expert_output.dtype], gy.ptr(), ge.ptr(), gs.ptr(),
+                                       gw.ptr() if gw else None, gout.ptr(), k, s, e, c, m)
+        if err != 0:
+            raise RuntimeError(f"combine launch failed with cudaError {err}")
+        gout.check_guards("out")
+        return gout.tensor.clone()
+
+    def combine_bwd(self, grad_out, expert_output, expert, slot, gate):
+        """(grad_expert_output, grad_gate) like accelops::moe_combine_bwd."""
+        e, c, m = expert_output.shape
+        s = grad_out.shape[0]
+        gsrc, _ge, _gs = self._source(expert, slot, c, e * c)
+        gg, gy, gw = _guard_input(grad_out), _guard_input(expert_output), _guard_input(gate)
+        ggy = _guard_output(expert_output.shape, expert_output.dtype)
+        ggate = GuardedTensor(torch.zeros(gate.shape), SENTINEL)  # the binding zeroes it
+        err = self.lib.emu_moe_combine_bwd(DTYPE_CODES[expert_output.dtype], gg.ptr(), gy.ptr(), gsrc.ptr(), gw.ptr(),
+                                           ggy.ptr(), ggate.ptr(), e * c, s, m)
+        if err != 0:
+            raise RuntimeError(f"combine backward launch failed with cudaError {err}")
+        ggy.check_guards("grad_expert_output")
+        ggate.check_guards("grad_gate")
+        return ggy.tensor.clone(), ggate.tensor.clone()

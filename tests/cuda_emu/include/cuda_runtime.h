@@ -304,6 +304,15 @@ inline T atomicAdd(T* address, T v) {
     return old;
 }
 
+// Round-to-nearest float add/multiply intrinsics (no contraction; the host build contracts nothing either).
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fmul_rn(float a, float b) { return a * b; }
+
+inline cudaError_t cudaMemsetAsync(void* ptr, int value, size_t bytes, cudaStream_t = nullptr) {
+    std::memset(ptr, value, bytes);
+    return cudaSuccess;
+}
+
 inline cudaError_t cudaGetLastError() {
     const cudaError_t e = cuda_emu::rt().last_error;
     cuda_emu::rt().last_error = cudaSuccess;
