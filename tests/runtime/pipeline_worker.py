@@ -136,12 +136,14 @@ def pipeline_case(case):
             module.p = 0.0
     losses = [float(engine.train_batch(iter(_batches(step, engine.dp_rank)))) for step in range(steps)]
     evaluated = float(engine.eval_batch(iter(_batches(99, 0))))
+    _, logits = engine.eval_batch(iter(_batches(99, 0)), return_logits=True)
     dp = dist.get_world_size() // stages
     reference, reference_eval = _reference(dp, steps)
     return {"losses": losses, "reference": reference, "eval": evaluated, "reference_eval": reference_eval,
             "parts": engine.module.parts, "stage": engine.stage_id, "dp_rank": engine.dp_rank,
             "samples": engine.global_samples, "steps": engine.global_steps,
-            "sharded": type(next(engine.module.parameters())).__name__ == "DTensor"}
+            "sharded": type(next(engine.module.parameters())).__name__ == "DTensor",
+            "logits": None if logits is None else list(logits.shape), "last": engine.is_last_stage()}
 
 
 def pipeline_dropout_case(case):

@@ -42,6 +42,8 @@ def test_two_ranks_train_like_the_whole_model(two_ranks, case):
         got = results[name]
         assert _close(got["losses"], got["reference"], tol), (rank, got)
         assert _close([got["eval"]], [got["reference_eval"]], tol), (rank, got)
+        # return_logits: the last stage's outputs of every micro-batch, None on the other stages
+        assert got["logits"] == ([4 * 2, 5, 13] if got["last"] else None), (rank, got["logits"])
         assert got["steps"] == 3 and got["samples"] == 3 * 2 * 4 * (2 // max(1, len(got["parts"]) - 1))
 
 

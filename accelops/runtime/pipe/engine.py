@@ -10,11 +10,15 @@ DeepSpeed facts followed (deepspeed/runtime/pipe/engine.py): ``train_batch(data_
 ``gradient_accumulation_steps`` micro-batches ``(inputs, labels)`` from the iterator (the first stage uses the
 inputs, the last the labels; other stages read nothing), computes ``loss_fn(outputs, labels)`` on the last
 stage, back-propagates the mean over micro-batches, sums the gradients of tied layers over their stages,
-averages gradients over the data-parallel ranks, clips by the norm over all stages, takes one optimizer and
+averages gradients over the data-parallel ranks, clips, takes one optimizer and
 LR-scheduler step, and returns the mean loss (averaged over data-parallel ranks) on every rank as a tensor.
 ``forward``/``backward``/``step`` are not for pipelines (DeepSpeed raises too); ``train_batch`` under
 ``torch.no_grad`` is an error. ``train_batch_size = micro x accumulation x data-parallel size``. With a
 monitor, rank 0 also writes ``Train/Samples/train_loss``.
+
+Clipping, on purpose unlike DeepSpeed 0.19.8: the norm is the whole model's, over all stages, so the
+trajectory does not depend on the number of stages (DeepSpeed's fp32 pipeline clips each stage by its own
+norm, and its losses change with the stage count).
 
 ZeRO stage 0 or 1, as DeepSpeed allows (at 1, each stage is sharded over its data-parallel group with
 FSDP2, which the torch stage drives: one gradient reduction per batch). Limits: no ZeRO-Offload; a fixed
@@ -176,12 +180,15 @@ class PipelineEngine(DeepSpeedEngine):
             return loss * scale if scale != 1.0 else loss
         return scaled
 
-    def _run(self, schedule: Any, inputs: Any, labels: Any, losses: List[Any], train: bool) -> Any:
+    def _run(self, schedule: Any, inputs: Any, labels: Any, losses: List[Any], train: bool,
+             keep_outputs: bool = False) -> Any:
+        """One schedule step (forward only unless ``train``); the last stage's joined outputs when
+        ``keep_outputs`` (otherwise torch would keep every micro-batch's outputs until the next batch)."""
         run = schedule.step if train else schedule.eval
         args = _as_args(inputs) if self.is_first_stage() else ()
         extra = {"target": labels, "losses": losses} if self.is_last_stage() else {}
         with self._autocast():
-            return run(*args, **extra)
+            return run(*args, return_outputs=keep_outputs, **extra)
 
     def _mean_loss(self, losses: List[torch.Tensor], scale: float) -> torch.Tensor:
         """The mean micro-batch loss, averaged over data-parallel ranks, on every rank of the pipeline."""
@@ -268,7 +275,7 @@ class PipelineEngine(DeepSpeedEngine):
         losses: List[torch.Tensor] = []
         schedule = self._schedule(self._loss_fn() if compute_loss else None)
         outputs = self._run(schedule, inputs, labels if compute_loss else None,
-                            losses if compute_loss else [], train=False)
+                            losses if compute_loss else [], train=False, keep_outputs=return_logits)
         self.train()
         result: Any = None
         if compute_loss:
