@@ -2,7 +2,8 @@
 
 ``launch_ranks(cmd, ranks, out, timeout)`` starts ``ranks`` processes of ``cmd`` (a list: interpreter, script,
 arguments) with MASTER_ADDR / MASTER_PORT (a free port) / RANK / WORLD_SIZE / LOCAL_RANK / LOCAL_WORLD_SIZE,
-``DS_ACCELERATOR=cpu``, ``OMP_NUM_THREADS=1`` and ``PYTHONWARNINGS=ignore`` in the environment, each writing its
+``DS_ACCELERATOR=cpu``, ``OMP_NUM_THREADS=1`` and ``PYTHONWARNINGS=ignore`` in the environment (``env`` adds to or
+overrides them), each writing its
 stdout and stderr to ``<out>.<rank>.log``. The worker writes its result as JSON to ``<out>.<rank>``. Returns
 the list of the ranks' results, or ``{"error": ...}`` with the tail of the first failed rank's log (a rank
 that exits non-zero, or every rank killed when one passes ``timeout`` seconds).
@@ -20,7 +21,8 @@ def launch_ranks(cmd, ranks: int, out: str, timeout: float, env: dict = None):
     for rank in range(ranks):
         rank_env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                         WORLD_SIZE=str(ranks), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(ranks),
-                        DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore", **(env or {}))
+                        DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+        rank_env.update(env or {})  # the caller's values win (e.g. OMP_NUM_THREADS)
         log = open(out + f".{rank}.log", "w")
         procs.append((subprocess.Popen(cmd, env=rank_env, stdout=log, stderr=subprocess.STDOUT), log))
     failed = []
