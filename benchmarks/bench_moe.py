@@ -58,8 +58,7 @@ import sys
 import tempfile
 import time
 
-from bench_zero_init_memory import GIB, proc_status_gib
-from rank_launch import launch_ranks
+from rank_launch import GIB, launch_ranks, proc_status_gib
 
 CMP_OPTIONS = {"nodrop": dict(drop_tokens=False, use_rts=False, top2_2nd_expert_sampling=False),
                "cf1": dict(drop_tokens=True, capacity_factor=1.0, use_rts=False, top2_2nd_expert_sampling=False)}

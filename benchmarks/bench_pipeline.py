@@ -45,8 +45,7 @@ import sys
 import tempfile
 import time
 
-from bench_zero_init_memory import GIB, proc_status_gib
-from rank_launch import launch_ranks
+from rank_launch import GIB, launch_ranks, proc_status_gib
 
 # (impl, stages, schedule, activation_checkpoint_interval)
 CASES = [("accelops", 1, "1f1b", 0), ("accelops", 2, "1f1b", 0), ("accelops", 4, "1f1b", 0),

@@ -36,20 +36,10 @@ the weights, gradients and Adam's two states); keep ``--layers``/``--width`` to 
 import argparse
 import json
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 
-GIB = 1024 ** 3
-
-
-def proc_status_gib(key: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024 / GIB
-    raise KeyError(key)
+from rank_launch import GIB, launch_ranks, proc_status_gib
 
 
 def ds_config(args, impl: str) -> dict:
@@ -107,45 +97,16 @@ def worker(args) -> None:
         json.dump(rec, f)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def run_case(args, impl: str, case: str, python: str) -> dict:
     """Start ``--ranks`` worker processes for one (impl, case); return the largest of each number over ranks."""
     out = os.path.join(tempfile.mkdtemp(prefix="zero_init_mem_"), "rank")
-    port = free_port()
     cmd = [python, os.path.abspath(__file__), "--worker", "--impl", impl, "--case", case, "--out", out,
            "--layers", str(args.layers), "--width", str(args.width), "--batch", str(args.batch),
            "--steps", str(args.steps), "--bucket", str(args.bucket)] + (["--ds_cpu_adam"] if args.ds_cpu_adam else [])
-    procs = []
-    for rank in range(args.ranks):
-        env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                   WORLD_SIZE=str(args.ranks), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(args.ranks),
-                   DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-        log = open(out + f".{rank}.log", "w")
-        procs.append((subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), log))
-    failed = []
-    for rank, (p, log) in enumerate(procs):
-        try:
-            rc = p.wait(timeout=args.timeout)
-        except subprocess.TimeoutExpired:
-            for q, _ in procs:
-                q.kill()
-            rc = "timeout"
-        log.close()
-        if rc != 0:
-            failed.append(rank)
-    if failed:
-        with open(out + f".{failed[0]}.log") as f:
-            tail = "".join(f.readlines()[-15:])
-        return {"error": f"rank(s) {failed} failed; log {out}.{failed[0]}.log:\n{tail}"}
-    ranks = []
-    for rank in range(args.ranks):
-        with open(out + f".{rank}") as f:
-            ranks.append(json.load(f))
+    ranks = launch_ranks(cmd, args.ranks, out, args.timeout)
+    if isinstance(ranks, dict):
+        return ranks
     res = {k: max(r[k] for r in ranks) for k in ranks[0] if k.endswith(("_hwm", "_rss"))}
     res.update(optimizer=ranks[0]["optimizer"], dtypes=",".join(ranks[0]["param_dtypes"]), loss=ranks[0]["loss"])
     return res

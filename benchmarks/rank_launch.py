@@ -1,4 +1,6 @@
-"""Start one group of ranks of a benchmark worker and collect each rank's JSON result (shared by benchmarks).
+"""Start one group of ranks of a benchmark worker and collect each rank's JSON result (shared by benchmarks),
+and the two small helpers the workers use: ``proc_status_gib`` (a /proc/self/status memory line in GiB) and
+``free_port``.
 
 ``launch_ranks(cmd, ranks, out, timeout)`` starts ``ranks`` processes of ``cmd`` (a list: interpreter, script,
 arguments) with MASTER_ADDR / MASTER_PORT (a free port) / RANK / WORLD_SIZE / LOCAL_RANK / LOCAL_WORLD_SIZE,
@@ -10,9 +12,26 @@ that exits non-zero, or every rank killed when one passes ``timeout`` seconds).
 """
 import json
 import os
+import socket
 import subprocess
 
-from bench_zero_init_memory import free_port
+GIB = 1024 ** 3
+
+
+def proc_status_gib(key: str) -> float:
+    """The value of ``key`` (VmHWM, VmRSS, ...) in this process's /proc/self/status, in GiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024 / GIB
+    raise KeyError(key)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def launch_ranks(cmd, ranks: int, out: str, timeout: float, env: dict = None):
