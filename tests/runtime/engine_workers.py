@@ -395,7 +395,8 @@ CASE_KINDS = {"checkpoint": checkpoint_case, "no_sync": no_sync_case, "buffers":
                  for kind in ("zero_init", "zero_init_module", "gathered", "offload_states")},
               **{kind: _worker("moe_worker", kind) for kind in ("moe_layer", "moe_train", "moe_resume")},
               **{kind: _worker("pipeline_worker", kind)
-                 for kind in ("pipeline", "pipeline_dropout", "pipeline_resume", "pipeline_data")}}
+                 for kind in ("pipeline", "pipeline_dropout", "pipeline_resume", "pipeline_data",
+                              "pipeline_monitor")}}
 
 
 def main():

@@ -200,3 +200,16 @@ def pipeline_data_case(case):
             runs.append([float(engine.train_batch()) for _ in range(3)])
             has_loader = loader is not None
     return {"loader": runs[0], "by_hand": runs[1], "has_loader": has_loader}
+
+
+def pipeline_monitor_case(case):
+    """With ``csv_monitor`` on, rank 0 writes each batch's mean loss as ``Train/Samples/train_loss``."""
+    import accelops as deepspeed
+    from accelops.pipe import PipelineModule
+
+    config = {**_config(case), "csv_monitor": {"enabled": True, "output_path": case["dir"], "job_name": "pipe"}}
+    module = PipelineModule(_specs(), num_stages=case["stages"], loss_fn=loss_fn, seed_layers=True)
+    engine, *_ = deepspeed.initialize(model=module, config=config)
+    losses = [float(engine.train_batch(iter(_batches(step, engine.dp_rank)))) for step in range(2)]
+    engine.destroy()
+    return {"losses": losses, "samples": engine.global_samples}

@@ -99,3 +99,15 @@ def test_to_torch_gives_the_whole_model(tmp_path):
     assert sorted(state) == sorted(["tied_modules.embed.weight"] + [f"{i}.{p}" for i in range(1, 5) for p in
                                                                    ("fc.weight", "fc.bias", "norm.weight", "norm.bias")])
     assert all(isinstance(v, torch.Tensor) for v in state.values())
+
+
+def test_rank_0_writes_each_batchs_mean_loss_to_the_monitor(tmp_path):
+    import csv
+
+    results = run_ranks(2, [{"name": "m", "kind": "pipeline_monitor", "stages": 2, "dir": str(tmp_path)}])
+    with open(tmp_path / "pipe" / "Train_Samples_train_loss.csv") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["step", "train_loss"]
+    losses = results[0]["m"]["losses"]
+    assert [int(r[0]) for r in rows[1:]] == [8, 16]  # global samples after each batch (micro 2 x 4 micro-batches)
+    assert all(abs(float(r[1]) - loss) <= 1e-6 for r, loss in zip(rows[1:], losses)) and len(rows) == 3
