@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every GPU check of this repo in one go, for a short lent GPU session (about 5-8 minutes on an H100):
-# install, build both CUDA ops, ds_report --verify, the GPU tests, compute-sanitizer's racecheck and
+# install, build the CUDA ops, ds_report --verify, the GPU tests, compute-sanitizer's racecheck and
 # synccheck over a few layer norm tests (where compute-sanitizer is installed), then the GPU benchmarks
 # (add + layer norm in bf16, fp16 and fp32; FusedAdam). When .baseline/csrc exists (another version's
 # sources, e.g. `mkdir -p .baseline && git archive a300e3b csrc | tar -x -C .baseline`), the layer
@@ -29,7 +29,7 @@ step device 30 bash -c "nvidia-smi; $py -c 'import torch, sys; print(sys.version
 step install 120 "$py" -m pip install -q --no-deps --no-build-isolation -e .
 step build 300 "$py" -c "
 from accelops.accelerator import get_accelerator
-for name in ('FusedAdamBuilder', 'FusedLayerNormBuilder'):
+for name in ('FusedAdamBuilder', 'FusedLayerNormBuilder', 'FusedMoEDispatchBuilder'):
     get_accelerator().create_op_builder(name).load(verbose=False)
     print(name, 'built')"
 step ds_report 180 "$py" -m accelops.report --verify
