@@ -8,27 +8,16 @@ with the same page-fault cost.
 """
 import argparse
 import os
-import statistics
 import subprocess
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
 
 from accelops.ops.layer_norm.ops import fused_add_layer_norm, layer_norm_path
+from timing import timeit
 
 
-def timeit(fn, repeats):
-    """Median seconds of ``repeats`` calls after two warm-up calls."""
-    fn()
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main():

@@ -6,24 +6,13 @@ torch_time / our_time (> 1: ours is faster). Effective GB/s counts the bytes an 
 measured in the same run (``a += b`` on 3 x 80 MB buffers: 12 B/element).
 """
 import argparse
-import statistics
-import time
 
 import torch
 
 from accelops.ops import CPUAdam
+from timing import timeit
 
 
-def timeit(fn, repeats):
-    """Median seconds of ``repeats`` calls after two warm-up calls."""
-    fn()
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def bandwidth_gbs(n, repeats):

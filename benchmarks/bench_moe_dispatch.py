@@ -11,26 +11,16 @@ reference / fused (> 1: the fused op is faster). No assertions.
 """
 import argparse
 import os
-import statistics
-import time
 
 import torch
 
 from accelops.moe.sharded_moe import top1gating, top2gating
 from accelops.ops.moe_dispatch import MoEDispatcher, moe_combine, moe_dispatch
+from timing import timeit
 
 FALLBACK = "ACCELOPS_CPU_OPS_FALLBACK"
 
 
-def timeit(fn, repeats):
-    """Median seconds of ``repeats`` calls after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def dense(tokens, expert_output, combine, dispatch, backward):
@@ -90,9 +80,10 @@ def main():
             expert_output = torch.randn(experts, capacity, m, generator=gen).to(dtype)
             for backward in (False, True):
                 with torch.set_grad_enabled(backward):
-                    t_dense = timeit(lambda: dense(tokens, expert_output, combine, dispatch, backward), repeats)
-                    t_ref = timeit(lambda: reference(tokens, expert_output, routes, backward), repeats)
-                    t_fused = timeit(lambda: indexed(tokens, expert_output, routes, backward), repeats)
+                    runs = (lambda: dense(tokens, expert_output, combine, dispatch, backward),
+                            lambda: reference(tokens, expert_output, routes, backward),
+                            lambda: indexed(tokens, expert_output, routes, backward))
+                    t_dense, t_ref, t_fused = (timeit(run, repeats, warmup=1) for run in runs)
                 case = f"{name} ({kept} routes) {str(dtype)[6:]} {'fwd+bwd' if backward else 'fwd'}"
                 print(f"{case:34s} {t_dense * 1e3:9.1f} {t_ref * 1e3:9.1f} {t_fused * 1e3:9.1f} "
                       f"{t_dense / t_fused:10.1f}x {t_ref / t_fused:8.2f}x", flush=True)
