@@ -118,3 +118,15 @@ def fail_fused_build(monkeypatch, step) -> List[str]:
     monkeypatch.setattr(step.loader, "_failure", None)  # forgotten again after the test
     monkeypatch.setattr(step, "warned", set())
     return calls
+
+
+def kernel_or_fallback(request, monkeypatch, kernel_fixture: str) -> str:
+    """The body of a ``path`` fixture parametrized ``["kernel", "torch"]`` that runs a test on both paths of a
+    CPU op: "kernel" builds (or loads) the op through the fixture ``kernel_fixture`` and clears
+    ``ACCELOPS_CPU_OPS_FALLBACK``; "torch" sets it, forcing the pure-torch fallback. Returns the parameter."""
+    if request.param == "kernel":
+        request.getfixturevalue(kernel_fixture)
+        monkeypatch.delenv("ACCELOPS_CPU_OPS_FALLBACK", raising=False)
+    else:
+        monkeypatch.setenv("ACCELOPS_CPU_OPS_FALLBACK", "1")
+    return request.param

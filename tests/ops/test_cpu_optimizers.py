@@ -21,6 +21,7 @@ from accelops.ops.loader import CPU_FALLBACK_ENV, KernelLoader, kernel_loader
 from accelops.ops.cpu_adagrad import CPUAdagrad
 from accelops.ops.cpu_adam import CPUAdam, cpu_adam_step_
 from accelops.ops.cpu_lion import CPULion
+from helpers import kernel_or_fallback
 
 SIZES = [1, 7, 63, 1025]
 DTYPE_PAIRS = [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16), (torch.bfloat16, torch.float32),
@@ -49,12 +50,7 @@ def kernels():
 @pytest.fixture(params=["kernel", "torch"])
 def path(request, monkeypatch):
     """Run a test once on the compiled kernels and once on the forced pure-torch fallback."""
-    if request.param == "kernel":
-        request.getfixturevalue("kernels")
-        monkeypatch.delenv("ACCELOPS_CPU_OPS_FALLBACK", raising=False)
-    else:
-        monkeypatch.setenv("ACCELOPS_CPU_OPS_FALLBACK", "1")
-    return request.param
+    return kernel_or_fallback(request, monkeypatch, "kernels")
 
 
 class TorchLion(torch.optim.Optimizer):

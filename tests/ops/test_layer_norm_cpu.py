@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from accelops.ops.layer_norm.module import FusedLayerNorm
 from accelops.ops.layer_norm.ops import CPU_LOADER, add_layer_norm_fwd, fused_add_layer_norm, layer_norm_path
+from helpers import kernel_or_fallback
 
 ROW_SIZES = [1, 7, 64, 100, 1031]  # 1031: not a multiple of any vector width (4, 8, 16)
 _TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.bfloat16: dict(rtol=2**-7, atol=2**-6)}
@@ -33,12 +34,7 @@ def ln_kernel():
 @pytest.fixture(params=["kernel", "torch"])
 def path(request, monkeypatch):
     """Run a test once on the compiled kernel and once on the forced pure-torch fallback."""
-    if request.param == "kernel":
-        request.getfixturevalue("ln_kernel")
-        monkeypatch.delenv("ACCELOPS_CPU_OPS_FALLBACK", raising=False)
-    else:
-        monkeypatch.setenv("ACCELOPS_CPU_OPS_FALLBACK", "1")
-    return request.param
+    return kernel_or_fallback(request, monkeypatch, "ln_kernel")
 
 
 def _inputs(rows, n, dtype, seed=0):

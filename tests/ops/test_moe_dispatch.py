@@ -18,6 +18,7 @@ from accelops.moe.sharded_moe import MOELayer, TopKGate, routes_from_masks, top1
 from accelops.ops.moe_dispatch import MoEDispatcher, moe_combine, moe_dispatch
 from accelops.ops.moe_dispatch.ops import CPU_LOADER, moe_combine_bwd_op, moe_combine_op, moe_dispatch_op
 from accelops.ops.moe_dispatch.reference import combine_bwd_torch, combine_torch, dispatch_torch
+from helpers import kernel_or_fallback
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 DENSE_TOL = {torch.float32: dict(rtol=1e-6, atol=1e-6), torch.bfloat16: dict(rtol=2**-7, atol=2**-7),
@@ -37,12 +38,7 @@ def moe_kernel():
 @pytest.fixture(params=["kernel", "torch"])
 def path(request, monkeypatch):
     """Run a test once on the compiled kernel and once on the forced torch fallback."""
-    if request.param == "kernel":
-        request.getfixturevalue("moe_kernel")
-        monkeypatch.delenv("ACCELOPS_CPU_OPS_FALLBACK", raising=False)
-    else:
-        monkeypatch.setenv("ACCELOPS_CPU_OPS_FALLBACK", "1")
-    return request.param
+    return kernel_or_fallback(request, monkeypatch, "moe_kernel")
 
 
 def _routes(tokens, experts, capacity, k, seed=0, drop_every=3):
