@@ -144,14 +144,6 @@ def _model_state(engine: Any, exclude_frozen: bool = False) -> Dict[str, Any]:
     return {moe_support.rename(k, renames): v for k, v in state.items()}
 
 
-def _local_names(engine: Any) -> Dict[str, str]:
-    """Checkpoint name -> the model's own state-dict name (they differ for experts)."""
-    from torch.distributed.checkpoint.state_dict import get_model_state_dict
-
-    renames = moe_support.global_names(engine.module)
-    return {moe_support.rename(k, renames): k for k in get_model_state_dict(engine.module)}
-
-
 def _optimizer_state(engine: Any) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
     """(DCP tensors ``optim.<name>::<key>``, pickled part: group settings and non-tensor state)."""
     optimizer = engine.optimizer
@@ -454,9 +446,9 @@ def load_checkpoint(engine: Any, load_dir: Any, tag: Any = None, load_module_str
         optimizer_tensors, empty = _optimizer_template(engine, saved)
         template.update(optimizer_tensors)
     dcp.load(template, checkpoint_id=path)
-    local = _local_names(engine)
-    set_model_state_dict(engine.module, {local[k]: template[f"{MODEL_PREFIX}{k}"] for k in model},
-                         options=StateDictOptions(strict=False))
+    to_local = {g: local for local, g in moe_support.global_names(engine.module).items()}  # experts' own names
+    loaded = {moe_support.rename(k, to_local): template[f"{MODEL_PREFIX}{k}"] for k in model}
+    set_model_state_dict(engine.module, loaded, options=StateDictOptions(strict=False))
     if with_optimizer:
         _restore_optimizer(engine, state["optimizer"], empty)
     if not load_module_only:
